@@ -1,0 +1,172 @@
+//! The hostbeat demo: the agent and the reference control plane on loopback, with
+//! short lifetimes, printing one timeline of both sides. It shows registration,
+//! heartbeats, an access token refreshed before it expires, an outage with backoff
+//! and recovery, and the goodbye. It ends by itself after about a minute, or on
+//! Ctrl-C (which also says goodbye).
+
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use hostbeat::ConfigInputs;
+use hostbeat::secret::Token;
+use hostbeat_refplane::{ControlPlane, Fault, PlaneConfig, PlaneEvent, Scope};
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+/// The demo client's secret: a made-up value for loopback only.
+const DEMO_SECRET: &str = "demo-client-secret-not-for-production";
+
+/// The script: (seconds after start, what happens).
+const OUTAGE_AT: Duration = Duration::from_secs(26);
+const OUTAGE_FOR: Duration = Duration::from_secs(12);
+const STOP_AT: Duration = Duration::from_secs(56);
+
+#[tokio::main(flavor = "current_thread")]
+async fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(std::env::var("RUST_LOG").unwrap_or_else(|_| "info".to_owned()))
+        .with_timer(tracing_subscriber::fmt::time::Uptime::default())
+        .with_target(false)
+        .with_writer(std::io::stderr)
+        .init();
+    match demo().await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("demo failed: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+    let plane = ControlPlane::new(PlaneConfig {
+        token_lifetime: Duration::from_secs(20),
+        ..PlaneConfig::default()
+    });
+    plane.add_client("hostbeat", DEMO_SECRET);
+    let addr = plane.start().await?;
+    tokio::spawn(narrate(plane.clone()));
+    tracing::info!(
+        "▶ demo: control plane on http://{addr} (tokens live 20 s); agent beats every 2 s; \
+         outage at {}s for {}s; stop at {}s (Ctrl-C stops earlier)",
+        OUTAGE_AT.as_secs(),
+        OUTAGE_FOR.as_secs(),
+        STOP_AT.as_secs()
+    );
+
+    let dir = tempfile::tempdir()?;
+    std::fs::write(dir.path().join("hostbeat.toml"), "")?;
+    let url = format!("http://{addr}");
+    // The embedded default configuration: what an operator would put in
+    // /etc/hostbeat/hostbeat.env, with short timings so that a minute shows it all.
+    let inputs = ConfigInputs::new()
+        .config_file(dir.path().join("hostbeat.toml"))
+        .var("HOSTBEAT_SERVER_URL", url.clone())
+        .var("HOSTBEAT_TOKEN_URL", format!("{url}/oauth/token"))
+        .var("HOSTBEAT_CLIENT_TOKEN", DEMO_SECRET)
+        .var("HOSTBEAT_HEARTBEAT_INTERVAL", "2s")
+        .var("HOSTBEAT_BACKOFF_CAP", "8s")
+        .var(
+            "HOSTBEAT_STATE_DIR",
+            dir.path().join("state").to_string_lossy(),
+        )
+        .var(
+            "HOSTBEAT_ENV_FILE",
+            dir.path().join("hostbeat.env").to_string_lossy(),
+        );
+    let settings = hostbeat::config::load(inputs)?.settings;
+
+    let shutdown = CancellationToken::new();
+    let agent = tokio::spawn(hostbeat::run(
+        settings,
+        shutdown.clone(),
+        Arc::new(Notify::new()),
+    ));
+    let script = async {
+        tokio::time::sleep(OUTAGE_AT).await;
+        tracing::warn!(
+            "▶ demo: the control plane goes away for {} s",
+            OUTAGE_FOR.as_secs()
+        );
+        plane.set_fault(Fault::Outage, Scope::All, None);
+        tokio::time::sleep(OUTAGE_FOR).await;
+        plane.clear_fault();
+        tracing::info!("▶ demo: the control plane is back");
+        tokio::time::sleep(STOP_AT.saturating_sub(OUTAGE_AT + OUTAGE_FOR)).await;
+        tracing::info!("▶ demo: stopping the agent (as SIGTERM would)");
+    };
+    tokio::select! {
+        () = script => {}
+        _ = tokio::signal::ctrl_c() => tracing::info!("▶ demo: Ctrl-C, stopping the agent"),
+    }
+    plane.clear_fault();
+    shutdown.cancel();
+    agent.await??;
+    tokio::time::sleep(Duration::from_millis(50)).await;
+
+    let heartbeats = plane.heartbeats();
+    let failed = plane
+        .requests()
+        .iter()
+        .filter(|r| r.fault.is_some())
+        .count();
+    let tokens = plane
+        .requests()
+        .iter()
+        .filter(|r| r.path.starts_with("/oauth/token"))
+        .count();
+    tracing::info!(
+        "▶ demo: done: {} heartbeats accepted, {} access tokens issued, {} attempts during the outage, last status {:?}",
+        heartbeats.len(),
+        tokens,
+        failed,
+        heartbeats.last().map_or("none", |h| h.status())
+    );
+    Ok(())
+}
+
+/// Prints the control plane's side of the timeline (fingerprints, never tokens).
+async fn narrate(plane: ControlPlane) {
+    let mut events = plane.subscribe();
+    while let Ok(event) = events.recv().await {
+        match event {
+            PlaneEvent::TokenIssued {
+                client_id,
+                lifetime,
+            } => tracing::info!(
+                "  control plane: issued an access token to {client_id}, valid {} s",
+                lifetime.as_secs()
+            ),
+            PlaneEvent::Registered { agent_id, new } => tracing::info!(
+                "  control plane: {} agent {agent_id}",
+                if new { "registered new" } else { "recognised" }
+            ),
+            PlaneEvent::Heartbeat(beat) => {
+                let fingerprint = Token::new(beat.bearer.clone()).fingerprint().to_string();
+                let extra = match (&beat.body["missed"], &beat.body["unreachable_since"]) {
+                    (serde_json::Value::Number(missed), serde_json::Value::String(since)) => {
+                        format!(", missed {missed} since {since}")
+                    }
+                    _ => String::new(),
+                };
+                tracing::info!(
+                    "  control plane: heartbeat seq={} status={} from {} (token fp {fingerprint}){extra}",
+                    beat.seq(),
+                    beat.status(),
+                    beat.agent_id
+                );
+            }
+            PlaneEvent::Refused {
+                path,
+                status,
+                error,
+            } => {
+                tracing::info!("  control plane: refused {path}: {status} {error}");
+            }
+            PlaneEvent::Faulted { path, fault } => {
+                tracing::info!("  control plane: (down) {path}: {fault}");
+            }
+        }
+    }
+}

@@ -1,0 +1,216 @@
+//! The front door: records each request, applies the fault in force, then hands the
+//! request to the protocol routes.
+
+use std::convert::Infallible;
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::response::{IntoResponse, Response};
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+use hyper::{Request, StatusCode};
+use serde::{Deserialize, Serialize};
+use tower::ServiceExt;
+
+use crate::{ControlPlane, PlaneEvent, RecordedRequest};
+
+/// A misbehaviour on demand.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Fault {
+    /// The connection is closed without an answer.
+    Outage,
+    /// A fixed answer.
+    Status {
+        /// The status code.
+        status: u16,
+        /// The body.
+        #[serde(default)]
+        body: String,
+        /// A `Retry-After` header value.
+        #[serde(default)]
+        retry_after: Option<String>,
+        /// A `WWW-Authenticate` header value.
+        #[serde(default)]
+        www_authenticate: Option<String>,
+    },
+    /// The normal answer, after a delay.
+    Slow {
+        /// The delay in milliseconds.
+        delay_ms: u64,
+    },
+    /// `200` with a body that is not JSON.
+    Garbage,
+    /// `200` with a body of this many bytes.
+    Oversized {
+        /// The size.
+        bytes: usize,
+    },
+    /// `307` to another location.
+    Redirect {
+        /// Where to.
+        location: String,
+    },
+}
+
+/// Which requests a fault applies to.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Scope {
+    /// Every protocol request.
+    #[default]
+    All,
+    /// The token endpoint only.
+    Token,
+    /// Everything but the token endpoint.
+    Agents,
+}
+
+#[derive(Debug, Clone)]
+pub(crate) struct FaultRule {
+    pub fault: Fault,
+    pub scope: Scope,
+    pub remaining: Option<u32>,
+}
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+pub(crate) async fn handle(
+    plane: ControlPlane,
+    router: axum::Router,
+    request: Request<Incoming>,
+) -> Result<Response, BoxError> {
+    let (parts, body) = request.into_parts();
+    let body = body.collect().await?.to_bytes();
+    let path = parts.uri.path().to_owned();
+    if path.starts_with("/admin/") {
+        let request = Request::from_parts(parts, Body::from(body));
+        return Ok(route(router, request).await);
+    }
+    let fault = take_fault_and_record(&plane, &parts, &body);
+    if let Some(fault) = &fault {
+        plane.emit(PlaneEvent::Faulted {
+            path,
+            fault: describe(fault),
+        });
+    }
+    let request = Request::from_parts(parts, Body::from(body));
+    match fault {
+        None => Ok(route(router, request).await),
+        Some(Fault::Outage) => Err("simulated outage: connection closed".into()),
+        Some(Fault::Slow { delay_ms }) => {
+            tokio::time::sleep(Duration::from_millis(delay_ms)).await;
+            Ok(route(router, request).await)
+        }
+        Some(fault) => Ok(fixed_answer(fault)),
+    }
+}
+
+async fn route(router: axum::Router, request: Request<Body>) -> Response {
+    router
+        .oneshot(request)
+        .await
+        .unwrap_or_else(|e: Infallible| match e {})
+}
+
+/// Records the request and returns the fault to apply to it, if any (counting it
+/// against the rule's remaining uses).
+fn take_fault_and_record(
+    plane: &ControlPlane,
+    parts: &hyper::http::request::Parts,
+    body: &[u8],
+) -> Option<Fault> {
+    let is_token = parts.uri.path() == plane.shared.config.paths.token;
+    let mut state = plane.state();
+    let fault = match &mut state.fault {
+        Some(rule)
+            if match rule.scope {
+                Scope::All => true,
+                Scope::Token => is_token,
+                Scope::Agents => !is_token,
+            } && rule.remaining != Some(0) =>
+        {
+            if let Some(n) = &mut rule.remaining {
+                *n -= 1;
+            }
+            Some(rule.fault.clone())
+        }
+        _ => None,
+    };
+    let at_ms = plane.now_ms();
+    state.requests.push(RecordedRequest {
+        at_ms,
+        method: parts.method.to_string(),
+        path: parts.uri.to_string(),
+        headers: parts
+            .headers
+            .iter()
+            .map(|(n, v)| {
+                (
+                    n.as_str().to_owned(),
+                    String::from_utf8_lossy(v.as_bytes()).into_owned(),
+                )
+            })
+            .collect(),
+        body: String::from_utf8_lossy(body).into_owned(),
+        fault: fault.as_ref().map(|f| format!("{f:?}")),
+    });
+    fault
+}
+
+/// The answer of a fault that answers by itself.
+fn fixed_answer(fault: Fault) -> Response {
+    match fault {
+        Fault::Status {
+            status,
+            body,
+            retry_after,
+            www_authenticate,
+        } => {
+            let mut response = (
+                StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+                [(hyper::header::CONTENT_TYPE, "application/json")],
+                body,
+            )
+                .into_response();
+            let headers = response.headers_mut();
+            if let Some(value) = retry_after.and_then(|v| v.parse().ok()) {
+                headers.insert(hyper::header::RETRY_AFTER, value);
+            }
+            if let Some(value) = www_authenticate.and_then(|v| v.parse().ok()) {
+                headers.insert(hyper::header::WWW_AUTHENTICATE, value);
+            }
+            response
+        }
+        Fault::Garbage => (
+            StatusCode::OK,
+            "<html><body>502 Bad Gateway (not JSON)</body></html>",
+        )
+            .into_response(),
+        Fault::Oversized { bytes } => (StatusCode::OK, "x".repeat(bytes)).into_response(),
+        Fault::Redirect { location } => (
+            StatusCode::TEMPORARY_REDIRECT,
+            [(hyper::header::LOCATION, location)],
+        )
+            .into_response(),
+        Fault::Outage | Fault::Slow { .. } => {
+            unreachable!("outage and slow are handled by the caller")
+        }
+    }
+}
+
+fn describe(fault: &Fault) -> String {
+    match fault {
+        Fault::Outage => "outage (connection closed)".into(),
+        Fault::Status {
+            status,
+            retry_after: Some(after),
+            ..
+        } => format!("HTTP {status}, Retry-After {after}"),
+        Fault::Status { status, .. } => format!("HTTP {status}"),
+        Fault::Slow { delay_ms } => format!("answer delayed {delay_ms} ms"),
+        Fault::Garbage => "garbage body".into(),
+        Fault::Oversized { bytes } => format!("{bytes}-byte body"),
+        Fault::Redirect { location } => format!("redirect to {location}"),
+    }
+}

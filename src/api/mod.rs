@@ -1,0 +1,391 @@
+//! The control-plane client: one HTTP client, one request builder, bounded answers,
+//! classified failures.
+//!
+//! Invariants:
+//! - every call to the control plane goes through `ApiClient::authorized`, which
+//!   always sets `Authorization: Bearer` (field-notes.md 1); the token endpoint is the
+//!   one exception, authenticated as an OAuth client;
+//! - redirects are never followed, so a token cannot follow one to another origin;
+//! - every call has a connect timeout and a total timeout;
+//! - bodies are read up to [`BODY_LIMIT`], never further, and never logged whole;
+//! - an error's text never holds the token, even if a server echoes it back.
+
+pub mod classify;
+pub mod wire;
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, SystemTime};
+
+use reqwest::header::{AUTHORIZATION, HeaderMap, RETRY_AFTER, WWW_AUTHENTICATE};
+use reqwest::{Method, RequestBuilder, StatusCode};
+use serde::de::DeserializeOwned;
+use url::Url;
+
+use self::classify::{Answer, classify_answer, classify_transport, clean_for_log, error_chain};
+pub use self::classify::{Endpoint, FailureClass};
+use self::wire::{
+    HeartbeatAnswer, HeartbeatRequest, RegisterAnswer, RegisterRequest, TokenAnswer, ValidateAnswer,
+};
+use crate::config::{ClientAuth, ConfigError, Exchange, Paths, Settings};
+use crate::secret::Token;
+
+/// The largest answer body read (64 KiB).
+pub const BODY_LIMIT: usize = 64 * 1024;
+
+/// `User-Agent` of every request.
+pub const USER_AGENT: &str = concat!("hostbeat/", env!("CARGO_PKG_VERSION"));
+
+/// A failed call, classified, with what the operator needs to know.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiError {
+    /// What the agent does about it.
+    pub class: FailureClass,
+    /// Which call.
+    pub endpoint: Endpoint,
+    /// The HTTP status, when there was an answer.
+    pub status: Option<u16>,
+    /// The server's own words, or the transport error; never a token.
+    pub detail: String,
+    /// The server's `Retry-After`, when given.
+    pub retry_after: Option<Duration>,
+    /// The server (scheme, host and port) that failed.
+    pub server: String,
+}
+
+impl std::fmt::Display for ApiError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.endpoint.name(), self.class.describe())?;
+        match self.status {
+            Some(status) => write!(f, " (HTTP {status} from {})", self.server)?,
+            None => write!(f, " ({})", self.server)?,
+        }
+        write!(f, ": {}", self.detail)
+    }
+}
+
+impl std::error::Error for ApiError {}
+
+impl ApiError {
+    fn new(class: FailureClass, endpoint: Endpoint, server: &Url, detail: String) -> Self {
+        Self {
+            class,
+            endpoint,
+            status: None,
+            detail,
+            retry_after: None,
+            server: server.origin().ascii_serialization(),
+        }
+    }
+
+    /// This error with any copy of `token` removed from its text.
+    #[must_use]
+    pub fn scrubbed(mut self, token: &Token) -> Self {
+        self.detail = token.scrub(&self.detail);
+        self
+    }
+}
+
+/// The client of one control plane (one or several base URLs).
+#[derive(Debug)]
+pub struct ApiClient {
+    http: reqwest::Client,
+    servers: Vec<Url>,
+    current: AtomicUsize,
+    paths: Paths,
+}
+
+impl ApiClient {
+    /// Builds the HTTP client: system roots plus `ca_file`, timeouts, no redirects.
+    pub fn new(settings: &Settings) -> Result<Self, ConfigError> {
+        let mut builder = reqwest::Client::builder()
+            .user_agent(USER_AGENT)
+            .connect_timeout(settings.connect_timeout)
+            .timeout(settings.request_timeout)
+            .redirect(reqwest::redirect::Policy::none())
+            .pool_idle_timeout(Duration::from_secs(90))
+            .pool_max_idle_per_host(1);
+        if let Some(path) = &settings.ca_file {
+            let ca_error = |problem: String| {
+                ConfigError::new(
+                    "ca_file",
+                    Some(path.display().to_string()),
+                    problem,
+                    "point ca_file at a PEM file holding the CA certificate(s)",
+                )
+            };
+            let pem = std::fs::read(path).map_err(|e| ca_error(format!("cannot read it: {e}")))?;
+            let certs = reqwest::Certificate::from_pem_bundle(&pem)
+                .map_err(|e| ca_error(format!("not a PEM certificate bundle: {e}")))?;
+            if certs.is_empty() {
+                return Err(ca_error("it holds no certificate".to_owned()));
+            }
+            builder = builder.tls_certs_merge(certs);
+        }
+        let http = builder.build().map_err(|e| {
+            ConfigError::new(
+                "ca_file",
+                None,
+                format!("the HTTP client cannot start: {}", error_chain(&e)),
+                "check ca_file and that the ca-certificates package is installed",
+            )
+        })?;
+        Ok(Self {
+            http,
+            servers: settings.servers.clone(),
+            current: AtomicUsize::new(0),
+            paths: settings.paths.clone(),
+        })
+    }
+
+    /// The base URL in use.
+    pub fn server(&self) -> &Url {
+        &self.servers[self.current.load(Ordering::Relaxed) % self.servers.len()]
+    }
+
+    /// Moves the next attempt to the next base URL (protocol.md section 5); returns
+    /// it when there is more than one.
+    pub fn fail_over(&self) -> Option<&Url> {
+        if self.servers.len() < 2 {
+            return None;
+        }
+        self.current.fetch_add(1, Ordering::Relaxed);
+        Some(self.server())
+    }
+
+    fn url(&self, path: &str) -> Url {
+        let base = self.server().as_str().trim_end_matches('/');
+        Url::parse(&format!("{base}{path}")).expect("a valid base URL joined with a path is valid")
+    }
+
+    /// THE request builder for control-plane calls: every one carries the bearer token.
+    fn authorized(&self, method: Method, url: Url, bearer: &Token) -> RequestBuilder {
+        self.http
+            .request(method, url)
+            .header(AUTHORIZATION, bearer.bearer_header())
+    }
+
+    /// `POST register`.
+    pub async fn register(
+        &self,
+        bearer: &Token,
+        body: &RegisterRequest,
+    ) -> Result<RegisterAnswer, ApiError> {
+        let url = self.url(&self.paths.register);
+        let request = self
+            .authorized(Method::POST, url.clone(), bearer)
+            .json(body);
+        let answer: RegisterAnswer = self
+            .call(Endpoint::Register, &url, request)
+            .await
+            .map_err(|e| e.scrubbed(bearer))?;
+        if !crate::identity::is_valid_agent_id(&answer.agent_id) {
+            return Err(ApiError::new(
+                FailureClass::Protocol,
+                Endpoint::Register,
+                &url,
+                "the agent_id in the answer is empty, too long or has characters outside A-Z a-z 0-9 . _ : -".to_owned(),
+            ));
+        }
+        Ok(answer)
+    }
+
+    /// `POST heartbeat`.
+    pub async fn heartbeat(
+        &self,
+        bearer: &Token,
+        agent_id: &str,
+        body: &HeartbeatRequest,
+    ) -> Result<HeartbeatAnswer, ApiError> {
+        let url = self.url(&self.paths.heartbeat.replace("{agent_id}", agent_id));
+        let request = self
+            .authorized(Method::POST, url.clone(), bearer)
+            .json(body);
+        let answer: HeartbeatAnswer = self
+            .call(Endpoint::Heartbeat, &url, request)
+            .await
+            .map_err(|e| e.scrubbed(bearer))?;
+        if answer.success == Some(false) {
+            return Err(ApiError::new(
+                FailureClass::Protocol,
+                Endpoint::Heartbeat,
+                &url,
+                "the server answered success: false".to_owned(),
+            ));
+        }
+        Ok(answer)
+    }
+
+    /// `GET validate`.
+    pub async fn validate(&self, bearer: &Token) -> Result<ValidateAnswer, ApiError> {
+        let url = self.url(&self.paths.validate);
+        let request = self.authorized(Method::GET, url.clone(), bearer);
+        self.call(Endpoint::Validate, &url, request)
+            .await
+            .map_err(|e| e.scrubbed(bearer))
+    }
+
+    /// The OAuth 2.0 client-credentials grant (RFC 6749 section 4.4). The answer's
+    /// access token is checked to be usable as a header value.
+    pub async fn exchange(
+        &self,
+        exchange: &Exchange,
+        client_secret: &Token,
+    ) -> Result<TokenAnswer, ApiError> {
+        let url = exchange.token_url.clone();
+        let mut form = vec![("grant_type", "client_credentials")];
+        if let Some(scope) = &exchange.scope {
+            form.push(("scope", scope));
+        }
+        let request = match exchange.client_auth {
+            // RFC 6749 2.3.1: both parts are form-encoded before Basic encoding.
+            ClientAuth::Basic => self.http.post(url.clone()).basic_auth(
+                form_encode(&exchange.client_id),
+                Some(form_encode(client_secret.expose())),
+            ),
+            ClientAuth::Post => {
+                form.push(("client_id", &exchange.client_id));
+                form.push(("client_secret", client_secret.expose()));
+                self.http.post(url.clone())
+            }
+        }
+        .form(&form);
+        let answer: TokenAnswer = self
+            .call(Endpoint::Token, &url, request)
+            .await
+            .map_err(|e| e.scrubbed(client_secret))?;
+        let protocol = |detail: &str| {
+            ApiError::new(
+                FailureClass::Protocol,
+                Endpoint::Token,
+                &url,
+                detail.to_owned(),
+            )
+        };
+        if answer
+            .token_type
+            .as_deref()
+            .is_some_and(|t| !t.eq_ignore_ascii_case("bearer"))
+        {
+            return Err(protocol("the token_type is not Bearer"));
+        }
+        if answer.access_token.is_empty()
+            || !answer.access_token.bytes().all(|b| b.is_ascii_graphic())
+        {
+            return Err(protocol("the access_token is empty or not visible ASCII"));
+        }
+        Ok(answer)
+    }
+
+    /// Sends, reads the body within the limit, and turns anything but a usable 2xx
+    /// into a classified error.
+    async fn call<T: DeserializeOwned>(
+        &self,
+        endpoint: Endpoint,
+        url: &Url,
+        request: RequestBuilder,
+    ) -> Result<T, ApiError> {
+        // The URL is left out of the text: the error names the server already.
+        let transport = |e: reqwest::Error| {
+            let class = classify_transport(&e);
+            ApiError::new(class, endpoint, url, error_chain(&e.without_url()))
+        };
+        let response = request.send().await.map_err(transport)?;
+        let status = response.status();
+        let headers = response.headers().clone();
+        let with_status = |mut e: ApiError| {
+            e.status = Some(status.as_u16());
+            e
+        };
+        let body = read_limited(response).await.map_err(|e| {
+            with_status(match e {
+                BodyError::TooLarge => ApiError::new(
+                    FailureClass::Protocol,
+                    endpoint,
+                    url,
+                    format!(
+                        "the answer is larger than the {} KiB limit",
+                        BODY_LIMIT / 1024
+                    ),
+                ),
+                BodyError::Transport(e) => transport(e),
+            })
+        })?;
+        if status.is_success() {
+            return serde_json::from_slice(&body).map_err(|e| {
+                with_status(ApiError::new(
+                    FailureClass::Protocol,
+                    endpoint,
+                    url,
+                    format!(
+                        "the {}-byte answer is not the expected JSON ({})",
+                        body.len(),
+                        clean_for_log(&e.to_string(), 120)
+                    ),
+                ))
+            });
+        }
+        Err(with_status(classify_error_answer(
+            endpoint, url, status, &headers, &body,
+        )))
+    }
+}
+
+fn classify_error_answer(
+    endpoint: Endpoint,
+    url: &Url,
+    status: StatusCode,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> ApiError {
+    let header = |name| {
+        headers
+            .get(name)
+            .and_then(|v: &reqwest::header::HeaderValue| v.to_str().ok())
+    };
+    let retry_after =
+        header(RETRY_AFTER).and_then(|v| classify::parse_retry_after(v, SystemTime::now()));
+    let (class, mut detail) = classify_answer(
+        endpoint,
+        &Answer {
+            status: status.as_u16(),
+            www_authenticate: header(WWW_AUTHENTICATE),
+            body,
+            retry_after,
+        },
+    );
+    if status.is_redirection() {
+        detail = format!(
+            "redirect to {} not followed; point the setting at the final URL",
+            clean_for_log(header(reqwest::header::LOCATION).unwrap_or("?"), 200)
+        );
+    }
+    let mut error = ApiError::new(class, endpoint, url, detail);
+    error.retry_after = retry_after;
+    error
+}
+
+enum BodyError {
+    TooLarge,
+    Transport(reqwest::Error),
+}
+
+async fn read_limited(mut response: reqwest::Response) -> Result<Vec<u8>, BodyError> {
+    if response
+        .content_length()
+        .is_some_and(|n| n > BODY_LIMIT as u64)
+    {
+        return Err(BodyError::TooLarge);
+    }
+    let mut body = Vec::new();
+    while let Some(chunk) = response.chunk().await.map_err(BodyError::Transport)? {
+        if body.len() + chunk.len() > BODY_LIMIT {
+            return Err(BodyError::TooLarge);
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
+}
+
+fn form_encode(text: &str) -> String {
+    url::form_urlencoded::byte_serialize(text.as_bytes()).collect()
+}

@@ -1,0 +1,108 @@
+//! The JSON bodies of protocol.md section 2, as sent and as expected back.
+
+use serde::{Deserialize, Serialize};
+
+/// `POST register`.
+#[derive(Debug, Clone, Serialize)]
+pub struct RegisterRequest {
+    /// Stable across restarts and reinstalls.
+    pub logical_agent_id: String,
+    /// The host name.
+    pub hostname: String,
+    /// hostbeat's version.
+    pub agent_version: &'static str,
+    /// Cloud instance facts, where known.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub instance: Option<Instance>,
+}
+
+/// Cloud instance facts.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Instance {
+    /// The instance id.
+    pub id: String,
+    /// The instance type.
+    #[serde(rename = "type", skip_serializing_if = "Option::is_none")]
+    pub instance_type: Option<String>,
+    /// The availability zone.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub availability_zone: Option<String>,
+    /// `spot` or `on-demand`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub lifecycle: Option<String>,
+}
+
+/// The answer to `register`.
+#[derive(Debug, Clone, Deserialize)]
+pub struct RegisterAnswer {
+    /// The id to use in heartbeat paths.
+    pub agent_id: String,
+}
+
+/// What a heartbeat says about the host.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    /// Running.
+    Online,
+    /// About to be reclaimed.
+    Terminating,
+    /// Stopping for good.
+    Offline,
+}
+
+/// `POST heartbeat`.
+#[derive(Debug, Clone, Serialize)]
+pub struct HeartbeatRequest {
+    /// The host's state.
+    pub status: Status,
+    /// Increases with every heartbeat of this process.
+    pub seq: u64,
+    /// RFC 3339, wall clock.
+    pub sent_at: String,
+    /// Seconds since the agent started.
+    pub uptime_s: u64,
+    /// The first time, RFC 3339, that a heartbeat failed in the stretch just ended.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub unreachable_since: Option<String>,
+    /// How many heartbeats that stretch missed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub missed: Option<u64>,
+}
+
+/// The answer to a heartbeat.
+#[derive(Debug, Clone, Deserialize)]
+pub struct HeartbeatAnswer {
+    /// `false` is a protocol error.
+    #[serde(default)]
+    pub success: Option<bool>,
+    /// The server's wish for the next interval, in seconds.
+    #[serde(default)]
+    pub next_heartbeat_in: Option<f64>,
+}
+
+/// The answer to `validate`.
+#[derive(Debug, Clone, Deserialize)]
+pub struct ValidateAnswer {
+    /// Whether the credential is valid.
+    pub valid: bool,
+    /// The client's id.
+    #[serde(default)]
+    pub client_id: Option<String>,
+    /// The client's name.
+    #[serde(default)]
+    pub name: Option<String>,
+}
+
+/// RFC 6749 section 5.1. The access token moves into a `Token` at once.
+#[derive(Deserialize)]
+pub struct TokenAnswer {
+    /// The access token.
+    pub access_token: String,
+    /// `Bearer` (case-insensitive), if given.
+    #[serde(default)]
+    pub token_type: Option<String>,
+    /// Lifetime in seconds.
+    #[serde(default)]
+    pub expires_in: Option<f64>,
+}

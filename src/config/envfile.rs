@@ -1,0 +1,161 @@
+//! Reader for systemd `EnvironmentFile=` files (`/etc/hostbeat/hostbeat.env`).
+//!
+//! It follows what systemd accepts, leniently: `KEY=VALUE` lines, `#` and `;`
+//! comments, blank lines, an optional `export ` prefix, values in single or double
+//! quotes (double quotes understand `\"` and `\\`), CRLF line ends and a UTF-8 BOM
+//! at the start of the file (both are what an editor on another system leaves behind).
+//!
+//! Invariant: the client token's value is moved straight into a secret type ([`RawToken`]); it is never
+//! kept in the plain map of other settings.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use super::ConfigError;
+use super::token::{CLIENT_TOKEN_VAR, RawToken};
+
+/// The parsed file: the `HOSTBEAT_*` settings it holds, and the token apart from them.
+#[derive(Debug, Default)]
+pub struct EnvFile {
+    /// Where it was read from.
+    pub path: PathBuf,
+    /// Every `HOSTBEAT_*` variable except the client token.
+    pub vars: BTreeMap<String, String>,
+    /// `HOSTBEAT_CLIENT_TOKEN`, uncleaned (cleaning names this file in its errors).
+    pub client_token: Option<RawToken>,
+}
+
+impl EnvFile {
+    /// Reads `path`; a file that does not exist is an empty file (like systemd's
+    /// `EnvironmentFile=-path`), any other read error is reported.
+    pub fn read(path: &Path) -> Result<Self, ConfigError> {
+        match std::fs::read(path) {
+            Ok(bytes) => Self::parse(path, &bytes),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Self {
+                path: path.to_owned(),
+                ..Self::default()
+            }),
+            Err(e) => Err(ConfigError::new(
+                "env_file",
+                None,
+                format!("cannot read {}: {e}", path.display()),
+                "make the file readable by the hostbeat user (mode 0640, owner root, group hostbeat)",
+            )),
+        }
+    }
+
+    /// Parses the bytes of an env file read from `path`.
+    pub fn parse(path: &Path, bytes: &[u8]) -> Result<Self, ConfigError> {
+        let bytes = bytes.strip_prefix(b"\xef\xbb\xbf").unwrap_or(bytes);
+        let text = String::from_utf8_lossy(bytes);
+        let mut file = Self {
+            path: path.to_owned(),
+            ..Self::default()
+        };
+        let mut lines = text.split('\n').enumerate();
+        while let Some((index, line)) = lines.next() {
+            let line = line.strip_suffix('\r').unwrap_or(line).trim_start();
+            if line.is_empty() || line.starts_with('#') || line.starts_with(';') {
+                continue;
+            }
+            let line = line.strip_prefix("export ").unwrap_or(line);
+            let Some((key, rest)) = line.split_once('=') else {
+                return Err(ConfigError::new(
+                    "env_file",
+                    None,
+                    format!("{} line {}: expected KEY=VALUE", path.display(), index + 1),
+                    "write each setting as KEY=VALUE, or start the line with # to comment it out",
+                ));
+            };
+            let key = key.trim();
+            let mut value = unquote(rest.trim_start());
+            // A backslash at the end of an unquoted value continues it on the next line.
+            while value.ends_with('\\') && !rest.trim_start().starts_with(['"', '\'']) {
+                value.pop();
+                match lines.next() {
+                    Some((_, next)) => value.push_str(next.strip_suffix('\r').unwrap_or(next)),
+                    None => break,
+                }
+            }
+            if key == CLIENT_TOKEN_VAR {
+                file.client_token = Some(RawToken::new(value));
+            } else if key.starts_with("HOSTBEAT_") {
+                file.vars.insert(key.to_owned(), value);
+            }
+        }
+        Ok(file)
+    }
+}
+
+/// The value part of a line: quoted values lose their quotes (and, in double quotes,
+/// their escapes); unquoted values lose trailing white space.
+fn unquote(raw: &str) -> String {
+    let mut chars = raw.chars();
+    match chars.next() {
+        Some(quote @ ('"' | '\'')) => {
+            let mut value = String::new();
+            let mut escaped = false;
+            for c in chars {
+                if escaped {
+                    value.push(c);
+                    escaped = false;
+                } else if c == '\\' && quote == '"' {
+                    escaped = true;
+                } else if c == quote {
+                    return value;
+                } else {
+                    value.push(c);
+                }
+            }
+            // No closing quote: keep the opening one, so that token cleaning sees
+            // (and reports) exactly what the file holds.
+            raw.trim_end().to_owned()
+        }
+        _ => raw.trim_end().to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> EnvFile {
+        EnvFile::parse(Path::new("/test.env"), text.as_bytes()).unwrap()
+    }
+
+    #[test]
+    fn reads_settings_and_keeps_token_apart() {
+        let file = parse(
+            "# comment\n; other comment\n\nHOSTBEAT_SERVER_URL=https://cp.example\nexport HOSTBEAT_HEARTBEAT_INTERVAL=10s\nOTHER=x\nHOSTBEAT_CLIENT_TOKEN=abc\n",
+        );
+        assert_eq!(file.vars["HOSTBEAT_SERVER_URL"], "https://cp.example");
+        assert_eq!(file.vars["HOSTBEAT_HEARTBEAT_INTERVAL"], "10s");
+        assert!(!file.vars.contains_key("OTHER"));
+        assert!(!file.vars.contains_key(CLIENT_TOKEN_VAR));
+        assert!(file.client_token.is_some());
+    }
+
+    #[test]
+    fn handles_quotes_crlf_and_bom() {
+        let file = EnvFile::parse(
+            Path::new("/t"),
+            b"\xef\xbb\xbfHOSTBEAT_A=\"x \\\"y\\\"\"\r\nHOSTBEAT_B='z'\r\nHOSTBEAT_C=plain  \r\n",
+        )
+        .unwrap();
+        assert_eq!(file.vars["HOSTBEAT_A"], "x \"y\"");
+        assert_eq!(file.vars["HOSTBEAT_B"], "z");
+        assert_eq!(file.vars["HOSTBEAT_C"], "plain");
+    }
+
+    #[test]
+    fn rejects_a_line_without_equals_naming_the_line() {
+        let err = EnvFile::parse(Path::new("/etc/x.env"), b"HOSTBEAT_A=1\nnonsense\n").unwrap_err();
+        assert!(err.to_string().contains("/etc/x.env line 2"), "{err}");
+    }
+
+    #[test]
+    fn missing_file_is_empty() {
+        let file = EnvFile::read(Path::new("/nonexistent/hostbeat.env")).unwrap();
+        assert!(file.vars.is_empty() && file.client_token.is_none());
+    }
+}

@@ -1,0 +1,509 @@
+//! Validated settings: every value typed, checked, and given its default.
+//!
+//! Invariants of a [`Settings`]: at least one server URL; every URL is http(s), and
+//! plain http only to a loopback host unless `allow_insecure_http`; durations are
+//! within their floors; the heartbeat path has `{agent_id}`; a token was found and
+//! cleaned.
+
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use url::Url;
+
+use super::token::{self, CREDENTIAL_NAME, RawToken, TokenOrigin, TokenSource};
+use super::{ConfigError, Layers, Origin};
+use crate::retry::RetryPolicy;
+use crate::secret::Token;
+
+/// The lowest heartbeat interval accepted, from the config and from the server.
+pub const HEARTBEAT_FLOOR: Duration = Duration::from_secs(1);
+
+/// Every setting, with its default (`None`: no default). docs/configuration.md
+/// documents each; a test checks that it names them all.
+pub const KEYS: &[(&str, Option<&str>)] = &[
+    ("server_url", None),
+    ("client_token", None),
+    ("client_token_file", None),
+    ("token_url", None),
+    ("client_id", Some("hostbeat")),
+    ("client_auth", Some("basic")),
+    ("scope", None),
+    ("agent_id", None),
+    ("register_path", Some("/api/v1/agents/register")),
+    (
+        "heartbeat_path",
+        Some("/api/v1/agents/{agent_id}/heartbeat"),
+    ),
+    ("validate_path", Some("/api/v1/client/validate")),
+    ("heartbeat_interval", Some("30s")),
+    ("refresh_margin", Some("60s")),
+    ("backoff_base", Some("1s")),
+    ("backoff_cap", Some("5m")),
+    ("auth_backoff_cap", Some("15m")),
+    ("retry_after_max", Some("1h")),
+    ("connect_timeout", Some("5s")),
+    ("request_timeout", Some("10s")),
+    ("shutdown_timeout", Some("5s")),
+    ("state_dir", None),
+    ("env_file", Some(super::DEFAULT_ENV_FILE)),
+    ("ca_file", None),
+    ("allow_insecure_http", Some("false")),
+    ("log_level", Some("info")),
+];
+
+/// The static name of a known setting.
+pub(super) fn known_key(key: &str) -> Option<&'static str> {
+    KEYS.iter().map(|(k, _)| *k).find(|k| *k == key)
+}
+
+/// The known setting closest to a misspelt one, if any is close.
+pub(super) fn suggest(key: &str) -> Option<&'static str> {
+    KEYS.iter()
+        .map(|(k, _)| (*k, edit_distance(key, k)))
+        .filter(|(_, d)| *d <= 3)
+        .min_by_key(|(_, d)| *d)
+        .map(|(k, _)| k)
+}
+
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut previous = row[0];
+        row[0] = i + 1;
+        for (j, cb) in b.iter().enumerate() {
+            let current = row[j + 1];
+            row[j + 1] = (previous + usize::from(ca != *cb))
+                .min(row[j] + 1)
+                .min(current + 1);
+            previous = current;
+        }
+    }
+    row[b.len()]
+}
+
+/// Everything the agent needs to run, checked.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Control-plane base URLs, in order of preference (protocol.md section 5).
+    pub servers: Vec<Url>,
+    /// The client token as loaded; the agent keeps its own copy after rotations.
+    pub client_token: Arc<Token>,
+    /// Where to read the token again.
+    pub token_source: TokenSource,
+    /// Static bearer, or OAuth client-credentials exchange.
+    pub auth: AuthMode,
+    /// A configured agent id: registration is skipped.
+    pub agent_id: Option<String>,
+    /// The control plane's paths.
+    pub paths: Paths,
+    /// Time between heartbeats (before jitter and the server's own wish).
+    pub heartbeat_interval: Duration,
+    /// Refresh an access token at least this long before it expires.
+    pub refresh_margin: Duration,
+    /// Backoff after transient failures.
+    pub backoff: RetryPolicy,
+    /// Backoff after a rejected credential or an inactive client.
+    pub auth_backoff: RetryPolicy,
+    /// The longest `Retry-After` honoured.
+    pub retry_after_max: Duration,
+    /// TCP (and TLS) connect timeout.
+    pub connect_timeout: Duration,
+    /// Whole-request timeout.
+    pub request_timeout: Duration,
+    /// How long the goodbye heartbeat may take at shutdown.
+    pub shutdown_timeout: Duration,
+    /// Where the agent keeps its state file.
+    pub state_dir: PathBuf,
+    /// Extra CA certificates (PEM), added to the system roots.
+    pub ca_file: Option<PathBuf>,
+    /// A `tracing` filter directive (`info`, `hostbeat=debug`, ...).
+    pub log_level: String,
+    /// Where the machine id is read, for the logical agent id.
+    pub machine_id_file: PathBuf,
+}
+
+/// How the agent authenticates.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AuthMode {
+    /// The client token is the bearer token of every call.
+    Static,
+    /// The client token is an OAuth client secret exchanged for access tokens.
+    Exchange(Exchange),
+}
+
+/// The OAuth 2.0 client-credentials grant's parameters.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Exchange {
+    /// The token endpoint.
+    pub token_url: Url,
+    /// The OAuth client id.
+    pub client_id: String,
+    /// How the client authenticates to the token endpoint.
+    pub client_auth: ClientAuth,
+    /// The scope asked for, if any.
+    pub scope: Option<String>,
+}
+
+/// OAuth client authentication (RFC 6749 section 2.3.1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClientAuth {
+    /// HTTP Basic `client_id:client_secret` (`client_secret_basic`).
+    Basic,
+    /// `client_id` and `client_secret` form fields (`client_secret_post`).
+    Post,
+}
+
+/// Paths on the control plane (protocol.md section 2).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Paths {
+    /// Registration.
+    pub register: String,
+    /// Heartbeat, a template with `{agent_id}`.
+    pub heartbeat: String,
+    /// Credential validation (used by `check`).
+    pub validate: String,
+}
+
+pub(super) struct TokenCandidates {
+    pub environment: Option<RawToken>,
+    pub env_file: Option<(RawToken, PathBuf)>,
+    pub config_file: Option<(RawToken, PathBuf)>,
+    pub credentials_directory: Option<PathBuf>,
+}
+
+pub(super) struct HostPaths {
+    pub env_file: PathBuf,
+    pub state_directory: Option<String>,
+    pub machine_id_file: PathBuf,
+}
+
+/// One setting being validated: its value (or default) and where it came from.
+struct Field<'a> {
+    key: &'static str,
+    value: Option<&'a str>,
+    origin: Origin,
+}
+
+impl Field<'_> {
+    fn error(&self, problem: String, fix: impl Into<String>) -> ConfigError {
+        ConfigError::new(self.key, Some(self.origin.describe(self.key)), problem, fix)
+    }
+
+    fn duration(&self) -> Result<Duration, ConfigError> {
+        let text = self.value.expect("every duration has a default").trim();
+        // A bare number is seconds: TOML invites `heartbeat_interval = 30`.
+        let parsed = match text.parse::<u64>() {
+            Ok(seconds) => Ok(Duration::from_secs(seconds)),
+            Err(_) => humantime::parse_duration(text),
+        };
+        parsed.map_err(|e| {
+            self.error(
+                format!("{text:?} is not a duration ({e})"),
+                "write it like 30s, 5m or 1h",
+            )
+        })
+    }
+
+    fn duration_at_least(&self, floor: Duration) -> Result<Duration, ConfigError> {
+        let value = self.duration()?;
+        if value < floor {
+            return Err(self.error(
+                format!("{} is below the floor of {}", show(value), show(floor)),
+                format!("set it to {} or more", show(floor)),
+            ));
+        }
+        Ok(value)
+    }
+
+    fn boolean(&self) -> Result<bool, ConfigError> {
+        match self
+            .value
+            .unwrap_or("false")
+            .trim()
+            .to_ascii_lowercase()
+            .as_str()
+        {
+            "true" | "yes" | "1" | "on" => Ok(true),
+            "false" | "no" | "0" | "off" => Ok(false),
+            other => Err(self.error(format!("{other:?} is not a boolean"), "write true or false")),
+        }
+    }
+
+    fn path(&self) -> Result<String, ConfigError> {
+        let text = self.value.expect("every path has a default").trim();
+        if !text.starts_with('/') {
+            return Err(self.error(
+                format!("{text:?} does not start with /"),
+                "write the path from the server's root, like /api/v1/agents/register",
+            ));
+        }
+        Ok(text.to_owned())
+    }
+
+    fn url(&self, text: &str, allow_insecure_http: bool) -> Result<Url, ConfigError> {
+        let url = Url::parse(text.trim()).map_err(|e| {
+            self.error(
+                format!("{text:?} is not a URL ({e})"),
+                "write a full URL like https://cp.example.com",
+            )
+        })?;
+        if !url.username().is_empty() || url.password().is_some() {
+            return Err(self.error(
+                "the URL carries a user name or password".to_owned(),
+                "remove them: credentials belong in the client token, not in a URL that lands in logs",
+            ));
+        }
+        match url.scheme() {
+            "https" => Ok(url),
+            "http" if allow_insecure_http || is_loopback(&url) => Ok(url),
+            "http" => Err(self.error(
+                format!(
+                    "plain http to {} would send the token in clear text",
+                    url.host_str().unwrap_or("?")
+                ),
+                "use https://, or set allow_insecure_http = true if this network is trusted",
+            )),
+            other => Err(self.error(format!("unsupported scheme {other:?}"), "use https://")),
+        }
+    }
+}
+
+fn is_loopback(url: &Url) -> bool {
+    match url.host() {
+        Some(url::Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),
+        Some(url::Host::Ipv4(ip)) => IpAddr::V4(ip).is_loopback(),
+        Some(url::Host::Ipv6(ip)) => IpAddr::V6(ip).is_loopback(),
+        None => false,
+    }
+}
+
+fn show(d: Duration) -> String {
+    humantime::format_duration(d).to_string()
+}
+
+/// The value of `key` (or its default) and where it came from.
+fn field<'a>(layers: &'a Layers, key: &'static str) -> Field<'a> {
+    let default = KEYS.iter().find(|(k, _)| *k == key).and_then(|(_, d)| *d);
+    match layers.get(key) {
+        Some((value, origin)) => Field {
+            key,
+            value: Some(value),
+            origin: origin.clone(),
+        },
+        None => Field {
+            key,
+            value: default,
+            origin: Origin::Default,
+        },
+    }
+}
+
+pub(super) fn validate(
+    layers: &Layers,
+    tokens: TokenCandidates,
+    host: &HostPaths,
+) -> Result<Settings, ConfigError> {
+    let field = |key| field(layers, key);
+    let allow_insecure_http = field("allow_insecure_http").boolean()?;
+    let server_field = field("server_url");
+    let Some(server_list) = server_field.value else {
+        return Err(ConfigError::new(
+            "server_url",
+            None,
+            "no control plane is configured".to_owned(),
+            "set HOSTBEAT_SERVER_URL=https://your-control-plane in /etc/hostbeat/hostbeat.env",
+        ));
+    };
+    let servers = server_list
+        .split(',')
+        .filter(|s| !s.trim().is_empty())
+        .map(|s| server_field.url(s, allow_insecure_http))
+        .collect::<Result<Vec<_>, _>>()?;
+    if servers.is_empty() {
+        return Err(server_field.error("the list is empty".to_owned(), "name at least one URL"));
+    }
+
+    let agent_id = match field("agent_id").value.map(str::trim) {
+        Some(id) if crate::identity::is_valid_agent_id(id) => Some(id.to_owned()),
+        Some(id) => {
+            return Err(field("agent_id").error(
+                format!("{id:?} is not a valid agent id"),
+                "use up to 128 letters, digits and . _ : -",
+            ));
+        }
+        None => None,
+    };
+
+    let backoff_base = field("backoff_base").duration_at_least(Duration::from_millis(10))?;
+    let backoff_cap = field("backoff_cap").duration_at_least(backoff_base)?;
+    let auth_backoff_cap = field("auth_backoff_cap").duration_at_least(backoff_base)?;
+
+    let log_level = field("log_level").value.unwrap_or("info").trim().to_owned();
+    if tracing_subscriber::EnvFilter::builder()
+        .parse(&log_level)
+        .is_err()
+    {
+        return Err(field("log_level").error(
+            format!("{log_level:?} is not a log filter"),
+            "write error, warn, info, debug or trace",
+        ));
+    }
+
+    let state_dir = match (field("state_dir").value, &host.state_directory) {
+        (Some(dir), _) => PathBuf::from(dir.trim()),
+        // systemd may pass several directories separated by ':'; ours is the first.
+        (None, Some(dirs)) => PathBuf::from(dirs.split(':').next().unwrap_or(dirs)),
+        (None, None) => PathBuf::from("/var/lib/hostbeat"),
+    };
+
+    let (client_token, origin) = resolve_token(tokens, &field("client_token_file"))?;
+
+    Ok(Settings {
+        servers,
+        client_token: Arc::new(client_token),
+        token_source: TokenSource {
+            origin,
+            env_file: host.env_file.clone(),
+        },
+        auth: auth_mode(layers, allow_insecure_http)?,
+        agent_id,
+        paths: paths(layers)?,
+        heartbeat_interval: field("heartbeat_interval").duration_at_least(HEARTBEAT_FLOOR)?,
+        refresh_margin: field("refresh_margin").duration()?,
+        backoff: RetryPolicy::new(backoff_base, backoff_cap),
+        auth_backoff: RetryPolicy::new(backoff_base, auth_backoff_cap),
+        retry_after_max: field("retry_after_max").duration()?,
+        connect_timeout: field("connect_timeout").duration_at_least(Duration::from_millis(1))?,
+        request_timeout: field("request_timeout").duration_at_least(Duration::from_millis(1))?,
+        shutdown_timeout: field("shutdown_timeout").duration()?,
+        state_dir,
+        ca_file: field("ca_file").value.map(|p| PathBuf::from(p.trim())),
+        log_level,
+        machine_id_file: host.machine_id_file.clone(),
+    })
+}
+
+/// Static mode, or exchange mode when `token_url` is set.
+fn auth_mode(layers: &Layers, allow_insecure_http: bool) -> Result<AuthMode, ConfigError> {
+    let token_url = field(layers, "token_url");
+    let Some(text) = token_url.value else {
+        return Ok(AuthMode::Static);
+    };
+    let client_auth = field(layers, "client_auth");
+    Ok(AuthMode::Exchange(Exchange {
+        token_url: token_url.url(text, allow_insecure_http)?,
+        client_id: nonempty(&field(layers, "client_id"))?,
+        client_auth: match client_auth.value.map(str::trim) {
+            Some("basic" | "client_secret_basic") => ClientAuth::Basic,
+            Some("post" | "client_secret_post") => ClientAuth::Post,
+            other => {
+                return Err(client_auth.error(
+                    format!(
+                        "{:?} is not a client authentication method",
+                        other.unwrap_or("")
+                    ),
+                    "write basic or post",
+                ));
+            }
+        },
+        scope: field(layers, "scope").value.map(|s| s.trim().to_owned()),
+    }))
+}
+
+fn paths(layers: &Layers) -> Result<Paths, ConfigError> {
+    let paths = Paths {
+        register: field(layers, "register_path").path()?,
+        heartbeat: field(layers, "heartbeat_path").path()?,
+        validate: field(layers, "validate_path").path()?,
+    };
+    if !paths.heartbeat.contains("{agent_id}") {
+        return Err(field(layers, "heartbeat_path").error(
+            format!("{:?} has no {{agent_id}}", paths.heartbeat),
+            "put {agent_id} where the agent id goes, like /api/v1/agents/{agent_id}/heartbeat",
+        ));
+    }
+    Ok(paths)
+}
+
+fn nonempty(field: &Field<'_>) -> Result<String, ConfigError> {
+    match field.value.map(str::trim) {
+        Some(v) if !v.is_empty() => Ok(v.to_owned()),
+        _ => Err(field.error(
+            "it is empty".to_owned(),
+            "set it, or remove it for the default",
+        )),
+    }
+}
+
+fn resolve_token(
+    tokens: TokenCandidates,
+    token_file: &Field<'_>,
+) -> Result<(Token, TokenOrigin), ConfigError> {
+    let candidate = tokens
+        .environment
+        .map(|t| (t, TokenOrigin::Environment))
+        .or_else(|| tokens.env_file.map(|(t, p)| (t, TokenOrigin::EnvFile(p))))
+        .or_else(|| {
+            tokens
+                .config_file
+                .map(|(t, p)| (t, TokenOrigin::ConfigFile(p)))
+        });
+    if let Some((raw, origin)) = candidate {
+        return Ok((token::clean(&raw, &origin)?, origin));
+    }
+    if let Some(path) = token_file.value {
+        let origin = TokenOrigin::TokenFile(PathBuf::from(path.trim()));
+        let TokenOrigin::TokenFile(path) = &origin else {
+            unreachable!()
+        };
+        return Ok((token::read_token_file(path, &origin)?, origin));
+    }
+    if let Some(dir) = tokens.credentials_directory {
+        let path = dir.join(CREDENTIAL_NAME);
+        if path.exists() {
+            let origin = TokenOrigin::Credential(path.clone());
+            return Ok((token::read_token_file(&path, &origin)?, origin));
+        }
+    }
+    Err(ConfigError::new(
+        "client_token",
+        None,
+        "no client token is configured".to_owned(),
+        "set HOSTBEAT_CLIENT_TOKEN=<token> in /etc/hostbeat/hostbeat.env (mode 0640), \
+         or client_token_file, or LoadCredential=client-token:<path> in the unit",
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn suggests_close_keys_only() {
+        assert_eq!(suggest("heartbeat_intreval"), Some("heartbeat_interval"));
+        assert_eq!(suggest("server"), None);
+        assert_eq!(suggest("sever_url"), Some("server_url"));
+    }
+
+    #[test]
+    fn loopback_hosts() {
+        for ok in [
+            "http://127.0.0.1:1",
+            "http://127.5.0.1",
+            "http://[::1]:8",
+            "http://localhost",
+        ] {
+            assert!(is_loopback(&Url::parse(ok).unwrap()), "{ok}");
+        }
+        for not in [
+            "http://10.0.0.1",
+            "http://example.com",
+            "http://localhost.example.com",
+        ] {
+            assert!(!is_loopback(&Url::parse(not).unwrap()), "{not}");
+        }
+    }
+}

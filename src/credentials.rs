@@ -1,0 +1,328 @@
+//! The bearer token for each call: the client token itself (static mode), or an
+//! access token obtained with the OAuth client-credentials grant and refreshed ahead
+//! of its expiry (exchange mode, protocol.md section 1).
+//!
+//! Invariants:
+//! - lifetimes are counted on the monotonic clock (`tokio::time::Instant`) from the
+//!   moment the answer arrived; `expires_in` first, the JWT `exp` claim as fallback;
+//!   a token with neither is used until a call answers 401;
+//! - one exchange at a time: callers that need a token meanwhile wait for it and
+//!   share its result ([`Credentials::refresh`] takes the generation it found stale);
+//! - the background refresher works only while the current token is still valid;
+//!   once it has expired, whoever needs a token asks for one, so that a failing
+//!   token endpoint is never hit by two retry loops at once;
+//! - a rotated client token replaces the old one and drops the access token it got.
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use base64::Engine;
+use tokio::sync::watch;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use crate::api::{ApiClient, ApiError};
+use crate::config::token::TokenSource;
+use crate::config::{AuthMode, ConfigError, Exchange};
+use crate::retry::RetryPolicy;
+use crate::secret::Token;
+
+/// A token to send, and which generation it is (to report it stale).
+#[derive(Debug, Clone)]
+pub struct Bearer {
+    /// The token.
+    pub token: Arc<Token>,
+    /// Increases with every token obtained; 0 for the client token in static mode.
+    pub generation: u64,
+    /// When it expires, if known.
+    pub expires_at: Option<Instant>,
+}
+
+/// An access token and its schedule.
+#[derive(Debug)]
+struct Access {
+    bearer: Bearer,
+    refresh_at: Option<Instant>,
+}
+
+/// What re-reading the client token found.
+#[derive(Debug)]
+pub enum Reread {
+    /// A different token, now in use.
+    Changed(crate::secret::Fingerprint),
+    /// The same token.
+    Unchanged,
+}
+
+/// The agent's credentials.
+#[derive(Debug)]
+pub struct Credentials {
+    api: Arc<ApiClient>,
+    exchange: Option<Exchange>,
+    source: TokenSource,
+    client_token: Mutex<Arc<Token>>,
+    access: watch::Sender<Option<Arc<Access>>>,
+    /// Held while an exchange runs: the single flight.
+    exchanging: tokio::sync::Mutex<()>,
+    generation: std::sync::atomic::AtomicU64,
+    refresh_margin: Duration,
+    retry: RetryPolicy,
+}
+
+impl Credentials {
+    /// Credentials for `auth`, starting from `client_token`.
+    pub fn new(
+        api: Arc<ApiClient>,
+        auth: &AuthMode,
+        client_token: Arc<Token>,
+        source: TokenSource,
+        refresh_margin: Duration,
+        retry: RetryPolicy,
+    ) -> Self {
+        Self {
+            api,
+            exchange: match auth {
+                AuthMode::Static => None,
+                AuthMode::Exchange(exchange) => Some(exchange.clone()),
+            },
+            source,
+            client_token: Mutex::new(client_token),
+            access: watch::Sender::new(None),
+            exchanging: tokio::sync::Mutex::new(()),
+            generation: std::sync::atomic::AtomicU64::new(0),
+            refresh_margin,
+            retry,
+        }
+    }
+
+    /// Whether access tokens are obtained by exchange.
+    pub fn is_exchange(&self) -> bool {
+        self.exchange.is_some()
+    }
+
+    /// The client token in use.
+    pub fn client_token(&self) -> Arc<Token> {
+        self.client_token.lock().expect("not poisoned").clone()
+    }
+
+    /// The token for the next call: the current one while it is valid, else a new one.
+    pub async fn bearer(&self) -> Result<Bearer, ApiError> {
+        if self.exchange.is_none() {
+            return Ok(Bearer {
+                token: self.client_token(),
+                generation: 0,
+                expires_at: None,
+            });
+        }
+        let current = self.access.borrow().clone();
+        match current {
+            Some(access) if !expired(&access.bearer) => Ok(access.bearer.clone()),
+            stale => self.refresh(stale.map(|a| a.bearer.generation)).await,
+        }
+    }
+
+    /// Obtains a new access token, unless another caller already replaced the
+    /// generation `stale` while this one waited: then that token is shared.
+    pub async fn refresh(&self, stale: Option<u64>) -> Result<Bearer, ApiError> {
+        let exchange = self
+            .exchange
+            .as_ref()
+            .expect("refresh is for exchange mode");
+        let _single_flight = self.exchanging.lock().await;
+        if let Some(access) = self.access.borrow().as_ref()
+            && Some(access.bearer.generation) != stale
+            && !expired(&access.bearer)
+        {
+            return Ok(access.bearer.clone());
+        }
+        let client_token = self.client_token();
+        let answer = self.api.exchange(exchange, &client_token).await?;
+        let received = Instant::now();
+        let lifetime = answer
+            .expires_in
+            .filter(|s| s.is_finite() && *s > 0.0)
+            .map(Duration::from_secs_f64)
+            .or_else(|| jwt_remaining_lifetime(&answer.access_token, SystemTime::now()));
+        let generation = self
+            .generation
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+            + 1;
+        let bearer = Bearer {
+            token: Arc::new(Token::new(answer.access_token)),
+            generation,
+            expires_at: lifetime.map(|l| received + l),
+        };
+        let refresh_at = lifetime.map(|l| received + refresh_after(l, self.refresh_margin));
+        tracing::info!(
+            event = "token_refreshed",
+            token_fp = %bearer.token.fingerprint(),
+            lifetime_s = lifetime.map(|l| l.as_secs()),
+            refresh_in_s = refresh_at.map(|at| at.duration_since(received).as_secs()),
+            "access token obtained{}",
+            lifetime.map_or_else(
+                || " (no lifetime given: used until the server rejects it)".to_owned(),
+                |l| format!(", valid {}", humantime::format_duration(Duration::from_secs(l.as_secs())))
+            ),
+        );
+        self.access.send_replace(Some(Arc::new(Access {
+            bearer: bearer.clone(),
+            refresh_at,
+        })));
+        Ok(bearer)
+    }
+
+    /// Reads the client token again (after a rejection, on SIGHUP). A changed token
+    /// replaces the old one and invalidates the access token obtained with it.
+    pub fn reread_client_token(&self) -> Result<Reread, ConfigError> {
+        let fresh = self.source.reread()?;
+        let mut current = self.client_token.lock().expect("not poisoned");
+        if **current == fresh {
+            return Ok(Reread::Unchanged);
+        }
+        let fingerprint = fresh.fingerprint().clone();
+        *current = Arc::new(fresh);
+        drop(current);
+        self.access.send_replace(None);
+        Ok(Reread::Changed(fingerprint))
+    }
+
+    /// Refreshes each access token ahead of its expiry until `shutdown`; a failed
+    /// refresh is retried on the backoff schedule while the old token is still valid.
+    pub async fn run_refresher(self: Arc<Self>, shutdown: CancellationToken) {
+        let mut changes = self.access.subscribe();
+        let mut backoff = self.retry.backoff();
+        loop {
+            let current = changes.borrow_and_update().clone();
+            let Some((generation, refresh_at, expires_at)) = current
+                .and_then(|a| Some((a.bearer.generation, a.refresh_at?, a.bearer.expires_at?)))
+                .filter(|(_, _, expires_at)| *expires_at > Instant::now())
+            else {
+                // No token, one without a lifetime, or one that has expired (whoever
+                // needs a token now asks for it, on its own backoff): nothing to
+                // schedule until a new token arrives.
+                tokio::select! {
+                    () = shutdown.cancelled() => return,
+                    result = changes.changed() => if result.is_err() { return },
+                }
+                continue;
+            };
+            tokio::select! {
+                () = shutdown.cancelled() => return,
+                result = changes.changed() => { if result.is_err() { return } continue }
+                () = tokio::time::sleep_until(refresh_at) => {}
+            }
+            loop {
+                match self.refresh(Some(generation)).await {
+                    Ok(_) => {
+                        backoff.reset();
+                        break;
+                    }
+                    Err(error) => {
+                        let delay = backoff.next_delay();
+                        let give_up = Instant::now() + delay >= expires_at;
+                        tracing::warn!(
+                            event = "token_refresh_failed",
+                            reason = error.class.reason(),
+                            endpoint = error.endpoint.name(),
+                            http_status = error.status,
+                            consecutive_failures = backoff.failures(),
+                            next_attempt_s = (!give_up).then_some(delay.as_secs()),
+                            "token refresh failed: {error}{}",
+                            if give_up {
+                                "; the next call will ask for a new token"
+                            } else {
+                                ""
+                            }
+                        );
+                        if give_up {
+                            // The token expires before the next try would: let it run
+                            // out, then leave the next one to the heartbeat loop,
+                            // which asks (on its own backoff) when it needs one.
+                            backoff.reset();
+                            tokio::select! {
+                                () = shutdown.cancelled() => return,
+                                () = tokio::time::sleep_until(expires_at) => {}
+                            }
+                            break;
+                        }
+                        tokio::select! {
+                            () = shutdown.cancelled() => return,
+                            () = tokio::time::sleep(delay) => {}
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn expired(bearer: &Bearer) -> bool {
+    bearer.expires_at.is_some_and(|at| Instant::now() >= at)
+}
+
+/// When to refresh a token of lifetime `l` (protocol.md section 1): when the time
+/// left falls under `min(max(margin, 0.2 l), 0.5 l)`, less a jitter of up to 5% of `l`.
+pub fn refresh_after(lifetime: Duration, margin: Duration) -> Duration {
+    let ahead = margin.max(lifetime.mul_f64(0.2)).min(lifetime.mul_f64(0.5));
+    let jitter = lifetime.mul_f64(0.05 * fastrand::f64());
+    lifetime.saturating_sub(ahead).saturating_sub(jitter)
+}
+
+/// The time left before a JWT's `exp`, read without verifying the signature (the
+/// agent cannot, and need not: the server verifies). `None` when the token is not a
+/// JWT or has no `exp`.
+pub fn jwt_remaining_lifetime(token: &str, now: SystemTime) -> Option<Duration> {
+    let payload = token.split('.').nth(1)?;
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(payload.trim_end_matches('='))
+        .ok()?;
+    let claims: serde_json::Value = serde_json::from_slice(&bytes).ok()?;
+    let exp = claims.get("exp")?.as_f64()?;
+    if !exp.is_finite() || exp <= 0.0 {
+        return None;
+    }
+    let expires = SystemTime::UNIX_EPOCH + Duration::from_secs_f64(exp);
+    Some(expires.duration_since(now).unwrap_or(Duration::ZERO))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn refresh_point_follows_the_protocol_examples() {
+        let margin = Duration::from_secs(60);
+        for _ in 0..200 {
+            let fifteen = refresh_after(Duration::from_secs(900), margin);
+            assert!(
+                fifteen >= Duration::from_secs(675) && fifteen <= Duration::from_secs(720),
+                "{fifteen:?}"
+            );
+            let ten = refresh_after(Duration::from_secs(10), margin);
+            assert!(
+                ten >= Duration::from_millis(4500) && ten <= Duration::from_secs(5),
+                "{ten:?}"
+            );
+            let hour = refresh_after(Duration::from_secs(3600), margin);
+            assert!(
+                hour >= Duration::from_secs(2700) && hour <= Duration::from_secs(2880),
+                "{hour:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn jwt_exp_is_read_without_verification() {
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000);
+        let claims = base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .encode(br#"{"sub":"x","exp":1000300}"#);
+        let token = format!("eyJhbGciOiJIUzI1NiJ9.{claims}.c2ln");
+        assert_eq!(
+            jwt_remaining_lifetime(&token, now),
+            Some(Duration::from_secs(300))
+        );
+        assert_eq!(jwt_remaining_lifetime("opaque-token", now), None);
+        let no_exp = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(br#"{"sub":"x"}"#);
+        assert_eq!(jwt_remaining_lifetime(&format!("a.{no_exp}.b"), now), None);
+    }
+}

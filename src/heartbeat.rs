@@ -1,0 +1,441 @@
+//! The heartbeat loop: register, beat at the interval, react to every failure class
+//! of protocol.md section 3, and say goodbye at shutdown.
+//!
+//! Invariants:
+//! - the first contact waits the start-up splay; then one heartbeat per interval with
+//!   +-10% jitter, or the server's `next_heartbeat_in` (clamped to
+//!   [`HEARTBEAT_FLOOR`], [`SERVER_INTERVAL_MAX`]);
+//! - `seq` increases with every heartbeat of the process; a heartbeat retried after
+//!   an expired token or a re-registration keeps its `seq` (it is the same beat);
+//! - failures back off with full jitter, on the auth schedule for rejected
+//!   credentials and inactive clients, and never stop; a success resets both;
+//! - every wait, and every call, gives way to shutdown at once; the goodbye is
+//!   bounded by `shutdown_timeout`;
+//! - one log line per state change: failures, recovery, registration; a successful
+//!   heartbeat is logged at debug only.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use tokio::sync::Notify;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use crate::api::wire::{HeartbeatAnswer, HeartbeatRequest, RegisterRequest, Status};
+use crate::api::{ApiClient, ApiError, FailureClass};
+use crate::config::HEARTBEAT_FLOOR;
+use crate::config::Settings;
+use crate::credentials::{Bearer, Credentials, Reread};
+use crate::identity;
+use crate::retry::Backoff;
+use crate::state::{LoadNote, PersistedState, StateStore};
+
+/// The longest interval a server may ask for: a host never goes silent for longer.
+pub const SERVER_INTERVAL_MAX: Duration = Duration::from_secs(3600);
+
+/// The agent's loop and everything it remembers.
+pub struct Agent {
+    settings: Arc<Settings>,
+    api: Arc<ApiClient>,
+    credentials: Arc<Credentials>,
+    store: StateStore,
+    state: PersistedState,
+    /// Whether saving the state already failed (warned once, not at every beat).
+    state_unwritable: bool,
+    logical_id: String,
+    hostname: String,
+    agent_id: Option<String>,
+    seq: u64,
+    started: Instant,
+    /// The current stretch of failed attempts, if any.
+    outage: Option<Outage>,
+    backoff: Backoff,
+    auth_backoff: Backoff,
+    ever_online: bool,
+}
+
+/// A stretch of consecutive failed heartbeats.
+struct Outage {
+    since: SystemTime,
+    started: Instant,
+    missed: u64,
+}
+
+/// Why a wait ended.
+enum Wake {
+    Elapsed,
+    Shutdown,
+}
+
+impl Agent {
+    /// An agent ready to run: state loaded (a corrupt file set aside), ids resolved.
+    pub fn new(
+        settings: Arc<Settings>,
+        api: Arc<ApiClient>,
+        credentials: Arc<Credentials>,
+    ) -> Self {
+        let store = StateStore::new(&settings.state_dir);
+        let (mut state, note) = store.load();
+        match note {
+            LoadNote::Fine => {}
+            LoadNote::SetAside(aside, why) => tracing::warn!(
+                event = "state_corrupt",
+                "the state file {} could not be parsed ({why}); it was moved to {} and the agent starts afresh",
+                store.path().display(),
+                aside.display()
+            ),
+            LoadNote::Unreadable(why) => tracing::warn!(
+                event = "state_unreadable",
+                "the state file {} cannot be read ({why}); the agent starts afresh",
+                store.path().display()
+            ),
+        }
+        let mut state_unwritable = false;
+        let logical_id = identity::from_machine_id(&settings.machine_id_file)
+            .or_else(|| state.generated_logical_id.clone())
+            .unwrap_or_else(|| {
+                let id = identity::generate().unwrap_or_else(|_| {
+                    format!("{:032x}", fastrand::u128(..))
+                });
+                state.generated_logical_id = Some(id.clone());
+                if let Err(e) = store.save(&state) {
+                    state_unwritable = true;
+                    tracing::warn!(
+                        event = "state_unwritable",
+                        "cannot save the state file {} ({e}); this host's generated id will change at the next start",
+                        store.path().display()
+                    );
+                }
+                id
+            });
+        let agent_id = settings.agent_id.clone().or_else(|| state.agent_id.clone());
+        Self {
+            backoff: settings.backoff.backoff(),
+            auth_backoff: settings.auth_backoff.backoff(),
+            settings,
+            api,
+            credentials,
+            store,
+            state,
+            state_unwritable,
+            logical_id,
+            hostname: identity::hostname(),
+            agent_id,
+            seq: 0,
+            started: Instant::now(),
+            outage: None,
+            ever_online: false,
+        }
+    }
+
+    /// Beats until `shutdown`, then says goodbye. `reload` (SIGHUP) re-reads the token.
+    pub async fn run(mut self, shutdown: CancellationToken, reload: Arc<Notify>) {
+        let splay = identity::splay(&self.logical_id, self.settings.heartbeat_interval);
+        tracing::info!(
+            event = "started",
+            logical_agent_id = %self.logical_id,
+            agent_id = self.agent_id.as_deref(),
+            server = %self.api.server(),
+            token_fp = %self.credentials.client_token().fingerprint(),
+            "hostbeat {} started ({} mode); first heartbeat in {}",
+            env!("CARGO_PKG_VERSION"),
+            if self.credentials.is_exchange() { "token exchange" } else { "static token" },
+            show(splay)
+        );
+        if let Wake::Shutdown = self.wait(splay, &shutdown, &reload).await {
+            return self.goodbye().await;
+        }
+        loop {
+            let outcome = tokio::select! {
+                outcome = self.beat(Status::Online) => outcome,
+                () = shutdown.cancelled() => break,
+            };
+            let next = match outcome {
+                Ok(answer) => self.on_success(&answer),
+                Err(error) => self.on_failure(&error),
+            };
+            if let Wake::Shutdown = self.wait(next, &shutdown, &reload).await {
+                break;
+            }
+        }
+        self.goodbye().await;
+    }
+
+    /// Sleeps `duration`; SIGHUP re-reads the token (a changed one ends the wait, so
+    /// that it is tried at once), shutdown ends it.
+    async fn wait(
+        &self,
+        duration: Duration,
+        shutdown: &CancellationToken,
+        reload: &Notify,
+    ) -> Wake {
+        let deadline = Instant::now() + duration;
+        loop {
+            tokio::select! {
+                () = shutdown.cancelled() => return Wake::Shutdown,
+                () = tokio::time::sleep_until(deadline) => return Wake::Elapsed,
+                () = reload.notified() => {
+                    if self.reread_token("SIGHUP") {
+                        return Wake::Elapsed;
+                    }
+                }
+            }
+        }
+    }
+
+    /// One heartbeat, with what it takes first (a token, a registration) and the one
+    /// retry the protocol allows (expired token, unknown agent).
+    async fn beat(&mut self, status: Status) -> Result<HeartbeatAnswer, ApiError> {
+        let bearer = self.credentials.bearer().await?;
+        let agent_id = match self.agent_id.clone() {
+            Some(id) => id,
+            None => self.register(&bearer).await?,
+        };
+        self.seq += 1;
+        let body = self.heartbeat_body(status);
+        match self.api.heartbeat(&bearer.token, &agent_id, &body).await {
+            Err(e) if e.class == FailureClass::TokenExpired && self.credentials.is_exchange() => {
+                tracing::info!(
+                    event = "token_expired",
+                    token_fp = %bearer.token.fingerprint(),
+                    "the control plane says the access token expired; refreshing and retrying the heartbeat"
+                );
+                let fresh = self.credentials.refresh(Some(bearer.generation)).await?;
+                self.api.heartbeat(&fresh.token, &agent_id, &body).await
+            }
+            Err(e) if e.class == FailureClass::UnknownAgent && self.settings.agent_id.is_none() => {
+                tracing::warn!(
+                    event = "unknown_agent",
+                    agent_id = %agent_id,
+                    "the control plane does not know agent {agent_id} ({}); registering again",
+                    e.detail
+                );
+                self.agent_id = None;
+                let agent_id = self.register(&bearer).await?;
+                self.api.heartbeat(&bearer.token, &agent_id, &body).await
+            }
+            other => other,
+        }
+    }
+
+    async fn register(&mut self, bearer: &Bearer) -> Result<String, ApiError> {
+        let request = RegisterRequest {
+            logical_agent_id: self.logical_id.clone(),
+            hostname: self.hostname.clone(),
+            agent_version: env!("CARGO_PKG_VERSION"),
+            instance: None,
+        };
+        let answer = self.api.register(&bearer.token, &request).await?;
+        tracing::info!(
+            event = "registered",
+            agent_id = %answer.agent_id,
+            logical_agent_id = %self.logical_id,
+            "registered with {} as agent {}",
+            self.api.server(),
+            answer.agent_id
+        );
+        self.agent_id = Some(answer.agent_id.clone());
+        self.state.agent_id = Some(answer.agent_id.clone());
+        self.save_state();
+        Ok(answer.agent_id)
+    }
+
+    fn heartbeat_body(&self, status: Status) -> HeartbeatRequest {
+        let outage = self.outage.as_ref().filter(|o| o.missed > 0);
+        HeartbeatRequest {
+            status,
+            seq: self.seq,
+            sent_at: rfc3339(SystemTime::now()),
+            uptime_s: self.started.elapsed().as_secs(),
+            unreachable_since: outage.map(|o| rfc3339(o.since)),
+            missed: outage.map(|o| o.missed),
+        }
+    }
+
+    /// Resets the backoff, logs a recovery, and returns the time to the next beat.
+    fn on_success(&mut self, answer: &HeartbeatAnswer) -> Duration {
+        if let Some(outage) = self.outage.take() {
+            tracing::info!(
+                event = "recovered",
+                agent_id = self.agent_id.as_deref(),
+                consecutive_failures = outage.missed,
+                down_s = outage.started.elapsed().as_secs(),
+                "heartbeats are accepted again after {} failed attempts over {}",
+                outage.missed,
+                show(outage.started.elapsed())
+            );
+        } else if !self.ever_online {
+            tracing::info!(
+                event = "online",
+                agent_id = self.agent_id.as_deref(),
+                "first heartbeat accepted by {}",
+                self.api.server()
+            );
+        }
+        self.ever_online = true;
+        self.backoff.reset();
+        self.auth_backoff.reset();
+        let interval = answer
+            .next_heartbeat_in
+            .filter(|s| s.is_finite() && *s > 0.0)
+            .map_or(self.settings.heartbeat_interval, |s| {
+                Duration::from_secs_f64(s.min(SERVER_INTERVAL_MAX.as_secs_f64()))
+                    .max(HEARTBEAT_FLOOR)
+            });
+        // +-10%, so that a fleet started at once does not beat in step.
+        let next = interval.mul_f64(0.9 + 0.2 * fastrand::f64());
+        tracing::debug!(seq = self.seq, "heartbeat accepted; next in {}", show(next));
+        next
+    }
+
+    /// Decides the wait after a failure (protocol.md section 3) and logs it.
+    fn on_failure(&mut self, error: &ApiError) -> Duration {
+        let outage = self.outage.get_or_insert_with(|| Outage {
+            since: SystemTime::now(),
+            started: Instant::now(),
+            missed: 0,
+        });
+        outage.missed += 1;
+        let class = error.class;
+        let static_token_refused =
+            class == FailureClass::TokenExpired && !self.credentials.is_exchange();
+        if class.is_auth() || static_token_refused {
+            if matches!(
+                class,
+                FailureClass::CredentialRejected | FailureClass::ClientInactive
+            ) || static_token_refused
+            {
+                // The token may have been rotated in the env file: try it at once.
+                if self.reread_token("a rejected credential") {
+                    return Duration::ZERO;
+                }
+            }
+            let delay = self.auth_backoff.next_delay();
+            tracing::error!(
+                event = "auth_failure",
+                reason = class.reason(),
+                endpoint = error.endpoint.name(),
+                http_status = error.status,
+                token_fp = %self.credentials.client_token().fingerprint(),
+                agent_id = self.agent_id.as_deref(),
+                consecutive_failures = self.auth_backoff.failures(),
+                next_attempt_s = delay.as_secs(),
+                "authentication failed: {error}; next attempt in {}",
+                show(delay)
+            );
+            return delay;
+        }
+        let delay = match (class, error.retry_after) {
+            (FailureClass::RateLimited, Some(asked)) => {
+                self.backoff.next_ceiling();
+                asked
+                    .min(self.settings.retry_after_max)
+                    .max(self.settings.backoff.base())
+            }
+            _ => self.backoff.next_delay(),
+        };
+        let failover = match class {
+            FailureClass::RateLimited => None,
+            _ => self.api.fail_over().map(ToString::to_string),
+        };
+        tracing::warn!(
+            event = "heartbeat_failed",
+            reason = class.reason(),
+            endpoint = error.endpoint.name(),
+            http_status = error.status,
+            agent_id = self.agent_id.as_deref(),
+            consecutive_failures = self.backoff.failures(),
+            next_attempt_s = delay.as_secs(),
+            "{error}; next attempt in {}{}",
+            show(delay),
+            failover.map(|s| format!(" at {s}")).unwrap_or_default()
+        );
+        delay
+    }
+
+    /// Re-reads the client token; true when it changed (and is now in use).
+    fn reread_token(&self, why: &str) -> bool {
+        match self.credentials.reread_client_token() {
+            Ok(Reread::Changed(fingerprint)) => {
+                tracing::info!(
+                    event = "token_reloaded",
+                    token_fp = %fingerprint,
+                    "read a new client token after {why}; using it now"
+                );
+                true
+            }
+            Ok(Reread::Unchanged) => {
+                tracing::debug!("client token re-read after {why}: unchanged");
+                false
+            }
+            Err(e) => {
+                tracing::warn!(
+                    event = "token_reload_failed",
+                    "could not re-read the client token after {why}: {e}"
+                );
+                false
+            }
+        }
+    }
+
+    fn save_state(&mut self) {
+        match self.store.save(&self.state) {
+            Ok(()) => self.state_unwritable = false,
+            Err(e) if !self.state_unwritable => {
+                self.state_unwritable = true;
+                tracing::warn!(
+                    event = "state_unwritable",
+                    "cannot save the state file {} ({e}); the agent id is kept in memory and registration repeats after a restart",
+                    self.store.path().display()
+                );
+            }
+            Err(_) => {}
+        }
+    }
+
+    /// The `offline` heartbeat (protocol.md section 4) within `shutdown_timeout`:
+    /// the same heartbeat as any other, with the token still held (field-notes.md 1)
+    /// and the one retry an expired token allows.
+    async fn goodbye(mut self) {
+        let Some(agent_id) = self.agent_id.clone() else {
+            tracing::info!(
+                event = "shutdown",
+                "stopping; not registered, so no goodbye to send"
+            );
+            return;
+        };
+        let deadline = self.settings.shutdown_timeout;
+        match tokio::time::timeout(deadline, self.beat(Status::Offline)).await {
+            Ok(Ok(_)) => tracing::info!(
+                event = "shutdown",
+                agent_id = %agent_id,
+                "stopping; the control plane was told this host is offline"
+            ),
+            Ok(Err(e)) => tracing::warn!(
+                event = "shutdown",
+                agent_id = %agent_id,
+                "stopping; the offline heartbeat failed: {e}"
+            ),
+            Err(_) => tracing::warn!(
+                event = "shutdown",
+                agent_id = %agent_id,
+                "stopping; the offline heartbeat got no answer within shutdown_timeout ({})",
+                show(deadline)
+            ),
+        }
+    }
+}
+
+fn rfc3339(time: SystemTime) -> String {
+    humantime::format_rfc3339_seconds(time).to_string()
+}
+
+/// A duration for a person: whole seconds above 10 s, milliseconds below.
+fn show(d: Duration) -> String {
+    let rounded = if d >= Duration::from_secs(10) {
+        Duration::from_secs(d.as_secs())
+    } else {
+        Duration::from_millis(u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+    };
+    humantime::format_duration(rounded).to_string()
+}

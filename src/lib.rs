@@ -1,0 +1,73 @@
+//! hostbeat keeps a host visibly alive to the control plane that manages it.
+//!
+//! Crate map (data flows top to bottom):
+//! - [`config`]: settings from the config file, the env file and the environment,
+//!   validated into [`config::Settings`]; the client token and where to re-read it.
+//! - [`secret`]: the token types, which print only a fingerprint.
+//! - [`api`]: the control-plane client: one request builder that always sends the
+//!   bearer token, bounded answers, and the classification of every failure.
+//! - [`credentials`]: static token or OAuth client-credentials exchange, refreshed
+//!   ahead of expiry, one exchange at a time, rotation without restart.
+//! - [`retry`]: exponential backoff with full jitter that never gives up.
+//! - [`heartbeat`]: the loop: registration, cadence, reactions to failures, goodbye.
+//! - [`identity`], [`state`]: who this host is, and what it remembers across restarts.
+//! - [`logging`]: where log lines go.
+//!
+//! [`run`] is the daemon: it takes its shutdown and reload signals as arguments, so
+//! that tests drive it without touching process state.
+
+pub mod api;
+pub mod config;
+pub mod credentials;
+pub mod heartbeat;
+pub mod identity;
+pub mod logging;
+pub mod retry;
+pub mod secret;
+pub mod state;
+
+use std::sync::Arc;
+
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+pub use config::{ConfigError, ConfigInputs, Settings};
+
+/// Why the daemon could not run.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    /// The configuration cannot work (exit status 78).
+    #[error("configuration error: {0}")]
+    Config(#[from] ConfigError),
+}
+
+/// Runs the agent until `shutdown` is cancelled, then says goodbye and returns.
+/// Every notification on `reload` re-reads the client token.
+pub async fn run(
+    settings: Settings,
+    shutdown: CancellationToken,
+    reload: Arc<Notify>,
+) -> Result<(), RunError> {
+    let settings = Arc::new(settings);
+    let api = Arc::new(api::ApiClient::new(&settings)?);
+    let credentials = Arc::new(credentials::Credentials::new(
+        api.clone(),
+        &settings.auth,
+        settings.client_token.clone(),
+        settings.token_source.clone(),
+        settings.refresh_margin,
+        settings.backoff,
+    ));
+    let refresher_stop = shutdown.child_token();
+    let refresher = credentials
+        .is_exchange()
+        .then(|| tokio::spawn(credentials.clone().run_refresher(refresher_stop.clone())));
+    heartbeat::Agent::new(settings, api, credentials)
+        .run(shutdown, reload)
+        .await;
+    refresher_stop.cancel();
+    if let Some(task) = refresher {
+        let _ = task.await;
+    }
+    Ok(())
+}

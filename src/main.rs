@@ -1,0 +1,112 @@
+//! The `hostbeat` command: parses the command line, loads the configuration, and
+//! runs the daemon on a single-threaded runtime. Exit status: 0 after a clean stop,
+//! 78 (EX_CONFIG) for a configuration that cannot work, 70 (EX_SOFTWARE) when the
+//! runtime cannot start.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use clap::{Parser, Subcommand};
+use tokio::signal::unix::{SignalKind, signal};
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+const EX_CONFIG: u8 = 78;
+const EX_SOFTWARE: u8 = 70;
+
+/// Keeps this host visibly alive to its control plane.
+#[derive(Debug, Parser)]
+#[command(name = "hostbeat", version, about, long_about = None)]
+struct Cli {
+    /// The TOML config file (default /etc/hostbeat/hostbeat.toml, if present).
+    #[arg(long, global = true, env = "HOSTBEAT_CONFIG", value_name = "PATH")]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the agent in the foreground (what systemd starts).
+    ///
+    /// Settings come from the config file, /etc/hostbeat/hostbeat.env and HOSTBEAT_*
+    /// variables; see docs/configuration.md. SIGTERM or SIGINT stop it after an
+    /// offline heartbeat; SIGHUP re-reads the client token.
+    Run,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Run => run(cli.config),
+    }
+}
+
+fn run(config_file: Option<PathBuf>) -> ExitCode {
+    let loaded = match hostbeat::config::load(hostbeat::ConfigInputs::from_process(config_file)) {
+        Ok(loaded) => loaded,
+        Err(e) => {
+            eprintln!("hostbeat: configuration error: {e}");
+            return ExitCode::from(EX_CONFIG);
+        }
+    };
+    hostbeat::logging::init(&loaded.settings.log_level);
+    for warning in &loaded.warnings {
+        tracing::warn!(event = "config_warning", "{warning}");
+    }
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("hostbeat: cannot start the runtime: {e}");
+            return ExitCode::from(EX_SOFTWARE);
+        }
+    };
+    let result = runtime.block_on(async {
+        let shutdown = CancellationToken::new();
+        let reload = Arc::new(Notify::new());
+        if let Err(e) = watch_signals(shutdown.clone(), reload.clone()) {
+            eprintln!("hostbeat: cannot install signal handlers: {e}");
+            return Ok(ExitCode::from(EX_SOFTWARE));
+        }
+        hostbeat::run(loaded.settings, shutdown, reload)
+            .await
+            .map(|()| ExitCode::SUCCESS)
+    });
+    match result {
+        Ok(code) => code,
+        Err(hostbeat::RunError::Config(e)) => {
+            tracing::error!(event = "config_rejected", "configuration error: {e}");
+            ExitCode::from(EX_CONFIG)
+        }
+    }
+}
+
+/// SIGTERM and SIGINT cancel `shutdown` (a second one exits at once); SIGHUP
+/// notifies `reload`. Installed before anything else awaits, so none is lost.
+fn watch_signals(shutdown: CancellationToken, reload: Arc<Notify>) -> std::io::Result<()> {
+    let mut terminate = signal(SignalKind::terminate())?;
+    let mut interrupt = signal(SignalKind::interrupt())?;
+    let mut hangup = signal(SignalKind::hangup())?;
+    tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                _ = terminate.recv() => {}
+                _ = interrupt.recv() => {}
+                _ = hangup.recv() => { reload.notify_one(); continue; }
+            }
+            if shutdown.is_cancelled() {
+                tracing::warn!(
+                    event = "shutdown",
+                    "second stop signal: exiting without waiting for the goodbye"
+                );
+                std::process::exit(1);
+            }
+            shutdown.cancel();
+        }
+    });
+    Ok(())
+}

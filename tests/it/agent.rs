@@ -1,0 +1,437 @@
+//! The agent's lifecycle: registration and state, cadence, outages, servers,
+//! shutdown.
+
+use std::time::Duration;
+
+use hostbeat_refplane::{Fault, PlaneConfig, Scope};
+
+use crate::support::*;
+
+#[tokio::test(start_paused = true)]
+async fn registers_beats_and_says_goodbye() {
+    let world = World::start().await;
+    let agent = world.spawn(world.inputs());
+    assert!(until(mins(5), || world.heartbeats().len() >= 5).await);
+    agent.stop().await;
+    let beats = world.heartbeats();
+    assert_eq!(beats.last().unwrap().status(), "offline");
+    assert!(
+        beats[..beats.len() - 1]
+            .iter()
+            .all(|b| b.status() == "online")
+    );
+    assert_eq!(world.requests_to("register").len(), 1);
+    let register: serde_json::Value =
+        serde_json::from_str(&world.requests_to("register")[0].body).unwrap();
+    assert_eq!(register["agent_version"], env!("CARGO_PKG_VERSION"));
+    assert_eq!(register["logical_agent_id"].as_str().unwrap().len(), 32);
+    assert!(register["hostname"].as_str().is_some_and(|h| !h.is_empty()));
+    assert!(
+        register.get("instance").is_none(),
+        "no instance facts without a metadata service"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn every_call_carries_the_bearer_token_and_the_user_agent() {
+    let world = World::start().await;
+    // Static mode, then exchange mode, each through registration, heartbeats, an
+    // unknown-agent re-registration and the goodbye.
+    for inputs in [world.inputs(), world.exchange_inputs()] {
+        std::fs::remove_file(world.state_dir().join("state.json")).ok();
+        let agent = world.spawn(inputs);
+        let start = world.heartbeats().len();
+        assert!(until(mins(3), || world.heartbeats().len() >= start + 2).await);
+        world.plane.forget_agents();
+        assert!(until(mins(3), || world.heartbeats().len() >= start + 4).await);
+        agent.stop().await;
+    }
+    let requests = world.requests();
+    assert!(requests.len() > 10);
+    let user_agent = format!("hostbeat/{}", env!("CARGO_PKG_VERSION"));
+    for request in &requests {
+        assert_eq!(request.header("user-agent"), Some(user_agent.as_str()));
+        if request.path.starts_with("/oauth/token") {
+            assert!(
+                request
+                    .header("authorization")
+                    .unwrap()
+                    .starts_with("Basic "),
+                "{request:?}"
+            );
+        } else {
+            assert!(
+                request.bearer().is_some_and(|t| !t.is_empty()),
+                "no bearer: {} {}",
+                request.method,
+                request.path
+            );
+        }
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn exchange_mode_heartbeats_carry_the_access_token_never_the_client_token() {
+    let world = World::start().await;
+    let agent = world.spawn(world.exchange_inputs());
+    assert!(until(mins(3), || world.heartbeats().len() >= 3).await);
+    agent.stop().await;
+    let agent_calls: Vec<_> = world
+        .requests()
+        .into_iter()
+        .filter(|r| !r.path.starts_with("/oauth"))
+        .collect();
+    assert!(agent_calls.iter().all(|r| {
+        r.bearer()
+            .is_some_and(|t| t != SECRET && t.starts_with("eyJ"))
+    }));
+    // The client secret travels only to the token endpoint, in the Basic header.
+    for request in world.requests() {
+        let carries = contains(request.body.as_bytes(), SECRET)
+            || request.headers.iter().any(|(_, v)| v.contains(SECRET));
+        assert!(!carries, "client token sent to {}", request.path);
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn state_keeps_the_agent_id_and_registration_is_idempotent() {
+    let world = World::start().await;
+    let agent = world.spawn(world.inputs());
+    assert!(until(mins(2), || !world.heartbeats().is_empty()).await);
+    agent.stop().await;
+    // A restart reuses the agent id from the state file: no registration.
+    let agent = world.spawn(world.inputs());
+    assert!(until(mins(2), || world.heartbeats().len() >= 3).await);
+    agent.stop().await;
+    assert_eq!(world.requests_to("register").len(), 1);
+    // Without the state file (a reinstall), the same host registers again and the
+    // control plane, keyed on the logical id, answers with the same agent id.
+    std::fs::remove_file(world.state_dir().join("state.json")).unwrap();
+    let agent = world.spawn(world.inputs());
+    assert!(until(mins(2), || world.heartbeats().len() >= 5).await);
+    agent.stop().await;
+    assert_eq!(world.requests_to("register").len(), 2);
+    assert!(world.heartbeats().iter().all(|h| h.agent_id == "agt-0001"));
+    assert_eq!(world.plane.agent_count(), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_corrupt_state_file_is_set_aside_not_overwritten() {
+    let world = World::start().await;
+    std::fs::write(world.state_dir().join("state.json"), b"{\"agent_id\": tru").unwrap();
+    let (logs, _guard) = Logs::capture();
+    let agent = world.spawn(world.inputs());
+    assert!(until(mins(2), || !world.heartbeats().is_empty()).await);
+    agent.stop().await;
+    assert_eq!(logs.events("state_corrupt").len(), 1);
+    let aside: Vec<_> = std::fs::read_dir(world.state_dir())
+        .unwrap()
+        .flatten()
+        .filter(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .starts_with("state.json.corrupt-")
+        })
+        .collect();
+    assert_eq!(aside.len(), 1);
+    assert_eq!(
+        std::fs::read(aside[0].path()).unwrap(),
+        b"{\"agent_id\": tru"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn without_a_machine_id_a_generated_id_is_kept() {
+    let world = World::start().await;
+    std::fs::remove_file(world.dir.path().join("machine-id")).unwrap();
+    for _ in 0..2 {
+        let before = world.heartbeats().len();
+        let agent = world.spawn(world.inputs());
+        assert!(until(mins(2), || world.heartbeats().len() > before).await);
+        agent.stop().await;
+        std::fs::write(
+            world.state_dir().join("state.json"),
+            std::fs::read_to_string(world.state_dir().join("state.json"))
+                .unwrap()
+                .replace("agt-0001", "agt-9999"),
+        )
+        .unwrap();
+    }
+    // The second start re-registered (its agent id was unknown) with the same
+    // logical id, so the control plane answered with the first agent id again.
+    assert_eq!(world.plane.agent_count(), 1);
+    let bodies: Vec<serde_json::Value> = world
+        .requests_to("register")
+        .iter()
+        .map(|r| serde_json::from_str(&r.body).unwrap())
+        .collect();
+    assert_eq!(bodies.len(), 2);
+    assert_eq!(bodies[0]["logical_agent_id"], bodies[1]["logical_agent_id"]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_configured_agent_id_skips_registration() {
+    let world = World::start().await;
+    // Register out of band, as an operator would have.
+    let agent = world.spawn(world.inputs());
+    assert!(until(mins(2), || !world.heartbeats().is_empty()).await);
+    agent.stop().await;
+    std::fs::remove_file(world.state_dir().join("state.json")).unwrap();
+    let agent = world.spawn(world.inputs().var("HOSTBEAT_AGENT_ID", "agt-0001"));
+    assert!(until(mins(2), || world.heartbeats().len() >= 4).await);
+    agent.stop().await;
+    assert_eq!(world.requests_to("register").len(), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn cadence_is_the_interval_with_ten_percent_jitter_after_a_stable_splay() {
+    let world = World::start().await;
+    let started = tokio::time::Instant::now();
+    let agent = world.spawn(world.inputs().var("HOSTBEAT_HEARTBEAT_INTERVAL", "1m"));
+    assert!(until(mins(70), || world.heartbeats().len() >= 60).await);
+    agent.stop().await;
+    let requests = world.requests();
+    // The first contact waits the splay: under one interval.
+    assert!(Duration::from_millis(requests[0].at_ms) < mins(1));
+    let beats: Vec<u64> = world.heartbeats().iter().map(|h| h.at_ms).collect();
+    let gaps: Vec<u64> = beats.windows(2).take(58).map(|w| w[1] - w[0]).collect();
+    assert!(
+        gaps.iter().all(|g| (54_000..=66_000).contains(g)),
+        "{gaps:?}"
+    );
+    // Jittered, not fixed.
+    assert!(gaps.iter().max().unwrap() - gaps.iter().min().unwrap() > 2_000);
+    let seqs: Vec<u64> = world
+        .heartbeats()
+        .iter()
+        .map(hostbeat_refplane::HeartbeatRecord::seq)
+        .collect();
+    assert!(seqs.windows(2).all(|w| w[1] == w[0] + 1), "{seqs:?}");
+    assert!(started.elapsed() < mins(70));
+
+    // The same host gets the same splay at every start.
+    let first_offset = requests[0].at_ms;
+    let world2 = World::start().await;
+    std::fs::copy(
+        world.dir.path().join("machine-id"),
+        world2.dir.path().join("machine-id"),
+    )
+    .unwrap();
+    let agent = world2.spawn(world2.inputs().var("HOSTBEAT_HEARTBEAT_INTERVAL", "1m"));
+    assert!(until(mins(2), || !world2.requests().is_empty()).await);
+    agent.stop().await;
+    let second_offset = world2.requests()[0].at_ms;
+    assert!(
+        first_offset.abs_diff(second_offset) < 100,
+        "{first_offset} vs {second_offset}"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_servers_interval_is_honoured_above_the_floor() {
+    for (asked, low, high) in [(90.0, 81_000, 99_000), (0.2, 900, 1_100)] {
+        let world = World::with(PlaneConfig {
+            next_heartbeat_in: Some(asked),
+            ..PlaneConfig::default()
+        })
+        .await;
+        let agent = world.spawn(world.inputs());
+        assert!(until(mins(20), || world.heartbeats().len() >= 6).await);
+        agent.stop().await;
+        let beats: Vec<u64> = world.heartbeats().iter().map(|h| h.at_ms).collect();
+        for gap in beats.windows(2).take(4).map(|w| w[1] - w[0]) {
+            assert!((low..=high).contains(&gap), "asked {asked}: gap {gap} ms");
+        }
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_first_beat_after_an_outage_says_since_when_and_how_many_were_missed() {
+    let world = World::start().await;
+    let agent = world.spawn(world.inputs());
+    assert!(until(mins(2), || !world.heartbeats().is_empty()).await);
+    let outage_start = std::time::SystemTime::now();
+    world.plane.set_fault(Fault::Outage, Scope::All, Some(4));
+    assert!(until(mins(30), || world.heartbeats().len() >= 2).await);
+    assert!(until(mins(2), || world.heartbeats().len() >= 3).await);
+    agent.stop().await;
+    let beats = world.heartbeats();
+    let back = &beats[1].body;
+    assert_eq!(back["missed"], 4);
+    let since = humantime::parse_rfc3339(back["unreachable_since"].as_str().unwrap()).unwrap();
+    assert!(since.duration_since(outage_start).unwrap_or_default() < secs(5));
+    // Only on the first beat after the stretch.
+    assert!(beats[0].body.get("missed").is_none());
+    assert!(beats[2].body.get("missed").is_none());
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_hour_long_outage_costs_few_requests_and_recovery_is_within_one_cap() {
+    let world = World::start().await;
+    let (logs, _guard) = Logs::capture();
+    let agent = world.spawn(world.inputs());
+    assert!(until(mins(2), || !world.heartbeats().is_empty()).await);
+    world.plane.set_fault(Fault::Outage, Scope::All, None);
+    let before = world.requests().len();
+    pass(mins(60)).await;
+    let during = world.requests().len() - before;
+    world.plane.clear_fault();
+    let accepted = world.heartbeats().len();
+    let back_at = tokio::time::Instant::now();
+    assert!(until(mins(5) + secs(1), || world.heartbeats().len() > accepted).await);
+    let recovery = back_at.elapsed();
+    agent.stop().await;
+    // Base 1 s doubling to a 5 min cap with full jitter: about 30 attempts an hour
+    // on average (versus 120 at the plain interval).
+    assert!(
+        (10..=60).contains(&during),
+        "{during} requests during the outage"
+    );
+    assert!(recovery <= mins(5), "back after {recovery:?}");
+    assert_eq!(logs.events("recovered").len(), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_transient_failure_moves_to_the_next_server_but_an_auth_failure_does_not() {
+    let first = World::start().await;
+    let second = World::start().await;
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    // First server down: the agent fails over to the second.
+    let agent = first.spawn(first.inputs().var(
+        "HOSTBEAT_SERVER_URL",
+        format!("http://{closed},{}", second.url()),
+    ));
+    assert!(until(mins(5), || second.heartbeats().len() >= 2).await);
+    agent.stop().await;
+
+    // First server rejects the credential: no failover (every server shares the
+    // same accounts).
+    first.plane.rotate(CLIENT_ID, ROTATED);
+    let agent = first.spawn(first.inputs().var(
+        "HOSTBEAT_SERVER_URL",
+        format!("{},{}", first.url(), second.url()),
+    ));
+    let before = second.requests().len();
+    pass(mins(30)).await;
+    agent.stop().await;
+    assert!(first.requests_to("/heartbeat").len() >= 3);
+    assert_eq!(
+        second.requests().len(),
+        before,
+        "failed over on an auth failure"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn redirects_are_not_followed_so_the_token_stays_home() {
+    let world = World::start().await;
+    let elsewhere = World::start().await;
+    let (logs, _guard) = Logs::capture();
+    world.plane.set_fault(
+        Fault::Redirect {
+            location: format!("{}/steal", elsewhere.url()),
+        },
+        Scope::All,
+        None,
+    );
+    let agent = world.spawn(world.inputs());
+    pass(mins(10)).await;
+    agent.stop().await;
+    assert!(
+        elsewhere.requests().is_empty(),
+        "followed a redirect to another origin"
+    );
+    let failed = logs.events("heartbeat_failed");
+    assert!(
+        failed[0].contains("reason=\"protocol\"") && failed[0].contains("not followed"),
+        "{}",
+        failed[0]
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn shutdown_in_a_backoff_wait_says_goodbye_at_once() {
+    let world = World::start().await;
+    let agent = world.spawn(
+        world
+            .inputs()
+            .var("HOSTBEAT_BACKOFF_BASE", "10m")
+            .var("HOSTBEAT_BACKOFF_CAP", "1h"),
+    );
+    assert!(until(mins(2), || !world.heartbeats().is_empty()).await);
+    world.plane.set_fault(Fault::Outage, Scope::All, Some(1));
+    assert!(
+        until(mins(2), || world
+            .requests()
+            .iter()
+            .any(|r| r.fault.is_some()))
+        .await
+    );
+    pass(secs(1)).await;
+    // In the middle of a wait of up to 10 minutes.
+    let took = agent.stop().await;
+    assert!(took < secs(1), "stop took {took:?}");
+    assert_eq!(world.heartbeats().last().unwrap().status(), "offline");
+}
+
+#[tokio::test(start_paused = true)]
+async fn shutdown_during_a_hung_request_ends_within_the_shutdown_timeout() {
+    let world = World::start().await;
+    let agent = world.spawn(
+        world
+            .inputs()
+            .var("HOSTBEAT_REQUEST_TIMEOUT", "10m")
+            .var("HOSTBEAT_SHUTDOWN_TIMEOUT", "5s"),
+    );
+    assert!(until(mins(2), || !world.heartbeats().is_empty()).await);
+    world.plane.set_fault(
+        Fault::Slow {
+            delay_ms: 3_600_000,
+        },
+        Scope::All,
+        None,
+    );
+    assert!(
+        until(mins(2), || world
+            .requests()
+            .iter()
+            .any(|r| r.fault.is_some()))
+        .await
+    );
+    let took = agent.stop().await;
+    assert!(
+        took <= secs(5) + Duration::from_millis(100),
+        "stop took {took:?}"
+    );
+    // The goodbye was attempted (and hung too).
+    assert_eq!(
+        world
+            .requests_to("/heartbeat")
+            .iter()
+            .filter(|r| r.body.contains("offline"))
+            .count(),
+        1
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn reload_rereads_a_rotated_token_without_waiting_for_a_rejection() {
+    let world = World::start().await;
+    world.write_env_token(SECRET);
+    let agent = world.spawn(world.inputs());
+    assert!(until(mins(2), || !world.heartbeats().is_empty()).await);
+    world.plane.add_client("second", ROTATED);
+    world.write_env_token(ROTATED);
+    agent.reload.notify_one();
+    assert!(
+        until(secs(5), || world
+            .heartbeats()
+            .iter()
+            .any(|h| h.bearer == ROTATED))
+        .await
+    );
+    agent.stop().await;
+}

@@ -1,0 +1,378 @@
+//! The real `hostbeat` binary, in real time: the command line, exit codes, signals,
+//! and a scan of everything it writes for the token. Every wait is bounded.
+
+use std::process::Stdio;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use hostbeat_refplane::{ControlPlane, Fault, PlaneConfig, Scope};
+use tokio::io::AsyncReadExt;
+use tokio::process::{Child, Command};
+
+use crate::support::{CLIENT_ID, ROTATED, SECRET, all_files, contains};
+
+const BIN: &str = env!("CARGO_BIN_EXE_hostbeat");
+
+/// A private directory with an empty config file, an env file and a state dir.
+struct Host {
+    dir: tempfile::TempDir,
+}
+
+impl Host {
+    fn new(env_file: &str) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("hostbeat.toml"), "").unwrap();
+        std::fs::write(dir.path().join("hostbeat.env"), env_file).unwrap();
+        std::fs::create_dir(dir.path().join("state")).unwrap();
+        Self { dir }
+    }
+
+    /// `hostbeat run` with nothing of the test's environment but PATH.
+    fn command(&self, vars: &[(&str, &str)]) -> Command {
+        let mut command = Command::new(BIN);
+        command
+            .arg("run")
+            .arg("--config")
+            .arg(self.dir.path().join("hostbeat.toml"))
+            .env_clear()
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+            .env("HOSTBEAT_ENV_FILE", self.dir.path().join("hostbeat.env"))
+            .env("HOSTBEAT_STATE_DIR", self.dir.path().join("state"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true);
+        for (key, value) in vars {
+            command.env(key, value);
+        }
+        command
+    }
+}
+
+/// A running agent process and what it has written so far.
+struct Process {
+    child: Child,
+    output: Arc<Mutex<Vec<u8>>>,
+    readers: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Process {
+    fn spawn(mut command: Command) -> Self {
+        let mut child = command.spawn().expect("spawn hostbeat");
+        let output = Arc::new(Mutex::new(Vec::new()));
+        let mut readers = Vec::new();
+        for mut stream in [
+            Box::new(child.stderr.take().unwrap()) as Box<dyn tokio::io::AsyncRead + Unpin + Send>,
+            Box::new(child.stdout.take().unwrap()),
+        ] {
+            let output = output.clone();
+            readers.push(tokio::spawn(async move {
+                let mut buf = [0u8; 4096];
+                while let Ok(n) = stream.read(&mut buf).await {
+                    if n == 0 {
+                        break;
+                    }
+                    output.lock().unwrap().extend_from_slice(&buf[..n]);
+                }
+            }));
+        }
+        Self {
+            child,
+            output,
+            readers,
+        }
+    }
+
+    fn signal(&self, name: &str) {
+        let pid = self.child.id().expect("running").to_string();
+        let status = std::process::Command::new("kill")
+            .args([&format!("-{name}"), &pid])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+
+    /// Waits for the exit, and for everything it wrote to be read.
+    async fn wait(&mut self, limit: Duration) -> std::process::ExitStatus {
+        let status = tokio::time::timeout(limit, self.child.wait())
+            .await
+            .expect("exited in time")
+            .unwrap();
+        for reader in self.readers.drain(..) {
+            tokio::time::timeout(limit, reader)
+                .await
+                .expect("output closed")
+                .unwrap();
+        }
+        status
+    }
+
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.output.lock().unwrap()).into_owned()
+    }
+}
+
+async fn plane(config: PlaneConfig) -> (ControlPlane, String) {
+    let plane = ControlPlane::new(config);
+    plane.add_client(CLIENT_ID, SECRET);
+    let addr = plane.start().await.unwrap();
+    (plane, format!("http://{addr}"))
+}
+
+/// Polls every 20 ms for at most `limit` of real time.
+async fn eventually(limit: Duration, mut condition: impl FnMut() -> bool) -> bool {
+    let deadline = tokio::time::Instant::now() + limit;
+    while tokio::time::Instant::now() < deadline {
+        if condition() {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    condition()
+}
+
+#[test]
+fn version_and_help() {
+    let version = std::process::Command::new(BIN)
+        .arg("--version")
+        .output()
+        .unwrap();
+    assert!(version.status.success());
+    assert_eq!(
+        String::from_utf8_lossy(&version.stdout).trim(),
+        format!("hostbeat {}", env!("CARGO_PKG_VERSION"))
+    );
+    let help = std::process::Command::new(BIN)
+        .arg("--help")
+        .output()
+        .unwrap();
+    assert!(help.status.success());
+    let help = String::from_utf8_lossy(&help.stdout);
+    assert!(help.contains("run") && help.contains("--config"), "{help}");
+}
+
+#[tokio::test]
+async fn a_configuration_that_cannot_work_exits_78_with_one_clear_line() {
+    /// (env file, environment, what the one line must say)
+    type Case<'a> = (&'a str, &'a [(&'a str, &'a str)], &'a [&'a str]);
+    let cases: &[Case<'_>] = &[
+        (
+            "",
+            &[("HOSTBEAT_CLIENT_TOKEN", SECRET)],
+            &["server_url", "fix: set HOSTBEAT_SERVER_URL"],
+        ),
+        (
+            "HOSTBEAT_SERVER_URL=https://cp.example.com\n",
+            &[],
+            &["client_token", "no client token", "LoadCredential"],
+        ),
+        (
+            "HOSTBEAT_SERVER_URL=https://cp.example.com\nHOSTBEAT_CLIENT_TOKEN=ct_abc\tdefghij\n",
+            &[],
+            &["a tab at byte 7 (of 14)", "hostbeat.env"],
+        ),
+        (
+            "",
+            &[
+                ("HOSTBEAT_SERVER_URL", "http://cp.example.com"),
+                ("HOSTBEAT_CLIENT_TOKEN", SECRET),
+            ],
+            &["clear text", "allow_insecure_http"],
+        ),
+        (
+            "",
+            &[
+                ("HOSTBEAT_SERVER_URL", "https://cp.example.com"),
+                ("HOSTBEAT_CLIENT_TOKEN", SECRET),
+                ("HOSTBEAT_BACKOFF_CAP", "5 minutes-ish"),
+            ],
+            &[
+                "backoff_cap (from environment variable HOSTBEAT_BACKOFF_CAP)",
+                "fix: write it like 30s",
+            ],
+        ),
+    ];
+    for (env_file, vars, expected) in cases {
+        let host = Host::new(env_file);
+        let output = host.command(vars).output().await.unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(78), "{stderr}");
+        assert_eq!(stderr.lines().count(), 1, "{stderr}");
+        assert!(
+            stderr.starts_with("hostbeat: configuration error: "),
+            "{stderr}"
+        );
+        for needle in *expected {
+            assert!(stderr.contains(needle), "{needle:?} not in {stderr}");
+        }
+        assert!(
+            !stderr.contains(SECRET) && !stderr.contains("ct_abc"),
+            "{stderr}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn runs_reloads_and_stops_with_a_goodbye_and_writes_the_token_nowhere() {
+    let (plane, url) = plane(PlaneConfig {
+        token_lifetime: Duration::from_secs(4),
+        ..PlaneConfig::default()
+    })
+    .await;
+    // A token as an editor on another system leaves it: quotes and CRLF.
+    let host = Host::new(&format!("HOSTBEAT_CLIENT_TOKEN=\"{SECRET}\"\r\n"));
+    let mut agent = Process::spawn(host.command(&[
+        ("HOSTBEAT_SERVER_URL", &url),
+        ("HOSTBEAT_TOKEN_URL", &format!("{url}/oauth/token")),
+        ("HOSTBEAT_HEARTBEAT_INTERVAL", "1s"),
+        ("HOSTBEAT_LOG_LEVEL", "trace"),
+    ]));
+    assert!(
+        eventually(Duration::from_secs(20), || plane.heartbeats().len() >= 3).await,
+        "{}",
+        agent.text()
+    );
+    // SIGHUP re-reads the token and does not stop the agent.
+    agent.signal("HUP");
+    // The 4 s access token is refreshed while it runs.
+    assert!(
+        eventually(Duration::from_secs(20), || plane.requests_to_token() >= 2).await,
+        "{}",
+        agent.text()
+    );
+    // The client is disabled for a while: auth failures are logged.
+    plane.deactivate(CLIENT_ID);
+    plane.expire_tokens();
+    assert!(
+        eventually(Duration::from_secs(20), || agent
+            .text()
+            .contains("auth_failure"))
+        .await,
+        "{}",
+        agent.text()
+    );
+    plane.activate(CLIENT_ID);
+    assert!(
+        eventually(Duration::from_secs(30), || agent
+            .text()
+            .contains("recovered"))
+        .await,
+        "{}",
+        agent.text()
+    );
+    agent.signal("TERM");
+    let status = agent.wait(Duration::from_secs(10)).await;
+    assert!(status.success(), "{status:?}\n{}", agent.text());
+    assert_eq!(plane.heartbeats().last().unwrap().status(), "offline");
+
+    let output = agent.text();
+    for line in [
+        "registered with",
+        "first heartbeat accepted",
+        "access token obtained",
+        "told this host is offline",
+    ] {
+        assert!(output.contains(line), "{line:?} not in:\n{output}");
+    }
+    // Neither the client token nor any access token appears in anything it wrote.
+    let mut secrets = vec![SECRET.to_owned()];
+    secrets.extend(plane.heartbeats().into_iter().map(|h| h.bearer));
+    let mut written = vec![("output".into(), output.into_bytes())];
+    written.extend(all_files(&host.dir.path().join("state")));
+    for (path, bytes) in &written {
+        for secret in &secrets {
+            assert!(
+                !contains(bytes, secret),
+                "a token appears in {}",
+                std::path::Path::new(path).display()
+            );
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_in_the_middle_of_a_backoff_wait_exits_at_once_after_the_goodbye() {
+    let (plane, url) = plane(PlaneConfig::default()).await;
+    let host = Host::new(&format!("HOSTBEAT_CLIENT_TOKEN={SECRET}\n"));
+    let mut agent = Process::spawn(host.command(&[
+        ("HOSTBEAT_SERVER_URL", &url),
+        ("HOSTBEAT_HEARTBEAT_INTERVAL", "1s"),
+        ("HOSTBEAT_BACKOFF_BASE", "1m"),
+        ("HOSTBEAT_BACKOFF_CAP", "10m"),
+    ]));
+    assert!(
+        eventually(Duration::from_secs(20), || !plane.heartbeats().is_empty()).await,
+        "{}",
+        agent.text()
+    );
+    plane.set_fault(Fault::Outage, Scope::All, Some(1));
+    assert!(
+        eventually(Duration::from_secs(20), || agent
+            .text()
+            .contains("heartbeat_failed"))
+        .await,
+        "{}",
+        agent.text()
+    );
+    let stopping = tokio::time::Instant::now();
+    agent.signal("TERM");
+    let status = agent.wait(Duration::from_secs(10)).await;
+    assert!(status.success(), "{}", agent.text());
+    assert!(
+        stopping.elapsed() < Duration::from_secs(3),
+        "took {:?}",
+        stopping.elapsed()
+    );
+    assert_eq!(plane.heartbeats().last().unwrap().status(), "offline");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rotated_token_is_used_after_the_first_rejection_without_a_restart() {
+    let (plane, url) = plane(PlaneConfig::default()).await;
+    let host = Host::new("");
+    // Started as systemd would: the token in the environment.
+    let mut agent = Process::spawn(host.command(&[
+        ("HOSTBEAT_SERVER_URL", &url),
+        ("HOSTBEAT_CLIENT_TOKEN", SECRET),
+        ("HOSTBEAT_HEARTBEAT_INTERVAL", "1s"),
+    ]));
+    assert!(
+        eventually(Duration::from_secs(20), || !plane.heartbeats().is_empty()).await,
+        "{}",
+        agent.text()
+    );
+    plane.rotate(CLIENT_ID, ROTATED);
+    std::fs::write(
+        host.dir.path().join("hostbeat.env"),
+        format!("HOSTBEAT_CLIENT_TOKEN={ROTATED}\n"),
+    )
+    .unwrap();
+    assert!(
+        eventually(Duration::from_secs(20), || plane
+            .heartbeats()
+            .iter()
+            .any(|h| h.bearer == ROTATED))
+        .await,
+        "{}",
+        agent.text()
+    );
+    let pid = agent.child.id();
+    agent.signal("TERM");
+    assert!(agent.wait(Duration::from_secs(10)).await.success());
+    assert!(pid.is_some());
+    assert!(agent.text().contains("token_reloaded"), "{}", agent.text());
+    assert!(!agent.text().contains(ROTATED) && !agent.text().contains(SECRET));
+}
+
+trait TokenRequests {
+    fn requests_to_token(&self) -> usize;
+}
+
+impl TokenRequests for ControlPlane {
+    fn requests_to_token(&self) -> usize {
+        self.requests()
+            .iter()
+            .filter(|r| r.path.starts_with("/oauth/token"))
+            .count()
+    }
+}

@@ -1,0 +1,344 @@
+//! Configuration: layers and precedence, validation messages, token sources and
+//! hygiene, and the documentation of every setting.
+
+use hostbeat::config::{self, AuthMode, ClientAuth, ConfigError, ConfigInputs};
+
+use crate::support::*;
+
+/// A private directory and the minimal valid inputs on top of it.
+struct Dir(tempfile::TempDir);
+
+impl Dir {
+    fn new() -> Self {
+        Self(tempfile::tempdir().unwrap())
+    }
+
+    fn path(&self, name: &str) -> std::path::PathBuf {
+        self.0.path().join(name)
+    }
+
+    fn write(&self, name: &str, text: &str) -> std::path::PathBuf {
+        let path = self.path(name);
+        std::fs::write(&path, text).unwrap();
+        path
+    }
+
+    /// No config file, no env file: only what the test adds.
+    fn bare(&self) -> ConfigInputs {
+        ConfigInputs::new()
+            .config_file(self.write("hostbeat.toml", ""))
+            .var(
+                "HOSTBEAT_ENV_FILE",
+                self.path("hostbeat.env").to_str().unwrap(),
+            )
+    }
+
+    fn valid(&self) -> ConfigInputs {
+        self.bare()
+            .var("HOSTBEAT_SERVER_URL", "https://cp.example.com")
+            .var("HOSTBEAT_CLIENT_TOKEN", SECRET)
+    }
+}
+
+fn error(inputs: ConfigInputs) -> ConfigError {
+    config::load(inputs).expect_err("should be refused")
+}
+
+#[test]
+fn defaults_are_the_documented_ones() {
+    let dir = Dir::new();
+    let settings = settings(dir.valid());
+    assert_eq!(settings.heartbeat_interval, secs(30));
+    assert_eq!(settings.refresh_margin, secs(60));
+    assert_eq!(settings.backoff.base(), secs(1));
+    assert_eq!(settings.backoff.cap(), mins(5));
+    assert_eq!(settings.auth_backoff.cap(), mins(15));
+    assert_eq!(settings.retry_after_max, mins(60));
+    assert_eq!(
+        (
+            settings.connect_timeout,
+            settings.request_timeout,
+            settings.shutdown_timeout
+        ),
+        (secs(5), secs(10), secs(5))
+    );
+    assert_eq!(
+        settings.state_dir,
+        std::path::PathBuf::from("/var/lib/hostbeat")
+    );
+    assert_eq!(
+        settings.paths.heartbeat,
+        "/api/v1/agents/{agent_id}/heartbeat"
+    );
+    assert_eq!(settings.auth, AuthMode::Static);
+    assert_eq!(settings.log_level, "info");
+}
+
+#[test]
+fn the_environment_wins_over_the_env_file_which_wins_over_the_config_file() {
+    let dir = Dir::new();
+    let toml = dir.write("hostbeat.toml", "heartbeat_interval = \"10s\"\nbackoff_cap = 120\nserver_url = [\"https://a.example\", \"https://b.example\"]\n");
+    dir.write(
+        "hostbeat.env",
+        "HOSTBEAT_HEARTBEAT_INTERVAL=20s\nHOSTBEAT_CLIENT_TOKEN=from-env-file\n",
+    );
+    let inputs = || {
+        ConfigInputs::new().config_file(&toml).var(
+            "HOSTBEAT_ENV_FILE",
+            dir.path("hostbeat.env").to_str().unwrap(),
+        )
+    };
+    let from_file = settings(inputs());
+    assert_eq!(from_file.heartbeat_interval, secs(20));
+    assert_eq!(
+        from_file.backoff.cap(),
+        secs(120),
+        "a bare number is seconds"
+    );
+    assert_eq!(from_file.servers.len(), 2);
+    assert_eq!(
+        from_file.token_source.origin.to_string(),
+        format!(
+            "HOSTBEAT_CLIENT_TOKEN in {}",
+            dir.path("hostbeat.env").display()
+        )
+    );
+    let from_env = settings(
+        inputs()
+            .var("HOSTBEAT_HEARTBEAT_INTERVAL", "45s")
+            .var("HOSTBEAT_CLIENT_TOKEN", SECRET),
+    );
+    assert_eq!(from_env.heartbeat_interval, secs(45));
+    assert_eq!(
+        from_env.token_source.origin.to_string(),
+        "environment variable HOSTBEAT_CLIENT_TOKEN"
+    );
+    // An empty variable means unset: the env file's value stands.
+    assert_eq!(
+        settings(inputs().var("HOSTBEAT_HEARTBEAT_INTERVAL", "")).heartbeat_interval,
+        secs(20)
+    );
+}
+
+#[test]
+fn errors_name_the_setting_its_origin_and_the_fix() {
+    let dir = Dir::new();
+    let e = error(dir.bare().var("HOSTBEAT_CLIENT_TOKEN", SECRET));
+    assert_eq!(e.setting(), "server_url");
+    assert!(
+        e.to_string().contains("fix: set HOSTBEAT_SERVER_URL="),
+        "{e}"
+    );
+
+    let e = error(dir.valid().var("HOSTBEAT_HEARTBEAT_INTERVAL", "often"));
+    assert!(
+        e.to_string().starts_with(
+            "heartbeat_interval (from environment variable HOSTBEAT_HEARTBEAT_INTERVAL): \"often\" is not a duration"
+        ),
+        "{e}"
+    );
+    assert!(e.to_string().contains("fix: write it like 30s, 5m or 1h"));
+
+    let e = error(dir.valid().var("HOSTBEAT_HEARTBEAT_INTERVAL", "500ms"));
+    assert!(e.to_string().contains("below the floor of 1s"), "{e}");
+
+    let toml = dir.write("bad.toml", "heartbeat_intreval = \"10s\"\n");
+    let e = error(dir.valid().config_file(&toml));
+    assert!(
+        e.to_string().contains("did you mean `heartbeat_interval`"),
+        "{e}"
+    );
+    assert!(e.to_string().contains("bad.toml"), "{e}");
+
+    let toml = dir.write("broken.toml", "server_url = \n");
+    let e = error(dir.valid().config_file(&toml));
+    assert!(e.to_string().starts_with("config file (from "), "{e}");
+
+    let e = error(dir.valid().config_file(dir.path("missing.toml")));
+    assert!(e.to_string().contains("does not exist"), "{e}");
+
+    let e = error(dir.valid().var("HOSTBEAT_HEARTBEAT_PATH", "/beat"));
+    assert!(e.to_string().contains("{agent_id}"), "{e}");
+
+    let e = error(
+        dir.valid()
+            .var("HOSTBEAT_TOKEN_URL", "https://idp.example/token")
+            .var("HOSTBEAT_CLIENT_AUTH", "jwt"),
+    );
+    assert!(e.to_string().contains("write basic or post"), "{e}");
+
+    let e = error(dir.valid().var("HOSTBEAT_LOG_LEVEL", "loud=["));
+    assert_eq!(e.setting(), "log_level");
+}
+
+#[test]
+fn unknown_environment_variables_are_warned_about() {
+    let dir = Dir::new();
+    let loaded = config::load(dir.valid().var("HOSTBEAT_HEARTBEAT_INTERVALL", "5s")).unwrap();
+    assert_eq!(loaded.warnings.len(), 1);
+    assert!(
+        loaded.warnings[0].contains("did you mean HOSTBEAT_HEARTBEAT_INTERVAL"),
+        "{:?}",
+        loaded.warnings
+    );
+}
+
+#[test]
+fn plain_http_is_refused_off_loopback_unless_allowed() {
+    let dir = Dir::new();
+    let e = error(
+        dir.valid()
+            .var("HOSTBEAT_SERVER_URL", "http://cp.example.com"),
+    );
+    assert!(
+        e.to_string().contains("clear text") && e.to_string().contains("allow_insecure_http"),
+        "{e}"
+    );
+    let e = error(
+        dir.valid()
+            .var("HOSTBEAT_TOKEN_URL", "http://10.1.2.3/token"),
+    );
+    assert_eq!(e.setting(), "token_url");
+    for loopback in [
+        "http://127.0.0.1:8080",
+        "http://localhost:1",
+        "http://[::1]:9",
+    ] {
+        settings(dir.valid().var("HOSTBEAT_SERVER_URL", loopback));
+    }
+    settings(
+        dir.valid()
+            .var("HOSTBEAT_SERVER_URL", "http://cp.example.com")
+            .var("HOSTBEAT_ALLOW_INSECURE_HTTP", "true"),
+    );
+    let e = error(
+        dir.valid()
+            .var("HOSTBEAT_SERVER_URL", "https://user:pw@cp.example.com"),
+    );
+    assert!(e.to_string().contains("user name or password"), "{e}");
+}
+
+#[test]
+fn exchange_mode_settings() {
+    let dir = Dir::new();
+    let s = settings(
+        dir.valid()
+            .var("HOSTBEAT_TOKEN_URL", "https://idp.example/oauth/token")
+            .var("HOSTBEAT_CLIENT_AUTH", "post")
+            .var("HOSTBEAT_SCOPE", "agents"),
+    );
+    let AuthMode::Exchange(exchange) = s.auth else {
+        panic!("static")
+    };
+    assert_eq!(exchange.client_id, "hostbeat");
+    assert_eq!(exchange.client_auth, ClientAuth::Post);
+    assert_eq!(exchange.scope.as_deref(), Some("agents"));
+}
+
+#[test]
+fn the_token_is_found_in_the_documented_order() {
+    let dir = Dir::new();
+    let token_file = dir.write("token", "from-token-file\n");
+    let credentials = dir.path("credentials");
+    std::fs::create_dir(&credentials).unwrap();
+    std::fs::write(credentials.join("client-token"), "from-credential").unwrap();
+    let base = || {
+        dir.bare()
+            .var("HOSTBEAT_SERVER_URL", "https://cp.example.com")
+            .var("CREDENTIALS_DIRECTORY", credentials.to_str().unwrap())
+    };
+    let origin = |inputs: ConfigInputs| settings(inputs).token_source.origin.to_string();
+    assert!(origin(base()).starts_with("systemd credential"));
+    assert!(
+        origin(base().var("HOSTBEAT_CLIENT_TOKEN_FILE", token_file.to_str().unwrap()))
+            .starts_with("client_token_file")
+    );
+    assert!(
+        origin(
+            base()
+                .var("HOSTBEAT_CLIENT_TOKEN_FILE", token_file.to_str().unwrap())
+                .var("HOSTBEAT_CLIENT_TOKEN", SECRET)
+        )
+        .starts_with("environment")
+    );
+    let s = settings(base());
+    assert!(*s.client_token == hostbeat::secret::Token::new("from-credential".into()));
+
+    let e = error(
+        dir.bare()
+            .var("HOSTBEAT_SERVER_URL", "https://cp.example.com"),
+    );
+    assert_eq!(e.setting(), "client_token");
+    assert!(
+        e.to_string().contains("HOSTBEAT_CLIENT_TOKEN") && e.to_string().contains("LoadCredential"),
+        "{e}"
+    );
+}
+
+#[test]
+fn a_token_with_hidden_characters_is_refused_with_its_position_not_its_content() {
+    let dir = Dir::new();
+    dir.write(
+        "hostbeat.env",
+        "HOSTBEAT_SERVER_URL=https://cp.example.com\nHOSTBEAT_CLIENT_TOKEN=abc\u{1}defSECRETPART\n",
+    );
+    let e = error(dir.bare());
+    let text = e.to_string();
+    assert!(
+        text.contains("a control character at byte 4 (of 17)"),
+        "{text}"
+    );
+    assert!(text.contains("hostbeat.env"), "{text}");
+    assert!(
+        !text.contains("SECRETPART") && !text.contains("abc"),
+        "{text}"
+    );
+    // What editors leave around a token is cleaned away.
+    dir.write("hostbeat.env", &format!("\u{feff}HOSTBEAT_SERVER_URL=https://cp.example.com\r\nHOSTBEAT_CLIENT_TOKEN=\"  {SECRET}  \"\r\n"));
+    assert!(*settings(dir.bare()).client_token == hostbeat::secret::Token::new(SECRET.to_owned()));
+}
+
+#[test]
+fn the_state_directory_comes_from_systemd_when_not_set() {
+    let dir = Dir::new();
+    let s = settings(
+        dir.valid()
+            .var("STATE_DIRECTORY", "/var/lib/hostbeat-a:/var/lib/other"),
+    );
+    assert_eq!(s.state_dir, std::path::PathBuf::from("/var/lib/hostbeat-a"));
+    let s = settings(
+        dir.valid()
+            .var("STATE_DIRECTORY", "/x")
+            .var("HOSTBEAT_STATE_DIR", "/y"),
+    );
+    assert_eq!(s.state_dir, std::path::PathBuf::from("/y"));
+}
+
+#[test]
+fn settings_debug_output_holds_no_token() {
+    let dir = Dir::new();
+    let debug = format!("{:?}", settings(dir.valid()));
+    assert!(!debug.contains(SECRET), "{debug}");
+    assert!(debug.contains("Token(fp="));
+}
+
+#[test]
+fn every_setting_is_documented_with_its_default() {
+    let doc = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/docs/configuration.md"
+    ))
+    .unwrap();
+    for (key, default) in config::KEYS {
+        let row = doc
+            .lines()
+            .find(|l| l.starts_with(&format!("| `{key}`")))
+            .unwrap_or_else(|| panic!("{key} is not in docs/configuration.md"));
+        if let Some(default) = default {
+            assert!(
+                row.contains(&format!("`{default}`")),
+                "{key}: default {default} not in: {row}"
+            );
+        }
+    }
+}

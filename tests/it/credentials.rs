@@ -1,0 +1,241 @@
+//! Exchange mode: access tokens obtained, refreshed ahead of expiry, one exchange at
+//! a time, and the token endpoint's failures.
+
+use std::sync::Arc;
+
+use hostbeat::api::ApiClient;
+use hostbeat::credentials::Credentials;
+use hostbeat_refplane::{Fault, PlaneConfig, Scope};
+
+use crate::support::*;
+
+fn lifetime(seconds: u64) -> PlaneConfig {
+    PlaneConfig {
+        token_lifetime: secs(seconds),
+        ..PlaneConfig::default()
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_fifteen_minute_token_is_refreshed_before_expiry_for_an_hour() {
+    let mut world = World::with(lifetime(900)).await;
+    let (logs, _guard) = Logs::capture();
+    let agent = world.spawn(world.exchange_inputs());
+    pass(mins(61)).await;
+    agent.stop().await;
+    // Zero expired-token answers, about 120 heartbeats, and a refresh every ~12 min.
+    assert_eq!(world.refusals(), vec![]);
+    assert!(world.heartbeats().len() >= 110);
+    let exchanges = world.requests_to("/oauth/token");
+    assert!(
+        (5..=7).contains(&exchanges.len()),
+        "{} exchanges",
+        exchanges.len()
+    );
+    for pair in exchanges.windows(2) {
+        let gap = pair[1].at_ms - pair[0].at_ms;
+        assert!(
+            (675_000..=720_100).contains(&gap),
+            "refreshed after {gap} ms"
+        );
+    }
+    assert!(logs.events("heartbeat_failed").is_empty());
+}
+
+#[tokio::test(start_paused = true)]
+async fn without_expires_in_the_jwt_exp_claim_gives_the_lifetime() {
+    let mut world = World::with(PlaneConfig {
+        send_expires_in: false,
+        ..lifetime(600)
+    })
+    .await;
+    let agent = world.spawn(world.exchange_inputs());
+    pass(mins(60)).await;
+    agent.stop().await;
+    assert_eq!(world.refusals(), vec![]);
+    let exchanges = world.requests_to("/oauth/token").len();
+    assert!((7..=9).contains(&exchanges), "{exchanges} exchanges");
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_opaque_token_without_lifetime_is_refreshed_on_401_only() {
+    let mut world = World::with(PlaneConfig {
+        send_expires_in: false,
+        jwt: false,
+        ..lifetime(300)
+    })
+    .await;
+    let (logs, _guard) = Logs::capture();
+    let agent = world.spawn(world.exchange_inputs());
+    pass(mins(31)).await;
+    agent.stop().await;
+    let refusals = world.refusals();
+    assert!(!refusals.is_empty());
+    assert!(
+        refusals
+            .iter()
+            .all(|(status, error)| *status == 401 && error == "token_expired")
+    );
+    // Each expiry costs one refusal and one exchange, and no heartbeat is lost.
+    assert_eq!(world.requests_to("/oauth/token").len(), refusals.len() + 1);
+    assert!(logs.events("heartbeat_failed").is_empty());
+    let seqs: Vec<u64> = world
+        .heartbeats()
+        .iter()
+        .map(hostbeat_refplane::HeartbeatRecord::seq)
+        .collect();
+    assert!(seqs.windows(2).all(|w| w[1] == w[0] + 1), "{seqs:?}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn callers_that_need_a_token_at_once_share_one_exchange() {
+    let world = World::start().await;
+    let settings = settings(world.exchange_inputs());
+    let api = Arc::new(ApiClient::new(&settings).unwrap());
+    let credentials = Arc::new(Credentials::new(
+        api,
+        &settings.auth,
+        settings.client_token.clone(),
+        settings.token_source.clone(),
+        settings.refresh_margin,
+        settings.backoff,
+    ));
+    let callers: Vec<_> = (0..10)
+        .map(|_| {
+            let credentials = credentials.clone();
+            tokio::spawn(async move { credentials.bearer().await.unwrap().generation })
+        })
+        .collect();
+    let mut generations = Vec::new();
+    for caller in callers {
+        generations.push(caller.await.unwrap());
+    }
+    assert_eq!(world.requests_to("/oauth/token").len(), 1);
+    assert!(generations.iter().all(|g| *g == 1), "{generations:?}");
+    // A caller that reports generation 1 stale gets a new one; one that reports an
+    // older generation gets the current one without another exchange.
+    assert_eq!(credentials.refresh(Some(1)).await.unwrap().generation, 2);
+    assert_eq!(credentials.refresh(Some(1)).await.unwrap().generation, 2);
+    assert_eq!(world.requests_to("/oauth/token").len(), 2);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_failed_refresh_is_retried_while_the_old_token_is_valid() {
+    let mut world = World::with(lifetime(600)).await;
+    let (logs, _guard) = Logs::capture();
+    let agent = world.spawn(world.exchange_inputs());
+    assert!(until(mins(1), || !world.heartbeats().is_empty()).await);
+    world.plane.set_fault(
+        Fault::Status {
+            status: 503,
+            body: String::new(),
+            retry_after: None,
+            www_authenticate: None,
+        },
+        Scope::Token,
+        Some(3),
+    );
+    pass(mins(30)).await;
+    agent.stop().await;
+    assert_eq!(
+        logs.events("token_refresh_failed").len(),
+        3,
+        "{}",
+        logs.text()
+    );
+    assert!(logs.events("heartbeat_failed").is_empty());
+    assert_eq!(world.refusals(), vec![]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn client_secret_post_sends_the_credentials_as_form_fields() {
+    let world = World::start().await;
+    let agent = world.spawn(
+        world
+            .exchange_inputs()
+            .var("HOSTBEAT_CLIENT_AUTH", "post")
+            .var("HOSTBEAT_SCOPE", "agents:write"),
+    );
+    assert!(until(mins(1), || !world.heartbeats().is_empty()).await);
+    agent.stop().await;
+    let token = &world.requests_to("/oauth/token")[0];
+    assert!(token.header("authorization").is_none());
+    assert_eq!(
+        token.header("content-type"),
+        Some("application/x-www-form-urlencoded")
+    );
+    for field in [
+        "grant_type=client_credentials",
+        "scope=agents%3Awrite",
+        "client_id=hostbeat",
+        &format!("client_secret={SECRET}"),
+    ] {
+        assert!(token.body.contains(field), "{field} not in the form");
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn token_endpoint_refusals_are_auth_failures_that_recover() {
+    let world = World::start().await;
+    let (logs, _guard) = Logs::capture();
+    world.plane.deactivate(CLIENT_ID);
+    let agent = world.spawn(world.exchange_inputs());
+    pass(mins(30)).await;
+    let during = world.requests().len();
+    world.plane.activate(CLIENT_ID);
+    assert!(until(mins(15) + secs(1), || !world.heartbeats().is_empty()).await);
+    agent.stop().await;
+    assert!((3..=20).contains(&during), "{during} requests in 30 min");
+    let failures = logs.events("auth_failure");
+    assert!(
+        failures
+            .iter()
+            .all(|l| l.contains("reason=\"client_inactive\"") && l.contains("endpoint=\"token\"")),
+        "{failures:?}"
+    );
+    assert!(failures[0].contains("Client account is not active"));
+
+    // A wrong secret is a rejected credential.
+    world.plane.rotate(CLIENT_ID, ROTATED);
+    let (logs, _guard) = Logs::capture();
+    let agent = world.spawn(world.exchange_inputs());
+    assert!(until(mins(5), || !logs.events("auth_failure").is_empty()).await);
+    agent.stop().await;
+    let line = &logs.events("auth_failure")[0];
+    assert!(
+        line.contains("reason=\"credential_rejected\"") && line.contains("http_status=401"),
+        "{line}"
+    );
+}
+
+/// Regression: once the access token had expired during an outage, the refresher
+/// retried the exchange in a loop with no wait. The refresher must leave an expired
+/// token to the heartbeat loop, whose backoff bounds the attempts.
+#[test]
+fn an_outage_longer_than_the_token_lifetime_does_not_hammer_the_token_endpoint() {
+    with_real_time_limit(secs(30), outage_longer_than_the_token_lifetime);
+}
+
+async fn outage_longer_than_the_token_lifetime() {
+    let world = World::with(lifetime(60)).await;
+    let (logs, _guard) = Logs::capture();
+    let agent = world.spawn(world.exchange_inputs());
+    assert!(until(mins(1), || !world.heartbeats().is_empty()).await);
+    world.plane.set_fault(Fault::Outage, Scope::All, None);
+    pass(mins(60)).await;
+    let exchanges = world.requests_to("/oauth/token").len();
+    world.plane.clear_fault();
+    assert!(until(mins(6), || world.heartbeats().len() >= 2).await);
+    agent.stop().await;
+    // Heartbeat attempts over an hour of 5-minute-capped backoff: about 30; the
+    // exchange attempts are bounded by them.
+    assert!(
+        exchanges <= 80,
+        "{exchanges} token requests during a one-hour outage"
+    );
+    assert!(
+        logs.events("token_refresh_failed").len() <= 20,
+        "{}",
+        logs.text()
+    );
+}

@@ -1,0 +1,398 @@
+//! One test per row of protocol.md section 3: each failure class and what the agent
+//! does about it, against the reference control plane, in virtual time.
+
+use hostbeat_refplane::{Fault, Scope};
+
+use crate::support::*;
+
+fn status_fault(status: u16, body: &str) -> Fault {
+    Fault::Status {
+        status,
+        body: body.to_owned(),
+        retry_after: None,
+        www_authenticate: None,
+    }
+}
+
+/// Row 1: 401 token_expired -> refresh now, retry the same heartbeat once.
+#[tokio::test(start_paused = true)]
+async fn expired_access_token_is_refreshed_and_the_same_heartbeat_retried() {
+    let mut world = World::start().await;
+    let (logs, _guard) = Logs::capture();
+    let agent = world.spawn(world.exchange_inputs());
+    assert!(until(mins(2), || world.heartbeats().len() >= 2).await);
+    let tokens_before = world.requests_to("/oauth/token").len();
+    world.events();
+    world.plane.expire_tokens();
+    assert!(until(mins(2), || world.heartbeats().len() >= 3).await);
+    agent.stop().await;
+
+    assert_eq!(world.refusals(), vec![(401, "token_expired".to_owned())]);
+    assert_eq!(world.requests_to("/oauth/token").len(), tokens_before + 1);
+    // The retried heartbeat is the one that was refused: same seq, accepted.
+    let beats = world.requests_to("/heartbeat");
+    let refused = beats
+        .iter()
+        .rposition(|r| serde_json::from_str::<serde_json::Value>(&r.body).unwrap()["seq"] == 3);
+    let seqs: Vec<u64> = world
+        .heartbeats()
+        .iter()
+        .map(hostbeat_refplane::HeartbeatRecord::seq)
+        .collect();
+    assert_eq!(&seqs[..3], &[1, 2, 3], "{seqs:?}");
+    assert!(refused.is_some());
+    assert_eq!(logs.events("token_expired").len(), 1);
+    assert!(logs.events("auth_failure").is_empty());
+}
+
+/// Row 2: credential rejected, env file unchanged -> auth failure logged, auth schedule.
+#[tokio::test(start_paused = true)]
+async fn rejected_credential_backs_off_on_the_auth_schedule() {
+    let world = World::start().await;
+    world.write_env_token(SECRET);
+    let (logs, _guard) = Logs::capture();
+    let agent = world.spawn(world.inputs());
+    assert!(until(mins(2), || !world.heartbeats().is_empty()).await);
+    // Rotated on the server only: the agent's token no longer works.
+    world.plane.rotate(CLIENT_ID, ROTATED);
+    let before = world.requests().len();
+    pass(mins(60)).await;
+    let during = world.requests().len() - before;
+    agent.stop().await;
+
+    // Auth schedule: base 1 s doubling to a 15 min cap, full jitter. Over an hour
+    // that averages about 15 attempts; 30 would mean the cap is not applied.
+    assert!((5..=30).contains(&during), "{during} requests in an hour");
+    let failures = logs.events("auth_failure");
+    assert!(failures.len() >= 5, "{}", logs.text());
+    let line = &failures[0];
+    for field in [
+        "reason=\"credential_rejected\"",
+        "endpoint=\"heartbeat\"",
+        "http_status=401",
+        "Invalid client token",
+        "consecutive_failures=",
+        "next_attempt_s=",
+    ] {
+        assert!(line.contains(field), "{field} missing in {line}");
+    }
+    let fingerprint = hostbeat::secret::Token::new(SECRET.to_owned())
+        .fingerprint()
+        .to_string();
+    assert!(line.contains(&format!("token_fp={fingerprint}")), "{line}");
+    assert!(line.contains("agent_id=\"agt-0001\""), "{line}");
+}
+
+/// Row 2, rotation: a token rotated in the env file is used at once after the
+/// first rejection, without a restart and without an auth backoff wait.
+#[tokio::test(start_paused = true)]
+async fn token_rotated_in_the_env_file_is_picked_up_after_the_first_rejection() {
+    let mut world = World::start().await;
+    world.write_env_token(SECRET);
+    let (logs, _guard) = Logs::capture();
+    let agent = world.spawn(world.inputs());
+    assert!(until(mins(2), || !world.heartbeats().is_empty()).await);
+    world.events();
+    world.plane.rotate(CLIENT_ID, ROTATED);
+    world.write_env_token(&format!("  \"{ROTATED}\"  "));
+    assert!(
+        until(mins(2), || world
+            .heartbeats()
+            .iter()
+            .any(|h| h.bearer == ROTATED))
+        .await
+    );
+    agent.stop().await;
+
+    assert_eq!(
+        world.refusals(),
+        vec![(401, "Invalid client token".to_owned())]
+    );
+    let beats = world.requests_to("/heartbeat");
+    let rejected = beats
+        .iter()
+        .rposition(|r| r.bearer() == Some(SECRET))
+        .unwrap();
+    let retried = &beats[rejected + 1];
+    assert_eq!(retried.bearer(), Some(ROTATED));
+    assert!(
+        retried.at_ms - beats[rejected].at_ms < 100,
+        "retried at once"
+    );
+    assert_eq!(logs.events("token_reloaded").len(), 1);
+    assert!(logs.events("auth_failure").is_empty());
+    // Same agent, no new registration.
+    assert_eq!(world.requests_to("register").len(), 1);
+}
+
+/// Row 3: 401 missing_token -> auth failure logged (the start-up check is a
+/// binary test: a config without a token exits 78).
+#[tokio::test(start_paused = true)]
+async fn missing_token_answer_is_an_auth_failure() {
+    let world = World::start().await;
+    let (logs, _guard) = Logs::capture();
+    world.plane.set_fault(
+        Fault::Status {
+            status: 401,
+            body: r#"{"message":"No token provided"}"#.into(),
+            retry_after: None,
+            www_authenticate: Some(r#"Bearer realm="api""#.into()),
+        },
+        Scope::All,
+        None,
+    );
+    let agent = world.spawn(world.inputs());
+    pass(mins(20)).await;
+    agent.stop().await;
+    let failures = logs.events("auth_failure");
+    assert!(!failures.is_empty());
+    assert!(
+        failures
+            .iter()
+            .all(|l| l.contains("reason=\"missing_token\"")),
+        "{failures:?}"
+    );
+    // Every request still carried the token: the server's claim is what is logged.
+    assert!(world.requests().iter().all(|r| r.bearer() == Some(SECRET)));
+}
+
+/// Row 4: 403 client inactive -> auth schedule, and recovery without restart.
+#[tokio::test(start_paused = true)]
+async fn inactive_client_backs_off_and_recovers_when_activated() {
+    let world = World::start().await;
+    let (logs, _guard) = Logs::capture();
+    let agent = world.spawn(world.inputs());
+    assert!(until(mins(2), || !world.heartbeats().is_empty()).await);
+    world.plane.deactivate(CLIENT_ID);
+    let before = world.requests().len();
+    pass(mins(30)).await;
+    let during = world.requests().len() - before;
+    let accepted = world.heartbeats().len();
+    world.plane.activate(CLIENT_ID);
+    // Back within one auth cap (15 min) of the reactivation.
+    assert!(until(mins(15) + secs(1), || world.heartbeats().len() > accepted).await);
+    agent.stop().await;
+
+    // Base 1 s doubling to 15 min: about 10 attempts in the first 17 minutes, then
+    // one per 7.5 min on average. "A few requests a cap."
+    assert!((3..=20).contains(&during), "{during} requests in 30 min");
+    let failures = logs.events("auth_failure");
+    assert!(
+        failures
+            .iter()
+            .all(|l| l.contains("reason=\"client_inactive\"") && l.contains("http_status=403"))
+    );
+    assert!(
+        failures[0].contains("Client account is not active"),
+        "{}",
+        failures[0]
+    );
+    assert_eq!(logs.events("recovered").len(), 1);
+}
+
+/// Row 5: 404 unknown agent -> register again, then go on.
+#[tokio::test(start_paused = true)]
+async fn unknown_agent_registers_again() {
+    let world = World::start().await;
+    let (logs, _guard) = Logs::capture();
+    let agent = world.spawn(world.inputs());
+    assert!(until(mins(2), || !world.heartbeats().is_empty()).await);
+    world.plane.forget_agents();
+    assert!(until(mins(2), || world.heartbeats().len() >= 2).await);
+    agent.stop().await;
+
+    assert_eq!(world.requests_to("register").len(), 2);
+    let beats = world.heartbeats();
+    assert_eq!(beats[0].agent_id, "agt-0001");
+    assert_eq!(beats[1].agent_id, "agt-0002");
+    assert_eq!(logs.events("unknown_agent").len(), 1);
+    let state = std::fs::read_to_string(world.state_dir().join("state.json")).unwrap();
+    assert!(state.contains("agt-0002"), "{state}");
+}
+
+/// Row 6: 429 with Retry-After in seconds -> wait what it asks.
+#[tokio::test(start_paused = true)]
+async fn retry_after_seconds_is_honoured() {
+    let world = World::start().await;
+    let agent = world.spawn(world.inputs());
+    assert!(until(mins(2), || !world.heartbeats().is_empty()).await);
+    world.plane.set_fault(
+        Fault::Status {
+            status: 429,
+            body: String::new(),
+            retry_after: Some("120".into()),
+            www_authenticate: None,
+        },
+        Scope::All,
+        Some(1),
+    );
+    assert!(until(mins(5), || world.heartbeats().len() >= 2).await);
+    agent.stop().await;
+    let beats = world.requests_to("/heartbeat");
+    let limited = beats.iter().position(|r| r.fault.is_some()).unwrap();
+    let gap = beats[limited + 1].at_ms - beats[limited].at_ms;
+    assert!((119_900..=120_100).contains(&gap), "waited {gap} ms");
+}
+
+/// Row 6: 503 with Retry-After as an HTTP date, bounded by retry_after_max.
+#[tokio::test(start_paused = true)]
+async fn retry_after_date_is_honoured_up_to_the_ceiling() {
+    let world = World::start().await;
+    let agent = world.spawn(world.inputs().var("HOSTBEAT_RETRY_AFTER_MAX", "10m"));
+    assert!(until(mins(2), || !world.heartbeats().is_empty()).await);
+    let in_two_hours = httpdate::fmt_http_date(std::time::SystemTime::now() + secs(7200));
+    world.plane.set_fault(
+        Fault::Status {
+            status: 503,
+            body: String::new(),
+            retry_after: Some(in_two_hours),
+            www_authenticate: None,
+        },
+        Scope::All,
+        Some(1),
+    );
+    assert!(until(mins(15), || world.heartbeats().len() >= 2).await);
+    agent.stop().await;
+    let beats = world.requests_to("/heartbeat");
+    let limited = beats.iter().position(|r| r.fault.is_some()).unwrap();
+    let gap = beats[limited + 1].at_ms - beats[limited].at_ms;
+    assert!(
+        (599_900..=600_100).contains(&gap),
+        "waited {gap} ms, not the 10 min ceiling"
+    );
+}
+
+/// Row 7: 5xx -> exponential backoff with full jitter, capped, never giving up.
+#[tokio::test(start_paused = true)]
+async fn server_errors_back_off_capped_and_never_give_up() {
+    let world = World::start().await;
+    let (logs, _guard) = Logs::capture();
+    let agent = world.spawn(world.inputs().var("HOSTBEAT_BACKOFF_CAP", "2m"));
+    assert!(until(mins(2), || !world.heartbeats().is_empty()).await);
+    world.plane.set_fault(
+        status_fault(500, r#"{"error":"internal"}"#),
+        Scope::All,
+        None,
+    );
+    pass(Duration::from_secs(6 * 3600)).await;
+    let attempts = world.requests_to("/heartbeat");
+    agent.stop().await;
+
+    let failed: Vec<_> = attempts.iter().filter(|r| r.fault.is_some()).collect();
+    // Still trying after six hours, and never more than the cap apart.
+    assert!(failed.last().unwrap().at_ms > 6 * 3600 * 1000 - 2 * 60 * 1000);
+    for pair in failed.windows(2) {
+        assert!(pair[1].at_ms - pair[0].at_ms <= 120_100, "gap over the cap");
+    }
+    // Full jitter: with a 2-minute cap, an average gap near one minute.
+    let mean = (failed.last().unwrap().at_ms - failed[0].at_ms) / (failed.len() as u64 - 1);
+    assert!((30_000..=90_000).contains(&mean), "mean gap {mean} ms");
+    let warned = logs.events("heartbeat_failed");
+    assert!(warned[0].contains("reason=\"server_error\"") && warned[0].contains("http_status=500"));
+}
+
+use std::time::Duration;
+
+/// Row 7: an answer slower than the request timeout is a timeout, retried.
+#[tokio::test(start_paused = true)]
+async fn slow_answers_time_out_and_are_retried() {
+    let world = World::start().await;
+    let (logs, _guard) = Logs::capture();
+    let agent = world.spawn(world.inputs().var("HOSTBEAT_REQUEST_TIMEOUT", "10s"));
+    assert!(until(mins(2), || !world.heartbeats().is_empty()).await);
+    world
+        .plane
+        .set_fault(Fault::Slow { delay_ms: 30_000 }, Scope::All, Some(2));
+    assert!(until(mins(5), || world.heartbeats().len() >= 2).await);
+    agent.stop().await;
+    let failed = logs.events("heartbeat_failed");
+    assert_eq!(failed.len(), 2, "{failed:?}");
+    assert!(failed.iter().all(|l| l.contains("reason=\"timeout\"")));
+}
+
+/// Row 7: connection refused -> connect class, retried.
+#[tokio::test(start_paused = true)]
+async fn connection_refused_is_retried() {
+    let world = World::start().await;
+    // A port with nothing listening: bind one, then close it.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let (logs, _guard) = Logs::capture();
+    let agent = world.spawn(
+        world
+            .inputs()
+            .var("HOSTBEAT_SERVER_URL", format!("http://{closed}")),
+    );
+    pass(mins(10)).await;
+    agent.stop().await;
+    let failed = logs.events("heartbeat_failed");
+    assert!(failed.len() >= 3, "{}", logs.text());
+    assert!(
+        failed.iter().all(|l| l.contains("reason=\"connect\"")),
+        "{failed:?}"
+    );
+}
+
+/// Row 7: the server closes the connection without answering (an outage).
+#[tokio::test(start_paused = true)]
+async fn closed_connections_are_transient() {
+    let world = World::start().await;
+    let (logs, _guard) = Logs::capture();
+    let agent = world.spawn(world.inputs());
+    assert!(until(mins(2), || !world.heartbeats().is_empty()).await);
+    world.plane.set_fault(Fault::Outage, Scope::All, Some(3));
+    assert!(until(mins(10), || world.heartbeats().len() >= 2).await);
+    agent.stop().await;
+    let failed = logs.events("heartbeat_failed");
+    assert_eq!(failed.len(), 3, "{failed:?}");
+    assert!(failed.iter().all(|l| l.contains("reason=\"connect\"")));
+    assert_eq!(logs.events("recovered").len(), 1);
+}
+
+/// Row 8: a 2xx that is not the expected JSON, or too large, is a protocol error:
+/// counted like a transient failure, the body never logged.
+#[tokio::test(start_paused = true)]
+async fn garbage_and_oversized_answers_are_protocol_errors() {
+    let world = World::start().await;
+    let (logs, _guard) = Logs::capture();
+    let agent = world.spawn(world.inputs());
+    assert!(until(mins(2), || !world.heartbeats().is_empty()).await);
+    world.plane.set_fault(Fault::Garbage, Scope::All, Some(1));
+    assert!(until(mins(5), || world.requests_to("/heartbeat").len() >= 3).await);
+    world
+        .plane
+        .set_fault(Fault::Oversized { bytes: 1 << 20 }, Scope::All, Some(1));
+    assert!(until(mins(5), || world.heartbeats().len() >= 3).await);
+    agent.stop().await;
+    let failed = logs.events("heartbeat_failed");
+    assert_eq!(failed.len(), 2, "{failed:?}");
+    assert!(failed.iter().all(|l| l.contains("reason=\"protocol\"")));
+    assert!(failed[1].contains("64 KiB"), "{}", failed[1]);
+    let text = logs.text();
+    assert!(!text.contains("Bad Gateway (not JSON)") && !text.contains("xxxxxxxx"));
+}
+
+/// A server that echoes the credential in its error must not get it into the logs.
+#[tokio::test(start_paused = true)]
+async fn a_token_echoed_by_the_server_is_scrubbed_from_the_logs() {
+    let world = World::start().await;
+    let (logs, _guard) = Logs::capture();
+    world.plane.set_fault(
+        Fault::Status {
+            status: 401,
+            body: format!(r#"{{"error":"Invalid token {SECRET}","detail":"got Bearer {SECRET}"}}"#),
+            retry_after: None,
+            www_authenticate: None,
+        },
+        Scope::All,
+        Some(3),
+    );
+    let agent = world.spawn(world.inputs());
+    assert!(until(mins(30), || !world.heartbeats().is_empty()).await);
+    agent.stop().await;
+    let text = logs.text();
+    assert!(text.contains("Invalid token [redacted]"), "{text}");
+    assert!(!text.contains(SECRET));
+}

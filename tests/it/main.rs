@@ -1,0 +1,10 @@
+//! Integration tests: the real library (and the real binary) against the reference
+//! control plane on loopback. One test binary, modules by concern.
+
+mod support;
+
+mod agent;
+mod binary;
+mod config;
+mod credentials;
+mod failures;

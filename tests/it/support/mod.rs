@@ -1,0 +1,345 @@
+//! Test support: a reference control plane on loopback, the one place that builds
+//! every test's configuration, a running agent handle, log capture, and waiting in
+//! virtual time.
+//!
+//! Rule for this repo: tests talk to loopback only. [`World::inputs`] is the base of
+//! every agent configuration in the tests: a `127.0.0.1` control plane, a private
+//! state directory, env file and machine id.
+
+#![allow(dead_code)]
+
+use std::io::Write;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use hostbeat::{ConfigInputs, RunError, Settings};
+use hostbeat_refplane::{ControlPlane, HeartbeatRecord, PlaneConfig, PlaneEvent, RecordedRequest};
+use tokio::sync::{Notify, broadcast};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+/// The OAuth client id every test uses.
+pub const CLIENT_ID: &str = "hostbeat";
+/// The client token every test starts with (distinctive, to scan for it).
+pub const SECRET: &str = "ct_Zq9sEcReT-0123456789abcdefXYZ";
+/// A rotated token.
+pub const ROTATED: &str = "ct_RoTaTeD-9876543210fedcbaQRS";
+
+/// A control plane and a private directory for one test.
+pub struct World {
+    pub plane: ControlPlane,
+    pub addr: SocketAddr,
+    pub dir: tempfile::TempDir,
+    events: broadcast::Receiver<PlaneEvent>,
+}
+
+impl World {
+    /// A plane with the default config.
+    pub async fn start() -> Self {
+        Self::with(PlaneConfig::default()).await
+    }
+
+    /// A plane with `config` and the test client.
+    pub async fn with(config: PlaneConfig) -> Self {
+        let plane = ControlPlane::new(config);
+        plane.add_client(CLIENT_ID, SECRET);
+        let events = plane.subscribe();
+        let addr = plane.start().await.expect("bind 127.0.0.1:0");
+        let dir = tempfile::tempdir().expect("temp dir");
+        // A machine id of its own, so that each test is a different host.
+        let machine_id = hostbeat::identity::generate().expect("random id");
+        std::fs::write(dir.path().join("machine-id"), format!("{machine_id}\n")).unwrap();
+        std::fs::create_dir(dir.path().join("state")).unwrap();
+        std::fs::write(
+            dir.path().join("hostbeat.toml"),
+            "# settings come from the environment\n",
+        )
+        .unwrap();
+        Self {
+            plane,
+            addr,
+            dir,
+            events,
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    pub fn env_file(&self) -> PathBuf {
+        self.dir.path().join("hostbeat.env")
+    }
+
+    pub fn state_dir(&self) -> PathBuf {
+        self.dir.path().join("state")
+    }
+
+    /// The base configuration of every test (see module doc); static mode, the token
+    /// in the environment, a 30 s interval.
+    pub fn inputs(&self) -> ConfigInputs {
+        ConfigInputs::new()
+            .config_file(self.dir.path().join("hostbeat.toml"))
+            .var("HOSTBEAT_SERVER_URL", self.url())
+            .var("HOSTBEAT_CLIENT_TOKEN", SECRET)
+            .var("HOSTBEAT_STATE_DIR", self.state_dir().to_str().unwrap())
+            .var("HOSTBEAT_ENV_FILE", self.env_file().to_str().unwrap())
+            .machine_id_file(self.dir.path().join("machine-id"))
+    }
+
+    /// The base configuration in exchange mode.
+    pub fn exchange_inputs(&self) -> ConfigInputs {
+        self.inputs()
+            .var("HOSTBEAT_TOKEN_URL", format!("{}/oauth/token", self.url()))
+    }
+
+    /// Writes the env file with `token`.
+    pub fn write_env_token(&self, token: &str) {
+        let mut file = std::fs::File::create(self.env_file()).unwrap();
+        writeln!(file, "# hostbeat env file written by a test").unwrap();
+        writeln!(file, "HOSTBEAT_CLIENT_TOKEN={token}").unwrap();
+    }
+
+    /// Loads `inputs` and starts the agent in this runtime (a method, so that tests
+    /// read `world.spawn(world.inputs())`).
+    #[allow(clippy::unused_self)]
+    pub fn spawn(&self, inputs: ConfigInputs) -> Agent {
+        Agent::spawn(settings(inputs))
+    }
+
+    pub fn heartbeats(&self) -> Vec<HeartbeatRecord> {
+        self.plane.heartbeats()
+    }
+
+    pub fn requests(&self) -> Vec<RecordedRequest> {
+        self.plane.requests()
+    }
+
+    /// Requests to paths containing `fragment`.
+    pub fn requests_to(&self, fragment: &str) -> Vec<RecordedRequest> {
+        self.requests()
+            .into_iter()
+            .filter(|r| r.path.contains(fragment))
+            .collect()
+    }
+
+    /// Events since the last call.
+    pub fn events(&mut self) -> Vec<PlaneEvent> {
+        let mut out = Vec::new();
+        while let Ok(event) = self.events.try_recv() {
+            out.push(event);
+        }
+        out
+    }
+
+    /// The statuses of the refusals since the last call to `events`.
+    pub fn refusals(&mut self) -> Vec<(u16, String)> {
+        self.events()
+            .into_iter()
+            .filter_map(|e| match e {
+                PlaneEvent::Refused { status, error, .. } => Some((status, error)),
+                _ => None,
+            })
+            .collect()
+    }
+}
+
+/// Loads and validates; panics with the error text (tests of errors call `load`).
+pub fn settings(inputs: ConfigInputs) -> Settings {
+    match hostbeat::config::load(inputs) {
+        Ok(loaded) => loaded.settings,
+        Err(e) => panic!("test config invalid: {e}"),
+    }
+}
+
+/// An agent running in the test's runtime.
+pub struct Agent {
+    pub shutdown: CancellationToken,
+    pub reload: Arc<Notify>,
+    task: JoinHandle<Result<(), RunError>>,
+}
+
+impl Agent {
+    pub fn spawn(settings: Settings) -> Self {
+        let shutdown = CancellationToken::new();
+        let reload = Arc::new(Notify::new());
+        let task = tokio::spawn(hostbeat::run(settings, shutdown.clone(), reload.clone()));
+        Self {
+            shutdown,
+            reload,
+            task,
+        }
+    }
+
+    /// Stops it (as SIGTERM does) and waits for it to return; returns the virtual
+    /// time that took.
+    pub async fn stop(self) -> Duration {
+        let started = tokio::time::Instant::now();
+        self.shutdown.cancel();
+        self.task
+            .await
+            .expect("agent task panicked")
+            .expect("agent failed");
+        started.elapsed()
+    }
+}
+
+/// Waits (in virtual time, polling every 50 ms) until `condition` holds, at most
+/// `limit`; returns whether it held.
+pub async fn until(limit: Duration, mut condition: impl FnMut() -> bool) -> bool {
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        if condition() {
+            return true;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Runs a paused-clock test body with a real-time limit. Virtual time only moves
+/// when every task waits, so a busy loop in the agent would make a virtual-time test
+/// hang; under this guard it fails instead.
+pub fn with_real_time_limit<F>(limit: Duration, body: impl FnOnce() -> F + Send + 'static)
+where
+    F: std::future::Future<Output = ()>,
+{
+    let (done, finished) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .start_paused(true)
+            .build()
+            .unwrap();
+        let outcome =
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| runtime.block_on(body())));
+        let _ = done.send(outcome);
+    });
+    match finished.recv_timeout(limit) {
+        Ok(Ok(())) => {}
+        Ok(Err(panic)) => std::panic::resume_unwind(panic),
+        Err(
+            std::sync::mpsc::RecvTimeoutError::Timeout
+            | std::sync::mpsc::RecvTimeoutError::Disconnected,
+        ) => panic!("the test did not finish within {limit:?} of real time: a busy loop?"),
+    }
+}
+
+/// Lets `duration` of virtual time pass.
+pub async fn pass(duration: Duration) {
+    tokio::time::sleep(duration).await;
+}
+
+pub const fn secs(n: u64) -> Duration {
+    Duration::from_secs(n)
+}
+
+pub const fn mins(n: u64) -> Duration {
+    Duration::from_secs(n * 60)
+}
+
+/// Everything the test's thread logs while the guard lives. Tests run on
+/// current-thread runtimes, so that is every task of the test.
+///
+/// One global subscriber serves every test and writes to the buffer of the thread
+/// that logs: per-thread `set_default` subscribers race on tracing's global
+/// callsite-interest cache when tests run in parallel, and lose events.
+#[derive(Clone, Default)]
+pub struct Logs(Arc<Mutex<Vec<u8>>>);
+
+thread_local! {
+    static CAPTURE: std::cell::RefCell<Option<Logs>> = const { std::cell::RefCell::new(None) };
+}
+
+/// Stops the capture when dropped.
+pub struct CaptureGuard;
+
+impl Drop for CaptureGuard {
+    fn drop(&mut self) {
+        CAPTURE.with(|c| c.borrow_mut().take());
+    }
+}
+
+impl Logs {
+    pub fn capture() -> (Self, CaptureGuard) {
+        static INIT: std::sync::Once = std::sync::Once::new();
+        INIT.call_once(|| {
+            tracing_subscriber::fmt()
+                .with_writer(ThreadWriter)
+                .with_ansi(false)
+                .with_env_filter("trace,hyper=debug,hyper_util=debug")
+                .init();
+        });
+        let logs = Self::default();
+        CAPTURE.with(|c| *c.borrow_mut() = Some(logs.clone()));
+        (logs, CaptureGuard)
+    }
+
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
+    }
+
+    /// Lines with `event="name"`.
+    pub fn events(&self, name: &str) -> Vec<String> {
+        let needle = format!("event=\"{name}\"");
+        self.text()
+            .lines()
+            .filter(|l| l.contains(&needle))
+            .map(str::to_owned)
+            .collect()
+    }
+}
+
+/// Writes to the capture of the current thread, if any.
+struct ThreadWriter;
+
+impl std::io::Write for ThreadWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        CAPTURE.with(|c| {
+            if let Some(logs) = c.borrow().as_ref() {
+                logs.0.lock().unwrap().extend_from_slice(buf);
+            }
+        });
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for ThreadWriter {
+    type Writer = Self;
+
+    fn make_writer(&'a self) -> Self::Writer {
+        Self
+    }
+}
+
+/// Every file under `dir`, as bytes, for secret scans.
+pub fn all_files(dir: &std::path::Path) -> Vec<(PathBuf, Vec<u8>)> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_owned()];
+    while let Some(d) = stack.pop() {
+        for entry in std::fs::read_dir(&d).unwrap().flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                stack.push(path);
+            } else {
+                out.push((path.clone(), std::fs::read(&path).unwrap_or_default()));
+            }
+        }
+    }
+    out
+}
+
+/// Whether `haystack` contains `needle`.
+pub fn contains(haystack: &[u8], needle: &str) -> bool {
+    haystack
+        .windows(needle.len())
+        .any(|w| w == needle.as_bytes())
+}
