@@ -78,8 +78,10 @@ fn run(config_file: Option<PathBuf>) -> ExitCode {
     });
     match result {
         Ok(code) => code,
+        // Found only when the HTTP client is built (ca_file): said like every other
+        // configuration error, on stderr in one line.
         Err(hostbeat::RunError::Config(e)) => {
-            tracing::error!(event = "config_rejected", "configuration error: {e}");
+            eprintln!("hostbeat: configuration error: {e}");
             ExitCode::from(EX_CONFIG)
         }
     }
