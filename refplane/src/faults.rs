@@ -53,6 +53,28 @@ pub enum Fault {
     },
 }
 
+impl Fault {
+    /// A fixed answer with `status` and `body`, no extra headers.
+    pub fn status(status: u16, body: impl Into<String>) -> Self {
+        Self::Status {
+            status,
+            body: body.into(),
+            retry_after: None,
+            www_authenticate: None,
+        }
+    }
+
+    /// A fixed answer with `status` and a `Retry-After` header (seconds or a date).
+    pub fn retry_after(status: u16, value: impl Into<String>) -> Self {
+        Self::Status {
+            status,
+            body: String::new(),
+            retry_after: Some(value.into()),
+            www_authenticate: None,
+        }
+    }
+}
+
 /// Which requests a fault applies to.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]

@@ -96,8 +96,7 @@ async fn exchange_mode_heartbeats_carry_the_access_token_never_the_client_token(
 #[tokio::test(start_paused = true)]
 async fn state_keeps_the_agent_id_and_registration_is_idempotent() {
     let world = World::start().await;
-    let agent = world.spawn(world.inputs());
-    assert!(until(mins(2), || !world.heartbeats().is_empty()).await);
+    let agent = world.spawn_online(world.inputs()).await;
     agent.stop().await;
     // A restart reuses the agent id from the state file: no registration.
     let agent = world.spawn(world.inputs());
@@ -120,8 +119,7 @@ async fn a_corrupt_state_file_is_set_aside_not_overwritten() {
     let world = World::start().await;
     std::fs::write(world.state_dir().join("state.json"), b"{\"agent_id\": tru").unwrap();
     let (logs, _guard) = Logs::capture();
-    let agent = world.spawn(world.inputs());
-    assert!(until(mins(2), || !world.heartbeats().is_empty()).await);
+    let agent = world.spawn_online(world.inputs()).await;
     agent.stop().await;
     assert_eq!(logs.events("state_corrupt").len(), 1);
     let aside: Vec<_> = std::fs::read_dir(world.state_dir())
@@ -173,8 +171,7 @@ async fn without_a_machine_id_a_generated_id_is_kept() {
 async fn a_configured_agent_id_skips_registration() {
     let world = World::start().await;
     // Register out of band, as an operator would have.
-    let agent = world.spawn(world.inputs());
-    assert!(until(mins(2), || !world.heartbeats().is_empty()).await);
+    let agent = world.spawn_online(world.inputs()).await;
     agent.stop().await;
     std::fs::remove_file(world.state_dir().join("state.json")).unwrap();
     let agent = world.spawn(world.inputs().var("HOSTBEAT_AGENT_ID", "agt-0001"));
@@ -248,8 +245,7 @@ async fn the_servers_interval_is_honoured_above_the_floor() {
 #[tokio::test(start_paused = true)]
 async fn the_first_beat_after_an_outage_says_since_when_and_how_many_were_missed() {
     let world = World::start().await;
-    let agent = world.spawn(world.inputs());
-    assert!(until(mins(2), || !world.heartbeats().is_empty()).await);
+    let agent = world.spawn_online(world.inputs()).await;
     let outage_start = std::time::SystemTime::now();
     world.plane.set_fault(Fault::Outage, Scope::All, Some(4));
     assert!(until(mins(30), || world.heartbeats().len() >= 2).await);
@@ -269,8 +265,7 @@ async fn the_first_beat_after_an_outage_says_since_when_and_how_many_were_missed
 async fn an_hour_long_outage_costs_few_requests_and_recovery_is_within_one_cap() {
     let world = World::start().await;
     let (logs, _guard) = Logs::capture();
-    let agent = world.spawn(world.inputs());
-    assert!(until(mins(2), || !world.heartbeats().is_empty()).await);
+    let agent = world.spawn_online(world.inputs()).await;
     world.plane.set_fault(Fault::Outage, Scope::All, None);
     let before = world.requests().len();
     pass(mins(60)).await;
@@ -355,21 +350,16 @@ async fn redirects_are_not_followed_so_the_token_stays_home() {
 #[tokio::test(start_paused = true)]
 async fn shutdown_in_a_backoff_wait_says_goodbye_at_once() {
     let world = World::start().await;
-    let agent = world.spawn(
-        world
-            .inputs()
-            .var("HOSTBEAT_BACKOFF_BASE", "10m")
-            .var("HOSTBEAT_BACKOFF_CAP", "1h"),
-    );
-    assert!(until(mins(2), || !world.heartbeats().is_empty()).await);
+    let agent = world
+        .spawn_online(
+            world
+                .inputs()
+                .var("HOSTBEAT_BACKOFF_BASE", "10m")
+                .var("HOSTBEAT_BACKOFF_CAP", "1h"),
+        )
+        .await;
     world.plane.set_fault(Fault::Outage, Scope::All, Some(1));
-    assert!(
-        until(mins(2), || world
-            .requests()
-            .iter()
-            .any(|r| r.fault.is_some()))
-        .await
-    );
+    assert!(until(mins(2), || world.faulted() > 0).await);
     pass(secs(1)).await;
     // In the middle of a wait of up to 10 minutes.
     let took = agent.stop().await;
@@ -380,13 +370,14 @@ async fn shutdown_in_a_backoff_wait_says_goodbye_at_once() {
 #[tokio::test(start_paused = true)]
 async fn shutdown_during_a_hung_request_ends_within_the_shutdown_timeout() {
     let world = World::start().await;
-    let agent = world.spawn(
-        world
-            .inputs()
-            .var("HOSTBEAT_REQUEST_TIMEOUT", "10m")
-            .var("HOSTBEAT_SHUTDOWN_TIMEOUT", "5s"),
-    );
-    assert!(until(mins(2), || !world.heartbeats().is_empty()).await);
+    let agent = world
+        .spawn_online(
+            world
+                .inputs()
+                .var("HOSTBEAT_REQUEST_TIMEOUT", "10m")
+                .var("HOSTBEAT_SHUTDOWN_TIMEOUT", "5s"),
+        )
+        .await;
     world.plane.set_fault(
         Fault::Slow {
             delay_ms: 3_600_000,
@@ -394,13 +385,7 @@ async fn shutdown_during_a_hung_request_ends_within_the_shutdown_timeout() {
         Scope::All,
         None,
     );
-    assert!(
-        until(mins(2), || world
-            .requests()
-            .iter()
-            .any(|r| r.fault.is_some()))
-        .await
-    );
+    assert!(until(mins(2), || world.faulted() > 0).await);
     let took = agent.stop().await;
     assert!(
         took <= secs(5) + Duration::from_millis(100),
@@ -421,8 +406,7 @@ async fn shutdown_during_a_hung_request_ends_within_the_shutdown_timeout() {
 async fn reload_rereads_a_rotated_token_without_waiting_for_a_rejection() {
     let world = World::start().await;
     world.write_env_token(SECRET);
-    let agent = world.spawn(world.inputs());
-    assert!(until(mins(2), || !world.heartbeats().is_empty()).await);
+    let agent = world.spawn_online(world.inputs()).await;
     world.plane.add_client("second", ROTATED);
     world.write_env_token(ROTATED);
     agent.reload.notify_one();

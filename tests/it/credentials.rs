@@ -123,18 +123,10 @@ async fn callers_that_need_a_token_at_once_share_one_exchange() {
 async fn a_failed_refresh_is_retried_while_the_old_token_is_valid() {
     let mut world = World::with(lifetime(600)).await;
     let (logs, _guard) = Logs::capture();
-    let agent = world.spawn(world.exchange_inputs());
-    assert!(until(mins(1), || !world.heartbeats().is_empty()).await);
-    world.plane.set_fault(
-        Fault::Status {
-            status: 503,
-            body: String::new(),
-            retry_after: None,
-            www_authenticate: None,
-        },
-        Scope::Token,
-        Some(3),
-    );
+    let agent = world.spawn_online(world.exchange_inputs()).await;
+    world
+        .plane
+        .set_fault(Fault::status(503, ""), Scope::Token, Some(3));
     pass(mins(30)).await;
     agent.stop().await;
     assert_eq!(
@@ -150,13 +142,14 @@ async fn a_failed_refresh_is_retried_while_the_old_token_is_valid() {
 #[tokio::test(start_paused = true)]
 async fn client_secret_post_sends_the_credentials_as_form_fields() {
     let world = World::start().await;
-    let agent = world.spawn(
-        world
-            .exchange_inputs()
-            .var("HOSTBEAT_CLIENT_AUTH", "post")
-            .var("HOSTBEAT_SCOPE", "agents:write"),
-    );
-    assert!(until(mins(1), || !world.heartbeats().is_empty()).await);
+    let agent = world
+        .spawn_online(
+            world
+                .exchange_inputs()
+                .var("HOSTBEAT_CLIENT_AUTH", "post")
+                .var("HOSTBEAT_SCOPE", "agents:write"),
+        )
+        .await;
     agent.stop().await;
     let token = &world.requests_to("/oauth/token")[0];
     assert!(token.header("authorization").is_none());
@@ -219,8 +212,7 @@ fn an_outage_longer_than_the_token_lifetime_does_not_hammer_the_token_endpoint()
 async fn outage_longer_than_the_token_lifetime() {
     let world = World::with(lifetime(60)).await;
     let (logs, _guard) = Logs::capture();
-    let agent = world.spawn(world.exchange_inputs());
-    assert!(until(mins(1), || !world.heartbeats().is_empty()).await);
+    let agent = world.spawn_online(world.exchange_inputs()).await;
     world.plane.set_fault(Fault::Outage, Scope::All, None);
     pass(mins(60)).await;
     let exchanges = world.requests_to("/oauth/token").len();

@@ -5,15 +5,6 @@ use hostbeat_refplane::{Fault, Scope};
 
 use crate::support::*;
 
-fn status_fault(status: u16, body: &str) -> Fault {
-    Fault::Status {
-        status,
-        body: body.to_owned(),
-        retry_after: None,
-        www_authenticate: None,
-    }
-}
-
 /// Row 1: 401 token_expired -> refresh now, retry the same heartbeat once.
 #[tokio::test(start_paused = true)]
 async fn expired_access_token_is_refreshed_and_the_same_heartbeat_retried() {
@@ -51,8 +42,7 @@ async fn rejected_credential_backs_off_on_the_auth_schedule() {
     let world = World::start().await;
     world.write_env_token(SECRET);
     let (logs, _guard) = Logs::capture();
-    let agent = world.spawn(world.inputs());
-    assert!(until(mins(2), || !world.heartbeats().is_empty()).await);
+    let agent = world.spawn_online(world.inputs()).await;
     // Rotated on the server only: the agent's token no longer works.
     world.plane.rotate(CLIENT_ID, ROTATED);
     let before = world.requests().len();
@@ -90,8 +80,7 @@ async fn token_rotated_in_the_env_file_is_picked_up_after_the_first_rejection() 
     let mut world = World::start().await;
     world.write_env_token(SECRET);
     let (logs, _guard) = Logs::capture();
-    let agent = world.spawn(world.inputs());
-    assert!(until(mins(2), || !world.heartbeats().is_empty()).await);
+    let agent = world.spawn_online(world.inputs()).await;
     world.events();
     world.plane.rotate(CLIENT_ID, ROTATED);
     world.write_env_token(&format!("  \"{ROTATED}\"  "));
@@ -161,8 +150,7 @@ async fn missing_token_answer_is_an_auth_failure() {
 async fn inactive_client_backs_off_and_recovers_when_activated() {
     let world = World::start().await;
     let (logs, _guard) = Logs::capture();
-    let agent = world.spawn(world.inputs());
-    assert!(until(mins(2), || !world.heartbeats().is_empty()).await);
+    let agent = world.spawn_online(world.inputs()).await;
     world.plane.deactivate(CLIENT_ID);
     let before = world.requests().len();
     pass(mins(30)).await;
@@ -195,8 +183,7 @@ async fn inactive_client_backs_off_and_recovers_when_activated() {
 async fn unknown_agent_registers_again() {
     let world = World::start().await;
     let (logs, _guard) = Logs::capture();
-    let agent = world.spawn(world.inputs());
-    assert!(until(mins(2), || !world.heartbeats().is_empty()).await);
+    let agent = world.spawn_online(world.inputs()).await;
     world.plane.forget_agents();
     assert!(until(mins(2), || world.heartbeats().len() >= 2).await);
     agent.stop().await;
@@ -214,18 +201,10 @@ async fn unknown_agent_registers_again() {
 #[tokio::test(start_paused = true)]
 async fn retry_after_seconds_is_honoured() {
     let world = World::start().await;
-    let agent = world.spawn(world.inputs());
-    assert!(until(mins(2), || !world.heartbeats().is_empty()).await);
-    world.plane.set_fault(
-        Fault::Status {
-            status: 429,
-            body: String::new(),
-            retry_after: Some("120".into()),
-            www_authenticate: None,
-        },
-        Scope::All,
-        Some(1),
-    );
+    let agent = world.spawn_online(world.inputs()).await;
+    world
+        .plane
+        .set_fault(Fault::retry_after(429, "120"), Scope::All, Some(1));
     assert!(until(mins(5), || world.heartbeats().len() >= 2).await);
     agent.stop().await;
     let beats = world.requests_to("/heartbeat");
@@ -238,19 +217,13 @@ async fn retry_after_seconds_is_honoured() {
 #[tokio::test(start_paused = true)]
 async fn retry_after_date_is_honoured_up_to_the_ceiling() {
     let world = World::start().await;
-    let agent = world.spawn(world.inputs().var("HOSTBEAT_RETRY_AFTER_MAX", "10m"));
-    assert!(until(mins(2), || !world.heartbeats().is_empty()).await);
+    let agent = world
+        .spawn_online(world.inputs().var("HOSTBEAT_RETRY_AFTER_MAX", "10m"))
+        .await;
     let in_two_hours = httpdate::fmt_http_date(std::time::SystemTime::now() + secs(7200));
-    world.plane.set_fault(
-        Fault::Status {
-            status: 503,
-            body: String::new(),
-            retry_after: Some(in_two_hours),
-            www_authenticate: None,
-        },
-        Scope::All,
-        Some(1),
-    );
+    world
+        .plane
+        .set_fault(Fault::retry_after(503, in_two_hours), Scope::All, Some(1));
     assert!(until(mins(15), || world.heartbeats().len() >= 2).await);
     agent.stop().await;
     let beats = world.requests_to("/heartbeat");
@@ -267,10 +240,11 @@ async fn retry_after_date_is_honoured_up_to_the_ceiling() {
 async fn server_errors_back_off_capped_and_never_give_up() {
     let world = World::start().await;
     let (logs, _guard) = Logs::capture();
-    let agent = world.spawn(world.inputs().var("HOSTBEAT_BACKOFF_CAP", "2m"));
-    assert!(until(mins(2), || !world.heartbeats().is_empty()).await);
+    let agent = world
+        .spawn_online(world.inputs().var("HOSTBEAT_BACKOFF_CAP", "2m"))
+        .await;
     world.plane.set_fault(
-        status_fault(500, r#"{"error":"internal"}"#),
+        Fault::status(500, r#"{"error":"internal"}"#),
         Scope::All,
         None,
     );
@@ -298,8 +272,9 @@ use std::time::Duration;
 async fn slow_answers_time_out_and_are_retried() {
     let world = World::start().await;
     let (logs, _guard) = Logs::capture();
-    let agent = world.spawn(world.inputs().var("HOSTBEAT_REQUEST_TIMEOUT", "10s"));
-    assert!(until(mins(2), || !world.heartbeats().is_empty()).await);
+    let agent = world
+        .spawn_online(world.inputs().var("HOSTBEAT_REQUEST_TIMEOUT", "10s"))
+        .await;
     world
         .plane
         .set_fault(Fault::Slow { delay_ms: 30_000 }, Scope::All, Some(2));
@@ -340,8 +315,7 @@ async fn connection_refused_is_retried() {
 async fn closed_connections_are_transient() {
     let world = World::start().await;
     let (logs, _guard) = Logs::capture();
-    let agent = world.spawn(world.inputs());
-    assert!(until(mins(2), || !world.heartbeats().is_empty()).await);
+    let agent = world.spawn_online(world.inputs()).await;
     world.plane.set_fault(Fault::Outage, Scope::All, Some(3));
     assert!(until(mins(10), || world.heartbeats().len() >= 2).await);
     agent.stop().await;
@@ -357,8 +331,7 @@ async fn closed_connections_are_transient() {
 async fn garbage_and_oversized_answers_are_protocol_errors() {
     let world = World::start().await;
     let (logs, _guard) = Logs::capture();
-    let agent = world.spawn(world.inputs());
-    assert!(until(mins(2), || !world.heartbeats().is_empty()).await);
+    let agent = world.spawn_online(world.inputs()).await;
     world.plane.set_fault(Fault::Garbage, Scope::All, Some(1));
     assert!(until(mins(5), || world.requests_to("/heartbeat").len() >= 3).await);
     world

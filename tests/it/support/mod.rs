@@ -109,6 +109,23 @@ impl World {
         Agent::spawn(settings(inputs))
     }
 
+    /// Starts the agent and waits (up to 1 virtual minute, the splay included) for
+    /// its first accepted heartbeat.
+    pub async fn spawn_online(&self, inputs: ConfigInputs) -> Agent {
+        let before = self.heartbeats().len();
+        let agent = self.spawn(inputs);
+        assert!(
+            until(mins(1), || self.heartbeats().len() > before).await,
+            "the agent did not come online"
+        );
+        agent
+    }
+
+    /// How many requests a fault was applied to.
+    pub fn faulted(&self) -> usize {
+        self.requests().iter().filter(|r| r.fault.is_some()).count()
+    }
+
     pub fn heartbeats(&self) -> Vec<HeartbeatRecord> {
         self.plane.heartbeats()
     }
