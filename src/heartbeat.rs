@@ -183,38 +183,59 @@ impl Agent {
         }
     }
 
-    /// One heartbeat, with what it takes first (a token, a registration) and the one
-    /// retry the protocol allows (expired token, unknown agent).
+    /// One heartbeat, with what it takes first (a token, a registration) and the
+    /// retries the protocol allows, once each: a new access token when the control
+    /// plane refuses the current one (exchange mode), and a new registration when it
+    /// does not know the agent. The retried heartbeat keeps its `seq`.
     async fn beat(&mut self, status: Status) -> Result<HeartbeatAnswer, ApiError> {
-        let bearer = self.credentials.bearer().await?;
-        let agent_id = match self.agent_id.clone() {
-            Some(id) => id,
-            None => self.register(&bearer).await?,
-        };
+        let mut bearer = self.credentials.bearer().await?;
         self.seq += 1;
         let body = self.heartbeat_body(status);
-        match self.api.heartbeat(&bearer.token, &agent_id, &body).await {
-            Err(e) if e.class == FailureClass::TokenExpired && self.credentials.is_exchange() => {
+        let (mut refreshed, mut reregistered) = (false, false);
+        loop {
+            let result = match self.agent_id.clone() {
+                Some(agent_id) => self.api.heartbeat(&bearer.token, &agent_id, &body).await,
+                None => match self.register(&bearer).await {
+                    // Registered: the heartbeat goes next, with the new id.
+                    Ok(_) => continue,
+                    Err(error) => Err(error),
+                },
+            };
+            let error = match result {
+                Ok(answer) => return Ok(answer),
+                Err(error) => error,
+            };
+            let stale_token = matches!(
+                error.class,
+                FailureClass::TokenExpired | FailureClass::CredentialRejected
+            );
+            if stale_token && self.credentials.is_exchange() && !refreshed {
+                // The access token is what was refused (expired early, or the server
+                // lost it): a new one settles it, or the token endpoint says why not.
                 tracing::info!(
-                    event = "token_expired",
+                    event = "token_refused",
+                    reason = error.class.reason(),
                     token_fp = %bearer.token.fingerprint(),
-                    "the control plane says the access token expired; refreshing and retrying the heartbeat"
+                    "the control plane refused the access token ({}); getting a new one and retrying",
+                    error.detail
                 );
-                let fresh = self.credentials.refresh(Some(bearer.generation)).await?;
-                self.api.heartbeat(&fresh.token, &agent_id, &body).await
-            }
-            Err(e) if e.class == FailureClass::UnknownAgent && self.settings.agent_id.is_none() => {
+                bearer = self.credentials.refresh(Some(bearer.generation)).await?;
+                refreshed = true;
+            } else if error.class == FailureClass::UnknownAgent
+                && self.settings.agent_id.is_none()
+                && !reregistered
+            {
                 tracing::warn!(
                     event = "unknown_agent",
-                    agent_id = %agent_id,
-                    "the control plane does not know agent {agent_id} ({}); registering again",
-                    e.detail
+                    agent_id = self.agent_id.as_deref(),
+                    "the control plane does not know this agent ({}); registering again",
+                    error.detail
                 );
                 self.agent_id = None;
-                let agent_id = self.register(&bearer).await?;
-                self.api.heartbeat(&bearer.token, &agent_id, &body).await
+                reregistered = true;
+            } else {
+                return Err(error);
             }
-            other => other,
         }
     }
 

@@ -306,6 +306,12 @@ impl ControlPlane {
         }
     }
 
+    /// Forgets every access token issued so far (a restart that loses the token
+    /// store, or a new signing key): they are refused as invalid, not as expired.
+    pub fn revoke_tokens(&self) {
+        self.state().tokens.clear();
+    }
+
     /// Every request received so far.
     pub fn requests(&self) -> Vec<RecordedRequest> {
         self.state().requests.clone()

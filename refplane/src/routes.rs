@@ -25,6 +25,7 @@ pub(crate) fn router(plane: ControlPlane) -> Router {
         .route("/admin/fault", post(admin_fault).delete(admin_clear_fault))
         .route("/admin/forget-agents", post(admin_forget))
         .route("/admin/expire-tokens", post(admin_expire))
+        .route("/admin/revoke-tokens", post(admin_revoke))
         .route("/admin/requests", get(admin_requests))
         .route("/admin/heartbeats", get(admin_heartbeats))
         .route("/admin/requests", delete(admin_requests))
@@ -245,6 +246,11 @@ async fn admin_forget(State(plane): State<ControlPlane>) -> StatusCode {
 
 async fn admin_expire(State(plane): State<ControlPlane>) -> StatusCode {
     plane.expire_tokens();
+    StatusCode::NO_CONTENT
+}
+
+async fn admin_revoke(State(plane): State<ControlPlane>) -> StatusCode {
+    plane.revoke_tokens();
     StatusCode::NO_CONTENT
 }
 

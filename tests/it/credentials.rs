@@ -231,3 +231,40 @@ async fn outage_longer_than_the_token_lifetime() {
         logs.text()
     );
 }
+
+/// A control plane that lost its token store refuses the access token as invalid:
+/// in exchange mode that is the access token's problem, settled by one new token,
+/// not a rejected client credential to back off from for the token's lifetime.
+#[tokio::test(start_paused = true)]
+async fn a_refused_access_token_is_replaced_at_once_for_heartbeats_and_registration() {
+    let mut world = World::start().await;
+    let (logs, _guard) = Logs::capture();
+    let agent = world.spawn_online(world.exchange_inputs()).await;
+    world.events();
+    world.plane.revoke_tokens();
+    assert!(until(mins(2), || world.heartbeats().len() >= 2).await);
+    // Lost tokens and lost agents at once: the heartbeat is refused, a new token is
+    // obtained, the retried heartbeat finds the agent unknown, registration (with the
+    // new token) and the heartbeat go through, all in one attempt.
+    world.plane.revoke_tokens();
+    world.plane.forget_agents();
+    assert!(until(mins(2), || world.heartbeats().len() >= 3).await);
+    agent.stop().await;
+    assert_eq!(
+        world.refusals(),
+        vec![
+            (401, "Invalid client token".to_owned()),
+            (401, "Invalid client token".to_owned()),
+            (404, "unknown_agent".to_owned()),
+        ]
+    );
+    assert_eq!(logs.events("token_refused").len(), 2);
+    assert!(logs.events("auth_failure").is_empty());
+    assert!(logs.events("heartbeat_failed").is_empty());
+    let seqs: Vec<u64> = world
+        .heartbeats()
+        .iter()
+        .map(hostbeat_refplane::HeartbeatRecord::seq)
+        .collect();
+    assert_eq!(&seqs[..3], &[1, 2, 3]);
+}

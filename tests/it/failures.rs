@@ -32,7 +32,7 @@ async fn expired_access_token_is_refreshed_and_the_same_heartbeat_retried() {
         .collect();
     assert_eq!(&seqs[..3], &[1, 2, 3], "{seqs:?}");
     assert!(refused.is_some());
-    assert_eq!(logs.events("token_expired").len(), 1);
+    assert_eq!(logs.events("token_refused").len(), 1);
     assert!(logs.events("auth_failure").is_empty());
 }
 
