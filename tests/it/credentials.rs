@@ -79,11 +79,7 @@ async fn an_opaque_token_without_lifetime_is_refreshed_on_401_only() {
     // Each expiry costs one refusal and one exchange, and no heartbeat is lost.
     assert_eq!(world.requests_to("/oauth/token").len(), refusals.len() + 1);
     assert!(logs.events("heartbeat_failed").is_empty());
-    let seqs: Vec<u64> = world
-        .heartbeats()
-        .iter()
-        .map(hostbeat_refplane::HeartbeatRecord::seq)
-        .collect();
+    let seqs = world.seqs();
     assert!(seqs.windows(2).all(|w| w[1] == w[0] + 1), "{seqs:?}");
 }
 
@@ -261,10 +257,6 @@ async fn a_refused_access_token_is_replaced_at_once_for_heartbeats_and_registrat
     assert_eq!(logs.events("token_refused").len(), 2);
     assert!(logs.events("auth_failure").is_empty());
     assert!(logs.events("heartbeat_failed").is_empty());
-    let seqs: Vec<u64> = world
-        .heartbeats()
-        .iter()
-        .map(hostbeat_refplane::HeartbeatRecord::seq)
-        .collect();
+    let seqs = world.seqs();
     assert_eq!(&seqs[..3], &[1, 2, 3]);
 }

@@ -25,11 +25,7 @@ async fn expired_access_token_is_refreshed_and_the_same_heartbeat_retried() {
     let refused = beats
         .iter()
         .rposition(|r| serde_json::from_str::<serde_json::Value>(&r.body).unwrap()["seq"] == 3);
-    let seqs: Vec<u64> = world
-        .heartbeats()
-        .iter()
-        .map(hostbeat_refplane::HeartbeatRecord::seq)
-        .collect();
+    let seqs = world.seqs();
     assert_eq!(&seqs[..3], &[1, 2, 3], "{seqs:?}");
     assert!(refused.is_some());
     assert_eq!(logs.events("token_refused").len(), 1);

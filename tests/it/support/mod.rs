@@ -126,6 +126,11 @@ impl World {
         self.requests().iter().filter(|r| r.fault.is_some()).count()
     }
 
+    /// The `seq` of every accepted heartbeat, in order.
+    pub fn seqs(&self) -> Vec<u64> {
+        self.heartbeats().iter().map(HeartbeatRecord::seq).collect()
+    }
+
     pub fn heartbeats(&self) -> Vec<HeartbeatRecord> {
         self.plane.heartbeats()
     }
