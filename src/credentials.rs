@@ -121,6 +121,14 @@ impl Credentials {
         }
     }
 
+    /// When the access token in use expires, if known (for the status line).
+    pub fn current_expiry(&self) -> Option<Instant> {
+        self.access
+            .borrow()
+            .as_ref()
+            .and_then(|a| a.bearer.expires_at)
+    }
+
     /// Obtains a new access token, unless another caller already replaced the
     /// generation `stale` while this one waited: then that token is shared.
     pub async fn refresh(&self, stale: Option<u64>) -> Result<Bearer, ApiError> {

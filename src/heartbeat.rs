@@ -21,6 +21,7 @@ use tokio::sync::Notify;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use crate::Controls;
 use crate::api::wire::{HeartbeatAnswer, HeartbeatRequest, RegisterRequest, Status};
 use crate::api::{ApiClient, ApiError, FailureClass};
 use crate::config::HEARTBEAT_FLOOR;
@@ -29,6 +30,7 @@ use crate::credentials::{Bearer, Credentials, Reread};
 use crate::identity;
 use crate::retry::Backoff;
 use crate::state::{LoadNote, PersistedState, StateStore};
+use crate::systemd::Notifier;
 
 /// The longest interval a server may ask for: a host never goes silent for longer.
 pub const SERVER_INTERVAL_MAX: Duration = Duration::from_secs(3600);
@@ -49,6 +51,8 @@ pub struct Agent {
     started: Instant,
     /// The current stretch of failed attempts, if any.
     outage: Option<Outage>,
+    /// When the last heartbeat was accepted, and its `seq`.
+    last_success: Option<(SystemTime, u64)>,
     backoff: Backoff,
     auth_backoff: Backoff,
     ever_online: bool,
@@ -59,6 +63,7 @@ struct Outage {
     since: SystemTime,
     started: Instant,
     missed: u64,
+    last_class: Option<FailureClass>,
 }
 
 /// Why a wait ended.
@@ -124,12 +129,25 @@ impl Agent {
             seq: 0,
             started: Instant::now(),
             outage: None,
+            last_success: None,
             ever_online: false,
         }
     }
 
-    /// Beats until `shutdown`, then says goodbye. `reload` (SIGHUP) re-reads the token.
-    pub async fn run(mut self, shutdown: CancellationToken, reload: Arc<Notify>) {
+    /// Beats until `controls.shutdown`, then says goodbye. `controls.reload`
+    /// (SIGHUP) re-reads the token. systemd hears of every state change, and gets
+    /// watchdog pings from this loop, so that a stuck loop is restarted.
+    pub async fn run(mut self, controls: Controls) {
+        let Controls {
+            shutdown,
+            reload,
+            notifier,
+        } = controls;
+        let mut watchdog = notifier.watchdog_interval().map(|period| {
+            let mut ticks = tokio::time::interval(period);
+            ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            ticks
+        });
         let splay = identity::splay(&self.logical_id, self.settings.heartbeat_interval);
         tracing::info!(
             event = "started",
@@ -142,43 +160,98 @@ impl Agent {
             if self.credentials.is_exchange() { "token exchange" } else { "static token" },
             show(splay)
         );
-        if let Wake::Shutdown = self.wait(splay, &shutdown, &reload).await {
-            return self.goodbye().await;
-        }
+        // Ready once configured and running; never waiting for the control plane.
+        notifier.ready(&format!("starting, first heartbeat in {}", show(splay)));
+        let mut next = splay;
         loop {
-            let outcome = tokio::select! {
-                outcome = self.beat(Status::Online) => outcome,
-                () = shutdown.cancelled() => break,
+            if let Wake::Shutdown = self
+                .wait(next, &shutdown, &reload, &notifier, &mut watchdog)
+                .await
+            {
+                break;
+            }
+            let outcome = {
+                let beat = self.beat(Status::Online);
+                tokio::pin!(beat);
+                loop {
+                    // A beat may take several timeouts (token, register, retry): the
+                    // loop is alive while it waits on them, so it keeps pinging.
+                    tokio::select! {
+                        outcome = &mut beat => break Some(outcome),
+                        () = shutdown.cancelled() => break None,
+                        () = tick(&mut watchdog) => notifier.watchdog(),
+                    }
+                }
             };
-            let next = match outcome {
+            let Some(outcome) = outcome else { break };
+            next = match outcome {
                 Ok(answer) => self.on_success(&answer),
                 Err(error) => self.on_failure(&error),
             };
-            if let Wake::Shutdown = self.wait(next, &shutdown, &reload).await {
-                break;
-            }
+            notifier.status(&self.status_line(next));
         }
+        notifier.stopping("stopping, telling the control plane this host is offline");
         self.goodbye().await;
     }
 
-    /// Sleeps `duration`; SIGHUP re-reads the token (a changed one ends the wait, so
-    /// that it is tried at once), shutdown ends it.
+    /// Sleeps `duration`, pinging the watchdog; SIGHUP re-reads the token (a changed
+    /// one ends the wait, so that it is tried at once); shutdown ends it.
     async fn wait(
         &self,
         duration: Duration,
         shutdown: &CancellationToken,
         reload: &Notify,
+        notifier: &Notifier,
+        watchdog: &mut Option<tokio::time::Interval>,
     ) -> Wake {
         let deadline = Instant::now() + duration;
         loop {
             tokio::select! {
                 () = shutdown.cancelled() => return Wake::Shutdown,
                 () = tokio::time::sleep_until(deadline) => return Wake::Elapsed,
+                () = tick(watchdog) => notifier.watchdog(),
                 () = reload.notified() => {
-                    if self.reread_token("SIGHUP") {
+                    notifier.reloading();
+                    let changed = self.reread_token("SIGHUP");
+                    notifier.ready(&self.status_line(deadline.saturating_duration_since(Instant::now())));
+                    if changed {
                         return Wake::Elapsed;
                     }
                 }
+            }
+        }
+    }
+
+    /// The one-line state for `systemctl status`, given the time to the next attempt.
+    fn status_line(&self, next: Duration) -> String {
+        let next = show(next);
+        match (&self.outage, &self.last_success) {
+            (None, Some((at, seq))) => {
+                let token = self
+                    .credentials
+                    .current_expiry()
+                    .map(|at| {
+                        format!(
+                            ", token valid {}",
+                            show_coarse(at.saturating_duration_since(Instant::now()))
+                        )
+                    })
+                    .unwrap_or_default();
+                format!("online, last heartbeat {} (seq {seq}){token}", clock(*at))
+            }
+            (None, None) => format!("starting, first heartbeat in {next}"),
+            (Some(outage), _) => {
+                let class = outage.last_class.map_or("failing", FailureClass::describe);
+                let kind = if outage.last_class.is_some_and(FailureClass::is_auth) {
+                    "auth failure"
+                } else {
+                    "backing off"
+                };
+                format!(
+                    "{kind}: {class} since {} ({} failed), next try in {next}",
+                    clock(outage.since),
+                    outage.missed
+                )
             }
         }
     }
@@ -294,6 +367,7 @@ impl Agent {
             );
         }
         self.ever_online = true;
+        self.last_success = Some((SystemTime::now(), self.seq));
         self.backoff.reset();
         self.auth_backoff.reset();
         let interval = answer
@@ -315,8 +389,10 @@ impl Agent {
             since: SystemTime::now(),
             started: Instant::now(),
             missed: 0,
+            last_class: None,
         });
         outage.missed += 1;
+        outage.last_class = Some(error.class);
         let class = error.class;
         let static_token_refused =
             class == FailureClass::TokenExpired && !self.credentials.is_exchange();
@@ -449,6 +525,33 @@ impl Agent {
 
 fn rfc3339(time: SystemTime) -> String {
     humantime::format_rfc3339_seconds(time).to_string()
+}
+
+/// `12:00:01Z`: the time of day, UTC, for status lines.
+fn clock(time: SystemTime) -> String {
+    let stamp = rfc3339(time);
+    stamp
+        .split_once('T')
+        .map_or(stamp.clone(), |(_, t)| t.to_owned())
+}
+
+/// Minutes for long spans, seconds for short ones: "11m", "40s".
+fn show_coarse(d: Duration) -> String {
+    if d >= Duration::from_secs(120) {
+        format!("{}m", d.as_secs() / 60)
+    } else {
+        format!("{}s", d.as_secs())
+    }
+}
+
+/// The next watchdog tick, or never when the watchdog is off.
+async fn tick(watchdog: &mut Option<tokio::time::Interval>) {
+    match watchdog {
+        Some(ticks) => {
+            ticks.tick().await;
+        }
+        None => std::future::pending().await,
+    }
 }
 
 /// A duration for a person: whole seconds above 10 s, milliseconds below.

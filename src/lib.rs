@@ -11,10 +11,10 @@
 //! - [`retry`]: exponential backoff with full jitter that never gives up.
 //! - [`heartbeat`]: the loop: registration, cadence, reactions to failures, goodbye.
 //! - [`identity`], [`state`]: who this host is, and what it remembers across restarts.
-//! - [`logging`]: where log lines go.
+//! - [`logging`]: where log lines go; [`systemd`]: readiness, status and watchdog.
 //!
-//! [`run`] is the daemon: it takes its shutdown and reload signals as arguments, so
-//! that tests drive it without touching process state.
+//! [`run`] is the daemon: it takes its [`Controls`] (shutdown, reload, the line to
+//! systemd) as an argument, so that tests drive it without touching process state.
 
 pub mod api;
 pub mod config;
@@ -25,6 +25,7 @@ pub mod logging;
 pub mod retry;
 pub mod secret;
 pub mod state;
+pub mod systemd;
 
 use std::sync::Arc;
 
@@ -41,13 +42,37 @@ pub enum RunError {
     Config(#[from] ConfigError),
 }
 
-/// Runs the agent until `shutdown` is cancelled, then says goodbye and returns.
-/// Every notification on `reload` re-reads the client token.
-pub async fn run(
-    settings: Settings,
-    shutdown: CancellationToken,
-    reload: Arc<Notify>,
-) -> Result<(), RunError> {
+/// What drives the daemon from outside: signals and the service manager.
+#[derive(Debug, Clone)]
+pub struct Controls {
+    /// Cancelled on SIGTERM or SIGINT: say goodbye and return.
+    pub shutdown: CancellationToken,
+    /// Notified on SIGHUP: re-read the client token.
+    pub reload: Arc<Notify>,
+    /// sd_notify (a no-op outside systemd).
+    pub notifier: Arc<systemd::Notifier>,
+}
+
+impl Controls {
+    /// Fresh signals and a notifier that says nothing: for tests and embedding.
+    pub fn new() -> Self {
+        Self {
+            shutdown: CancellationToken::new(),
+            reload: Arc::new(Notify::new()),
+            notifier: Arc::new(systemd::Notifier::disabled()),
+        }
+    }
+}
+
+impl Default for Controls {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// Runs the agent until `controls.shutdown` is cancelled, then says goodbye and
+/// returns. Every notification on `controls.reload` re-reads the client token.
+pub async fn run(settings: Settings, controls: Controls) -> Result<(), RunError> {
     let settings = Arc::new(settings);
     let api = Arc::new(api::ApiClient::new(&settings)?);
     let credentials = Arc::new(credentials::Credentials::new(
@@ -58,12 +83,12 @@ pub async fn run(
         settings.refresh_margin,
         settings.backoff,
     ));
-    let refresher_stop = shutdown.child_token();
+    let refresher_stop = controls.shutdown.child_token();
     let refresher = credentials
         .is_exchange()
         .then(|| tokio::spawn(credentials.clone().run_refresher(refresher_stop.clone())));
     heartbeat::Agent::new(settings, api, credentials)
-        .run(shutdown, reload)
+        .run(controls)
         .await;
     refresher_stop.cancel();
     if let Some(task) = refresher {

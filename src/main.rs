@@ -66,13 +66,15 @@ fn run(config_file: Option<PathBuf>) -> ExitCode {
         }
     };
     let result = runtime.block_on(async {
-        let shutdown = CancellationToken::new();
-        let reload = Arc::new(Notify::new());
-        if let Err(e) = watch_signals(shutdown.clone(), reload.clone()) {
+        let controls = hostbeat::Controls {
+            notifier: Arc::new(hostbeat::systemd::Notifier::from_env()),
+            ..hostbeat::Controls::new()
+        };
+        if let Err(e) = watch_signals(controls.shutdown.clone(), controls.reload.clone()) {
             eprintln!("hostbeat: cannot install signal handlers: {e}");
             return Ok(ExitCode::from(EX_SOFTWARE));
         }
-        hostbeat::run(loaded.settings, shutdown, reload)
+        hostbeat::run(loaded.settings, controls)
             .await
             .map(|()| ExitCode::SUCCESS)
     });

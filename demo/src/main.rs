@@ -5,14 +5,11 @@
 //! Ctrl-C (which also says goodbye).
 
 use std::process::ExitCode;
-use std::sync::Arc;
 use std::time::Duration;
 
 use hostbeat::ConfigInputs;
 use hostbeat::secret::Token;
 use hostbeat_refplane::{ControlPlane, Fault, PlaneConfig, PlaneEvent, Scope};
-use tokio::sync::Notify;
-use tokio_util::sync::CancellationToken;
 
 /// The demo client's secret: a made-up value for loopback only.
 const DEMO_SECRET: &str = "demo-client-secret-not-for-production";
@@ -77,12 +74,9 @@ async fn demo() -> Result<(), Box<dyn std::error::Error>> {
         );
     let settings = hostbeat::config::load(inputs)?.settings;
 
-    let shutdown = CancellationToken::new();
-    let agent = tokio::spawn(hostbeat::run(
-        settings,
-        shutdown.clone(),
-        Arc::new(Notify::new()),
-    ));
+    let controls = hostbeat::Controls::new();
+    let shutdown = controls.shutdown.clone();
+    let agent = tokio::spawn(hostbeat::run(settings, controls));
     let script = async {
         tokio::time::sleep(OUTAGE_AT).await;
         tracing::warn!(

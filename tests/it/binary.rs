@@ -14,12 +14,12 @@ use crate::support::{CLIENT_ID, ROTATED, SECRET, all_files, contains};
 const BIN: &str = env!("CARGO_BIN_EXE_hostbeat");
 
 /// A private directory with an empty config file, an env file and a state dir.
-struct Host {
+pub struct Host {
     dir: tempfile::TempDir,
 }
 
 impl Host {
-    fn new(env_file: &str) -> Self {
+    pub fn new(env_file: &str) -> Self {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("hostbeat.toml"), "").unwrap();
         std::fs::write(dir.path().join("hostbeat.env"), env_file).unwrap();
@@ -28,7 +28,7 @@ impl Host {
     }
 
     /// `hostbeat run` with nothing of the test's environment but PATH.
-    fn command(&self, vars: &[(&str, &str)]) -> Command {
+    pub fn command(&self, vars: &[(&str, &str)]) -> Command {
         let mut command = Command::new(BIN);
         command
             .arg("run")
@@ -50,14 +50,14 @@ impl Host {
 }
 
 /// A running agent process and what it has written so far.
-struct Process {
+pub struct Process {
     child: Child,
     output: Arc<Mutex<Vec<u8>>>,
     readers: Vec<tokio::task::JoinHandle<()>>,
 }
 
 impl Process {
-    fn spawn(mut command: Command) -> Self {
+    pub fn spawn(mut command: Command) -> Self {
         let mut child = command.spawn().expect("spawn hostbeat");
         let output = Arc::new(Mutex::new(Vec::new()));
         let mut readers = Vec::new();
@@ -83,7 +83,7 @@ impl Process {
         }
     }
 
-    fn signal(&self, name: &str) {
+    pub fn signal(&self, name: &str) {
         let pid = self.child.id().expect("running").to_string();
         let status = std::process::Command::new("kill")
             .args([&format!("-{name}"), &pid])
@@ -93,7 +93,7 @@ impl Process {
     }
 
     /// Waits for the exit, and for everything it wrote to be read.
-    async fn wait(&mut self, limit: Duration) -> std::process::ExitStatus {
+    pub async fn wait(&mut self, limit: Duration) -> std::process::ExitStatus {
         let status = tokio::time::timeout(limit, self.child.wait())
             .await
             .expect("exited in time")
@@ -107,12 +107,12 @@ impl Process {
         status
     }
 
-    fn text(&self) -> String {
+    pub fn text(&self) -> String {
         String::from_utf8_lossy(&self.output.lock().unwrap()).into_owned()
     }
 }
 
-async fn plane(config: PlaneConfig) -> (ControlPlane, String) {
+pub async fn plane(config: PlaneConfig) -> (ControlPlane, String) {
     let plane = ControlPlane::new(config);
     plane.add_client(CLIENT_ID, SECRET);
     let addr = plane.start().await.unwrap();
@@ -120,7 +120,7 @@ async fn plane(config: PlaneConfig) -> (ControlPlane, String) {
 }
 
 /// Polls every 20 ms for at most `limit` of real time.
-async fn eventually(limit: Duration, mut condition: impl FnMut() -> bool) -> bool {
+pub async fn eventually(limit: Duration, mut condition: impl FnMut() -> bool) -> bool {
     let deadline = tokio::time::Instant::now() + limit;
     while tokio::time::Instant::now() < deadline {
         if condition() {

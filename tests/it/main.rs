@@ -8,3 +8,4 @@ mod binary;
 mod config;
 mod credentials;
 mod failures;
+mod notify;

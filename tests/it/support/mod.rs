@@ -185,9 +185,9 @@ pub struct Agent {
 
 impl Agent {
     pub fn spawn(settings: Settings) -> Self {
-        let shutdown = CancellationToken::new();
-        let reload = Arc::new(Notify::new());
-        let task = tokio::spawn(hostbeat::run(settings, shutdown.clone(), reload.clone()));
+        let controls = hostbeat::Controls::new();
+        let (shutdown, reload) = (controls.shutdown.clone(), controls.reload.clone());
+        let task = tokio::spawn(hostbeat::run(settings, controls));
         Self {
             shutdown,
             reload,

@@ -1,0 +1,209 @@
+//! sd_notify as systemd sees it: the real binary with `NOTIFY_SOCKET` bound to a
+//! datagram socket of the test's, in real time. Every wait is bounded.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use hostbeat_refplane::{Fault, Scope};
+use tokio::time::Instant;
+
+use crate::binary::{Host, Process, eventually, plane};
+use crate::support::{CLIENT_ID, SECRET};
+
+/// A bound notification socket and every datagram received, with its time.
+struct NotifySocket {
+    _dir: tempfile::TempDir,
+    path: std::path::PathBuf,
+    received: Arc<Mutex<Vec<(Instant, String)>>>,
+}
+
+impl NotifySocket {
+    fn bind() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("notify.sock");
+        let socket = tokio::net::UnixDatagram::bind(&path).unwrap();
+        let received = Arc::new(Mutex::new(Vec::new()));
+        let sink = received.clone();
+        tokio::spawn(async move {
+            let mut buf = vec![0u8; 4096];
+            while let Ok(n) = socket.recv(&mut buf).await {
+                let text = String::from_utf8_lossy(&buf[..n]).into_owned();
+                sink.lock().unwrap().push((Instant::now(), text));
+            }
+        });
+        Self {
+            _dir: dir,
+            path,
+            received,
+        }
+    }
+
+    fn messages(&self) -> Vec<String> {
+        self.received
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|(_, m)| m.clone())
+            .collect()
+    }
+
+    fn statuses(&self) -> Vec<String> {
+        self.messages()
+            .iter()
+            .flat_map(|m| {
+                m.lines()
+                    .filter_map(|l| l.strip_prefix("STATUS="))
+                    .map(str::to_owned)
+                    .collect::<Vec<_>>()
+            })
+            .collect()
+    }
+
+    fn pings_between(&self, from: Instant, to: Instant) -> usize {
+        self.received
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(at, m)| *at >= from && *at < to && m.lines().any(|l| l == "WATCHDOG=1"))
+            .count()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn systemd_hears_ready_status_watchdog_reload_and_stopping_in_order() {
+    let (plane, url) = plane(hostbeat_refplane::PlaneConfig::default()).await;
+    let notify = NotifySocket::bind();
+    let host = Host::new(&format!("HOSTBEAT_CLIENT_TOKEN={SECRET}\n"));
+    let socket = notify.path.to_str().unwrap().to_owned();
+    let mut agent = Process::spawn(host.command(&[
+        ("HOSTBEAT_SERVER_URL", &url),
+        ("HOSTBEAT_HEARTBEAT_INTERVAL", "1s"),
+        ("HOSTBEAT_BACKOFF_CAP", "2s"),
+        ("HOSTBEAT_AUTH_BACKOFF_CAP", "2s"),
+        ("NOTIFY_SOCKET", &socket),
+        // WatchdogSec=1s: a ping every 500 ms.
+        ("WATCHDOG_USEC", "1000000"),
+    ]));
+    let online = |n: &NotifySocket| {
+        n.statuses()
+            .iter()
+            .any(|s| s.starts_with("online, last heartbeat "))
+    };
+    assert!(
+        eventually(Duration::from_secs(20), || online(&notify)).await,
+        "{:?}\n{}",
+        notify.messages(),
+        agent.text()
+    );
+
+    // Watchdog pings at half of WATCHDOG_USEC: 6 expected in 3 s.
+    let from = Instant::now();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let pings = notify.pings_between(from, Instant::now());
+    assert!((4..=8).contains(&pings), "{pings} watchdog pings in 3 s");
+
+    // SIGHUP: RELOADING=1 with MONOTONIC_USEC, then READY=1 again.
+    let before = notify.messages().len();
+    agent.signal("HUP");
+    let reloaded = |n: &NotifySocket| {
+        let after = &n.messages()[before..];
+        let reloading = after.iter().position(|m| m.contains("RELOADING=1"));
+        reloading.is_some_and(|i| after[i + 1..].iter().any(|m| m.contains("READY=1")))
+    };
+    assert!(
+        eventually(Duration::from_secs(10), || reloaded(&notify)).await,
+        "{:?}",
+        notify.messages()
+    );
+    let reloading = notify
+        .messages()
+        .into_iter()
+        .find(|m| m.contains("RELOADING=1"))
+        .unwrap();
+    let usec: u64 = reloading
+        .lines()
+        .find_map(|l| l.strip_prefix("MONOTONIC_USEC="))
+        .expect("RELOADING=1 carries MONOTONIC_USEC")
+        .parse()
+        .unwrap();
+    assert!(usec > 0);
+
+    // The control plane goes away, then refuses the client: STATUS says so.
+    plane.set_fault(Fault::Outage, Scope::All, None);
+    assert!(
+        eventually(Duration::from_secs(20), || notify
+            .statuses()
+            .iter()
+            .any(|s| s.starts_with("backing off: could not connect since ")))
+        .await,
+        "{:?}",
+        notify.statuses()
+    );
+    plane.clear_fault();
+    plane.deactivate(CLIENT_ID);
+    assert!(
+        eventually(Duration::from_secs(20), || notify.statuses().iter().any(
+            |s| s.starts_with("auth failure: the client is not active on the control plane since ")
+        ))
+        .await,
+        "{:?}",
+        notify.statuses()
+    );
+    plane.activate(CLIENT_ID);
+    let count = notify.statuses().len();
+    assert!(
+        eventually(Duration::from_secs(20), || notify.statuses()[count..]
+            .iter()
+            .any(|s| s.starts_with("online")))
+        .await,
+        "{:?}",
+        notify.statuses()
+    );
+
+    agent.signal("TERM");
+    assert!(agent.wait(Duration::from_secs(10)).await.success());
+    let messages = notify.messages();
+    assert!(
+        messages[0].starts_with("READY=1\nSTATUS=starting, first heartbeat in "),
+        "{:?}",
+        messages[0]
+    );
+    let last = messages
+        .iter()
+        .rposition(|m| !m.contains("WATCHDOG=1"))
+        .unwrap();
+    assert!(
+        messages[last].starts_with("STOPPING=1\n"),
+        "{:?}",
+        &messages[last - 2..]
+    );
+    // The token never reaches systemd either.
+    assert!(messages.iter().all(|m| !m.contains(SECRET)));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_a_watchdog_no_pings_and_ready_does_not_wait_for_the_control_plane() {
+    // Nothing listens here: the control plane is away at boot.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let notify = NotifySocket::bind();
+    let host = Host::new(&format!("HOSTBEAT_CLIENT_TOKEN={SECRET}\n"));
+    let socket = notify.path.to_str().unwrap().to_owned();
+    let mut agent = Process::spawn(host.command(&[
+        ("HOSTBEAT_SERVER_URL", &format!("http://{closed}")),
+        ("NOTIFY_SOCKET", &socket),
+    ]));
+    assert!(
+        eventually(Duration::from_secs(10), || notify
+            .messages()
+            .iter()
+            .any(|m| m.contains("READY=1")))
+        .await
+    );
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    agent.signal("TERM");
+    assert!(agent.wait(Duration::from_secs(10)).await.success());
+    assert!(notify.messages().iter().all(|m| !m.contains("WATCHDOG=1")));
+}
