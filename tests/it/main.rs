@@ -9,3 +9,4 @@ mod config;
 mod credentials;
 mod failures;
 mod notify;
+mod unit_file;
