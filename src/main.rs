@@ -33,17 +33,22 @@ enum Command {
     /// Settings come from the config file, /etc/hostbeat/hostbeat.env and HOSTBEAT_*
     /// variables; see docs/configuration.md. SIGTERM or SIGINT stop it after an
     /// offline heartbeat; SIGHUP re-reads the client token.
-    Run,
+    Run {
+        /// Where to log: the journal when stderr is connected to it (auto), stderr,
+        /// or the journal.
+        #[arg(long, value_enum, default_value = "auto")]
+        log_target: hostbeat::logging::LogTarget,
+    },
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Command::Run => run(cli.config),
+        Command::Run { log_target } => run(cli.config, log_target),
     }
 }
 
-fn run(config_file: Option<PathBuf>) -> ExitCode {
+fn run(config_file: Option<PathBuf>, log_target: hostbeat::logging::LogTarget) -> ExitCode {
     let loaded = match hostbeat::config::load(hostbeat::ConfigInputs::from_process(config_file)) {
         Ok(loaded) => loaded,
         Err(e) => {
@@ -51,7 +56,9 @@ fn run(config_file: Option<PathBuf>) -> ExitCode {
             return ExitCode::from(EX_CONFIG);
         }
     };
-    hostbeat::logging::init(&loaded.settings.log_level);
+    if let Some(note) = hostbeat::logging::init(&loaded.settings.log_level, log_target) {
+        tracing::warn!(event = "log_fallback", "{note}");
+    }
     for warning in &loaded.warnings {
         tracing::warn!(event = "config_warning", "{warning}");
     }

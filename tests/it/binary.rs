@@ -29,7 +29,19 @@ impl Host {
 
     /// `hostbeat run` with nothing of the test's environment but PATH.
     pub fn command(&self, vars: &[(&str, &str)]) -> Command {
-        let mut command = Command::new(BIN);
+        self.command_in(&[], vars)
+    }
+
+    /// The same, started through `wrapper` (e.g. `nsenter -t PID -m`).
+    pub fn command_in(&self, wrapper: &[&str], vars: &[(&str, &str)]) -> Command {
+        let mut command = match wrapper.split_first() {
+            Some((program, args)) => {
+                let mut command = Command::new(program);
+                command.args(args).arg(BIN);
+                command
+            }
+            None => Command::new(BIN),
+        };
         command
             .arg("run")
             .arg("--config")

@@ -8,5 +8,6 @@ mod binary;
 mod config;
 mod credentials;
 mod failures;
+mod journal;
 mod notify;
 mod unit_file;

@@ -1,0 +1,220 @@
+//! The real journald (systemd-testing.md section 1): `systemd-journald` runs in a
+//! private mount namespace with its own `/run` and journal directory, the real
+//! binary logs to it with the native protocol, and the journal files are read from
+//! the host with `journalctl -D`. Needs root, util-linux and systemd; fails, never
+//! skips, without them. Every process it starts is ended by PID.
+
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use hostbeat_refplane::PlaneConfig;
+
+use crate::binary::{Host, Process, eventually, plane};
+use crate::support::{CLIENT_ID, SECRET, all_files, contains};
+
+/// A journald of the test's own, in a mount namespace.
+struct Journald {
+    dir: tempfile::TempDir,
+    unshare: Child,
+    pid: u32,
+}
+
+impl Journald {
+    async fn start() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let journal = dir.path().join("journal");
+        std::fs::create_dir(&journal).unwrap();
+        let conf = dir.path().join("journald.conf");
+        std::fs::write(
+            &conf,
+            "[Journal]\nStorage=persistent\nReadKMsg=no\nForwardToSyslog=no\nForwardToWall=no\nRateLimitBurst=0\n",
+        )
+        .unwrap();
+        let script = format!(
+            "mount -t tmpfs -o mode=755 tmpfs /run && \
+             mount -t tmpfs -o mode=755 tmpfs /var/log && mkdir /var/log/journal && \
+             mount --bind {journal} /var/log/journal && \
+             mount --bind {conf} /etc/systemd/journald.conf && \
+             exec /lib/systemd/systemd-journald",
+            journal = journal.display(),
+            conf = conf.display()
+        );
+        let unshare = Command::new("unshare")
+            .args([
+                "--mount",
+                "--propagation",
+                "private",
+                "--fork",
+                "sh",
+                "-c",
+                &script,
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("unshare (util-linux) is required");
+        let mut journald = Self {
+            dir,
+            pid: 0,
+            unshare,
+        };
+        // The forked child is journald once it has exec'd; its socket appears last.
+        for _ in 0..200 {
+            if let Some(pid) = child_of(journald.unshare.id()) {
+                let ready = Command::new("nsenter")
+                    .args([
+                        "-t",
+                        &pid.to_string(),
+                        "-m",
+                        "test",
+                        "-S",
+                        "/run/systemd/journal/socket",
+                    ])
+                    .status()
+                    .is_ok_and(|s| s.success());
+                if ready {
+                    journald.pid = pid;
+                    return journald;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        panic!(
+            "systemd-journald did not start in its namespace (root and /lib/systemd/systemd-journald are required)"
+        );
+    }
+
+    /// A command that runs inside the journal's namespace.
+    fn inside(&self, program: &str) -> Command {
+        let mut command = Command::new("nsenter");
+        command.args(["-t", &self.pid.to_string(), "-m", program]);
+        command
+    }
+
+    /// Flushes, stops journald, and returns every entry as JSON.
+    fn stop_and_read(mut self) -> (Vec<serde_json::Value>, tempfile::TempDir) {
+        let _ = self.inside("journalctl").arg("--flush").status();
+        let _ = Command::new("kill").arg(self.pid.to_string()).status();
+        let _ = self.unshare.wait();
+        let output = Command::new("journalctl")
+            .arg("-D")
+            .arg(self.dir.path().join("journal"))
+            .args(["-o", "json", "--no-pager", "SYSLOG_IDENTIFIER=hostbeat"])
+            .output()
+            .expect("journalctl");
+        let entries = String::from_utf8_lossy(&output.stdout)
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        let dir = std::mem::replace(&mut self.dir, tempfile::tempdir().unwrap());
+        (entries, dir)
+    }
+}
+
+impl Drop for Journald {
+    fn drop(&mut self) {
+        if self.pid != 0 {
+            let _ = Command::new("kill").arg(self.pid.to_string()).status();
+        }
+        let _ = self.unshare.kill();
+        let _ = self.unshare.wait();
+    }
+}
+
+fn child_of(parent: u32) -> Option<u32> {
+    let output = Command::new("pgrep")
+        .args(["-P", &parent.to_string()])
+        .output()
+        .ok()?;
+    String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .next()?
+        .trim()
+        .parse()
+        .ok()
+}
+
+fn field<'a>(entry: &'a serde_json::Value, name: &str) -> &'a str {
+    entry[name].as_str().unwrap_or("")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn auth_failures_reach_the_real_journal_with_their_fields_and_never_the_token() {
+    let journald = Journald::start().await;
+    let (plane, url) = plane(PlaneConfig::default()).await;
+    plane.deactivate(CLIENT_ID);
+    let host = Host::new(&format!("HOSTBEAT_CLIENT_TOKEN={SECRET}\n"));
+    // The binary, in the journal's namespace (same network: the plane on loopback).
+    let pid = journald.pid.to_string();
+    let mut inside = host.command_in(
+        &["nsenter", "-t", &pid, "-m"],
+        &[
+            ("HOSTBEAT_SERVER_URL", &url),
+            ("HOSTBEAT_HEARTBEAT_INTERVAL", "1s"),
+            ("HOSTBEAT_AUTH_BACKOFF_CAP", "2s"),
+        ],
+    );
+    inside.arg("--log-target").arg("journald");
+    let mut agent = Process::spawn(inside);
+    assert!(
+        eventually(Duration::from_secs(20), || plane.requests().len() >= 3).await,
+        "{}",
+        agent.text()
+    );
+    plane.activate(CLIENT_ID);
+    assert!(
+        eventually(Duration::from_secs(20), || !plane.heartbeats().is_empty()).await,
+        "{}",
+        agent.text()
+    );
+    agent.signal("TERM");
+    assert!(
+        agent.wait(Duration::from_secs(10)).await.success(),
+        "{}",
+        agent.text()
+    );
+    // Everything went to the journal: nothing on stderr.
+    assert_eq!(
+        agent.text(),
+        "",
+        "stderr should be empty with --log-target journald"
+    );
+
+    let (entries, dir) = journald.stop_and_read();
+    let auth: Vec<_> = entries
+        .iter()
+        .filter(|e| field(e, "HOSTBEAT_EVENT") == "auth_failure")
+        .collect();
+    assert!(auth.len() >= 2, "{entries:#?}");
+    let fingerprint = hostbeat::secret::Token::new(SECRET.to_owned())
+        .fingerprint()
+        .to_string();
+    let auth_id = hostbeat::logging::events::lookup("auth_failure")
+        .unwrap()
+        .message_id;
+    for entry in &auth {
+        assert_eq!(field(entry, "PRIORITY"), "3");
+        assert_eq!(field(entry, "MESSAGE_ID"), auth_id);
+        assert_eq!(field(entry, "HOSTBEAT_REASON"), "client_inactive");
+        assert_eq!(field(entry, "HOSTBEAT_ENDPOINT"), "register");
+        assert_eq!(field(entry, "HOSTBEAT_HTTP_STATUS"), "403");
+        assert_eq!(field(entry, "HOSTBEAT_TOKEN_FP"), fingerprint);
+        assert!(!field(entry, "HOSTBEAT_CONSECUTIVE_FAILURES").is_empty());
+        assert!(!field(entry, "HOSTBEAT_NEXT_ATTEMPT_S").is_empty());
+        assert!(field(entry, "MESSAGE").contains("Client account is not active"));
+    }
+    let recovered: Vec<_> = entries
+        .iter()
+        .filter(|e| field(e, "HOSTBEAT_EVENT") == "recovered")
+        .collect();
+    assert_eq!(recovered.len(), 1);
+    assert_eq!(field(recovered[0], "PRIORITY"), "5");
+    // The token's bytes are nowhere in the journal files.
+    for (path, bytes) in all_files(dir.path()) {
+        assert!(
+            !contains(&bytes, SECRET),
+            "the token is in {}",
+            path.display()
+        );
+    }
+}
