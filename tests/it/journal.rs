@@ -96,6 +96,7 @@ impl Journald {
         let _ = self.inside("journalctl").arg("--flush").status();
         let _ = Command::new("kill").arg(self.pid.to_string()).status();
         let _ = self.unshare.wait();
+        self.pid = 0;
         let output = Command::new("journalctl")
             .arg("-D")
             .arg(self.dir.path().join("journal"))

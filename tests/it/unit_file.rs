@@ -111,3 +111,21 @@ fn the_env_template_and_the_override_examples_name_only_real_settings() {
     hostbeat::config::envfile::EnvFile::parse(Path::new("hostbeat.env"), uncommented.as_bytes())
         .unwrap();
 }
+
+#[test]
+fn the_message_catalog_explains_every_event_by_its_id() {
+    let catalog = std::fs::read_to_string(format!("{ROOT}/systemd/hostbeat.catalog")).unwrap();
+    let ids: Vec<&str> = catalog
+        .lines()
+        .filter_map(|l| l.strip_prefix("-- "))
+        .collect();
+    let events = hostbeat::logging::events::EVENTS;
+    assert_eq!(ids.len(), events.len());
+    for event in events {
+        assert!(
+            ids.contains(&event.message_id),
+            "{} has no catalog entry",
+            event.name
+        );
+    }
+}
