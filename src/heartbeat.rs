@@ -58,12 +58,46 @@ pub struct Agent {
     ever_online: bool,
 }
 
+/// How often a failure that keeps repeating is summarised in the log: an hour-long
+/// outage is a handful of lines, not one per attempt.
+pub const SUMMARY_EVERY: Duration = Duration::from_secs(600);
+
 /// A stretch of consecutive failed heartbeats.
 struct Outage {
     since: SystemTime,
     started: Instant,
     missed: u64,
     last_class: Option<FailureClass>,
+    /// The class last logged, and when.
+    logged: Option<(FailureClass, Instant)>,
+}
+
+impl Outage {
+    /// Whether a failure of `class` gets a log line: the first of its class in this
+    /// stretch (`Some(false)`), or a summary once the last line about it is
+    /// [`SUMMARY_EVERY`] old (`Some(true)`). `None`: a repeat, logged at debug only.
+    fn log_decision(&mut self, class: FailureClass) -> Option<bool> {
+        let now = Instant::now();
+        let decision = match self.logged {
+            Some((logged, at)) if logged == class => {
+                (now.duration_since(at) >= SUMMARY_EVERY).then_some(true)
+            }
+            _ => Some(false),
+        };
+        if decision.is_some() {
+            self.logged = Some((class, now));
+        }
+        decision
+    }
+
+    /// "3 attempts over 4m 10s"
+    fn so_far(&self) -> String {
+        format!(
+            "{} attempts over {}",
+            self.missed,
+            show(self.started.elapsed())
+        )
+    }
 }
 
 /// Why a wait ended.
@@ -390,10 +424,17 @@ impl Agent {
             started: Instant::now(),
             missed: 0,
             last_class: None,
+            logged: None,
         });
         outage.missed += 1;
         outage.last_class = Some(error.class);
         let class = error.class;
+        let log = outage.log_decision(class);
+        let still = if log == Some(true) {
+            format!("still failing after {}: ", outage.so_far())
+        } else {
+            String::new()
+        };
         let static_token_refused =
             class == FailureClass::TokenExpired && !self.credentials.is_exchange();
         if class.is_auth() || static_token_refused {
@@ -408,6 +449,13 @@ impl Agent {
                 }
             }
             let delay = self.auth_backoff.next_delay();
+            if log.is_none() {
+                tracing::debug!(
+                    reason = class.reason(),
+                    "authentication failed again: {error}"
+                );
+                return delay;
+            }
             tracing::error!(
                 event = "auth_failure",
                 reason = class.reason(),
@@ -417,7 +465,7 @@ impl Agent {
                 agent_id = self.agent_id.as_deref(),
                 consecutive_failures = self.auth_backoff.failures(),
                 next_attempt_s = delay.as_secs(),
-                "authentication failed: {error}; next attempt in {}",
+                "{still}authentication failed: {error}; next attempt in {}",
                 show(delay)
             );
             return delay;
@@ -435,6 +483,10 @@ impl Agent {
             FailureClass::RateLimited => None,
             _ => self.api.fail_over().map(ToString::to_string),
         };
+        if log.is_none() {
+            tracing::debug!(reason = class.reason(), "failed again: {error}");
+            return delay;
+        }
         tracing::warn!(
             event = "heartbeat_failed",
             reason = class.reason(),
@@ -443,7 +495,7 @@ impl Agent {
             agent_id = self.agent_id.as_deref(),
             consecutive_failures = self.backoff.failures(),
             next_attempt_s = delay.as_secs(),
-            "{error}; next attempt in {}{}",
+            "{still}{error}; next attempt in {}{}",
             show(delay),
             failover.map(|s| format!(" at {s}")).unwrap_or_default()
         );

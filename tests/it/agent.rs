@@ -279,6 +279,13 @@ async fn an_hour_long_outage_costs_few_requests_and_recovery_is_within_one_cap()
         "{during} requests during the outage"
     );
     assert!(recovery <= mins(5), "back after {recovery:?}");
+    // No flooding: the first failure, then a summary at most every 10 minutes.
+    let failed = logs.events("heartbeat_failed");
+    assert!(
+        (2..=7).contains(&failed.len()),
+        "{} entries for one outage",
+        failed.len()
+    );
     assert_eq!(logs.events("recovered").len(), 1);
 }
 

@@ -186,7 +186,7 @@ async fn auth_failures_reach_the_real_journal_with_their_fields_and_never_the_to
         .iter()
         .filter(|e| field(e, "HOSTBEAT_EVENT") == "auth_failure")
         .collect();
-    assert!(auth.len() >= 2, "{entries:#?}");
+    assert!(!auth.is_empty(), "{entries:#?}");
     let fingerprint = hostbeat::secret::Token::new(SECRET.to_owned())
         .fingerprint()
         .to_string();
