@@ -56,7 +56,13 @@ pub struct Agent {
     backoff: Backoff,
     auth_backoff: Backoff,
     ever_online: bool,
+    /// Whether a clock skew beyond [`CLOCK_SKEW_LIMIT`] has been reported (and not
+    /// since corrected).
+    skew_reported: bool,
 }
+
+/// A clock further than this from the control plane's is reported (once).
+pub const CLOCK_SKEW_LIMIT: Duration = Duration::from_secs(30);
 
 /// How often a failure that keeps repeating is summarised in the log: an hour-long
 /// outage is a handful of lines, not one per attempt.
@@ -165,6 +171,7 @@ impl Agent {
             outage: None,
             last_success: None,
             ever_online: false,
+            skew_reported: false,
         }
     }
 
@@ -218,6 +225,7 @@ impl Agent {
                 }
             };
             let Some(outcome) = outcome else { break };
+            self.check_clock();
             next = match outcome {
                 Ok(answer) => self.on_success(&answer),
                 Err(error) => self.on_failure(&error),
@@ -500,6 +508,27 @@ impl Agent {
             failover.map(|s| format!(" at {s}")).unwrap_or_default()
         );
         delay
+    }
+
+    /// Reports a clock that is off from the control plane's by more than
+    /// [`CLOCK_SKEW_LIMIT`], once, and again only after it was corrected. Token
+    /// lifetimes are counted on the monotonic clock, so a skew does not break
+    /// refreshes; it does make `sent_at` and the server's view of the host wrong.
+    fn check_clock(&mut self) {
+        let Some(offset) = self.api.clock_offset() else {
+            return;
+        };
+        let skewed = offset.unsigned_abs() > CLOCK_SKEW_LIMIT.as_secs();
+        if skewed && !self.skew_reported {
+            tracing::warn!(
+                event = "clock_skew",
+                offset_s = offset,
+                "the local clock is {} {} the control plane's (from its Date header); check NTP: `timedatectl status`",
+                show(Duration::from_secs(offset.unsigned_abs())),
+                if offset > 0 { "behind" } else { "ahead of" }
+            );
+        }
+        self.skew_reported = skewed;
     }
 
     /// Re-reads the client token; true when it changed (and is now in use).

@@ -117,6 +117,29 @@ pub(crate) async fn handle(
         });
     }
     let request = Request::from_parts(parts, Body::from(body));
+    let date_offset = plane.shared.config.date_offset;
+    answer(router, request, fault).await.map(|mut response| {
+        if date_offset != 0 {
+            let now = std::time::SystemTime::now();
+            let shifted = if date_offset > 0 {
+                now + Duration::from_secs(date_offset.unsigned_abs())
+            } else {
+                now - Duration::from_secs(date_offset.unsigned_abs())
+            };
+            if let Ok(value) = httpdate::fmt_http_date(shifted).parse() {
+                response.headers_mut().insert(hyper::header::DATE, value);
+            }
+        }
+        response
+    })
+}
+
+/// The answer to a request: the protocol's, or the fault's.
+async fn answer(
+    router: axum::Router,
+    request: Request<Body>,
+    fault: Option<Fault>,
+) -> Result<Response, BoxError> {
     match fault {
         None => Ok(route(router, request).await),
         Some(Fault::Outage) => Err("simulated outage: connection closed".into()),

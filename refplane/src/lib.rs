@@ -42,6 +42,9 @@ pub struct PlaneConfig {
     pub next_heartbeat_in: Option<f64>,
     /// The paths, as configured on the agent side.
     pub paths: PlanePaths,
+    /// Seconds added to the `Date` header of every answer (a server whose clock is
+    /// off, or a host's).
+    pub date_offset: i64,
 }
 
 /// Paths the plane serves.
@@ -64,6 +67,7 @@ impl Default for PlaneConfig {
             send_expires_in: true,
             jwt: true,
             next_heartbeat_in: None,
+            date_offset: 0,
             paths: PlanePaths {
                 token: "/oauth/token".into(),
                 register: "/api/v1/agents/register".into(),

@@ -92,6 +92,8 @@ pub struct ApiClient {
     servers: Vec<Url>,
     current: AtomicUsize,
     paths: Paths,
+    /// The server's clock minus ours at the last answer with a `Date`, in seconds.
+    clock_offset: std::sync::Mutex<Option<i64>>,
 }
 
 impl ApiClient {
@@ -134,7 +136,31 @@ impl ApiClient {
             servers: settings.servers.clone(),
             current: AtomicUsize::new(0),
             paths: settings.paths.clone(),
+            clock_offset: std::sync::Mutex::new(None),
         })
+    }
+
+    /// How far the control plane's clock (its `Date` header) was ahead of ours at
+    /// the last answer, in whole seconds (negative: behind). `Date` has a resolution
+    /// of one second, which is plenty to see a clock that is off by minutes.
+    pub fn clock_offset(&self) -> Option<i64> {
+        *self.clock_offset.lock().expect("not poisoned")
+    }
+
+    fn note_date(&self, headers: &HeaderMap) {
+        let Some(date) = headers
+            .get(reqwest::header::DATE)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| httpdate::parse_http_date(v).ok())
+        else {
+            return;
+        };
+        let now = SystemTime::now();
+        let offset = match date.duration_since(now) {
+            Ok(ahead) => i64::try_from(ahead.as_secs()).unwrap_or(i64::MAX),
+            Err(behind) => -i64::try_from(behind.duration().as_secs()).unwrap_or(i64::MAX),
+        };
+        *self.clock_offset.lock().expect("not poisoned") = Some(offset);
     }
 
     /// The base URL in use.
@@ -292,6 +318,7 @@ impl ApiClient {
         let response = request.send().await.map_err(transport)?;
         let status = response.status();
         let headers = response.headers().clone();
+        self.note_date(&headers);
         let with_status = |mut e: ApiError| {
             e.status = Some(status.as_u16());
             e

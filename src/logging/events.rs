@@ -137,6 +137,12 @@ pub const EVENTS: &[Event] = &[
         priority: None,
         meaning: "the journal could not be reached; logging to stderr",
     },
+    Event {
+        name: "clock_skew",
+        message_id: "7f3c1e9a2b5d4c6e8a0f1b2c3d4e5f60",
+        priority: None,
+        meaning: "the local clock is more than 30 s off the control plane's",
+    },
 ];
 
 /// The event called `name`.

@@ -422,3 +422,41 @@ async fn reload_rereads_a_rotated_token_without_waiting_for_a_rejection() {
     );
     agent.stop().await;
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_clock_far_from_the_control_planes_is_reported_once_and_refreshes_go_on() {
+    // The control plane's clock is an hour behind ours: ours is an hour ahead.
+    let mut world = World::with(PlaneConfig {
+        date_offset: -3600,
+        token_lifetime: mins(10),
+        ..PlaneConfig::default()
+    })
+    .await;
+    let (logs, _guard) = Logs::capture();
+    let agent = world.spawn_online(world.exchange_inputs()).await;
+    pass(mins(30)).await;
+    agent.stop().await;
+    let skew = logs.events("clock_skew");
+    assert_eq!(skew.len(), 1, "{skew:?}");
+    assert!(skew[0].contains("offset_s=-360"), "{}", skew[0]);
+    assert!(
+        skew[0].contains("1h ahead of the control plane"),
+        "{}",
+        skew[0]
+    );
+    // Lifetimes are counted on the monotonic clock: no token expired on the way.
+    assert_eq!(world.refusals(), vec![]);
+    assert!(world.requests_to("/oauth/token").len() >= 3);
+
+    // Ten seconds apart is not worth a word.
+    let world = World::with(PlaneConfig {
+        date_offset: 10,
+        ..PlaneConfig::default()
+    })
+    .await;
+    let (logs, _guard) = Logs::capture();
+    let agent = world.spawn_online(world.inputs()).await;
+    pass(mins(3)).await;
+    agent.stop().await;
+    assert!(logs.events("clock_skew").is_empty());
+}
