@@ -129,3 +129,12 @@ fn the_message_catalog_explains_every_event_by_its_id() {
         );
     }
 }
+
+#[test]
+fn the_operations_guide_lists_every_event_with_its_message_id() {
+    let guide = std::fs::read_to_string(format!("{ROOT}/docs/operations.md")).unwrap();
+    for event in hostbeat::logging::events::EVENTS {
+        let row = format!("| `{}` | `{}` |", event.name, event.message_id);
+        assert!(guide.contains(&row), "docs/operations.md lacks {row}");
+    }
+}
