@@ -47,10 +47,13 @@ pub enum RunError {
 pub struct Controls {
     /// Cancelled on SIGTERM or SIGINT: say goodbye and return.
     pub shutdown: CancellationToken,
-    /// Notified on SIGHUP: re-read the client token.
+    /// Notified on SIGHUP: reload (see [`Reloader`]).
     pub reload: Arc<Notify>,
     /// sd_notify (a no-op outside systemd).
     pub notifier: Arc<systemd::Notifier>,
+    /// How a reload gets the new configuration; without one, a reload re-reads the
+    /// client token only.
+    pub reloader: Option<Reloader>,
 }
 
 impl Controls {
@@ -60,6 +63,7 @@ impl Controls {
             shutdown: CancellationToken::new(),
             reload: Arc::new(Notify::new()),
             notifier: Arc::new(systemd::Notifier::disabled()),
+            reloader: None,
         }
     }
 }
@@ -70,29 +74,47 @@ impl Default for Controls {
     }
 }
 
+/// Loads the configuration again on a reload, and applies a new log level.
+#[derive(Clone)]
+pub struct Reloader {
+    load: Arc<dyn Fn() -> Result<Settings, ConfigError> + Send + Sync>,
+    set_log_level: Arc<dyn Fn(&str) + Send + Sync>,
+}
+
+impl Reloader {
+    /// `load` reads and validates the configuration as at start; `set_log_level`
+    /// changes the running filter.
+    pub fn new(
+        load: impl Fn() -> Result<Settings, ConfigError> + Send + Sync + 'static,
+        set_log_level: impl Fn(&str) + Send + Sync + 'static,
+    ) -> Self {
+        Self {
+            load: Arc::new(load),
+            set_log_level: Arc::new(set_log_level),
+        }
+    }
+
+    pub(crate) fn load(&self) -> Result<Settings, ConfigError> {
+        (self.load)()
+    }
+
+    pub(crate) fn set_log_level(&self, filter: &str) {
+        (self.set_log_level)(filter);
+    }
+}
+
+impl std::fmt::Debug for Reloader {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Reloader")
+    }
+}
+
 /// Runs the agent until `controls.shutdown` is cancelled, then says goodbye and
-/// returns. Every notification on `controls.reload` re-reads the client token.
+/// returns. Every notification on `controls.reload` reloads the configuration.
 pub async fn run(settings: Settings, controls: Controls) -> Result<(), RunError> {
-    let settings = Arc::new(settings);
-    let api = Arc::new(api::ApiClient::new(&settings)?);
-    let credentials = Arc::new(credentials::Credentials::new(
-        api.clone(),
-        &settings.auth,
-        settings.client_token.clone(),
-        settings.token_source.clone(),
-        settings.refresh_margin,
-        settings.backoff,
-    ));
-    let refresher_stop = controls.shutdown.child_token();
-    let refresher = credentials
-        .is_exchange()
-        .then(|| tokio::spawn(credentials.clone().run_refresher(refresher_stop.clone())));
-    heartbeat::Agent::new(settings, api, credentials)
+    let connection = heartbeat::Connection::new(&settings)?;
+    heartbeat::Agent::new(Arc::new(settings), connection)
         .run(controls)
         .await;
-    refresher_stop.cancel();
-    if let Some(task) = refresher {
-        let _ = task.await;
-    }
     Ok(())
 }

@@ -32,7 +32,8 @@ enum Command {
     ///
     /// Settings come from the config file, /etc/hostbeat/hostbeat.env and HOSTBEAT_*
     /// variables; see docs/configuration.md. SIGTERM or SIGINT stop it after an
-    /// offline heartbeat; SIGHUP re-reads the client token.
+    /// offline heartbeat; SIGHUP (`systemctl reload`) reads the configuration again
+    /// and applies what changed.
     Run {
         /// Where to log: the journal when stderr is connected to it (auto), stderr,
         /// or the journal.
@@ -49,14 +50,16 @@ fn main() -> ExitCode {
 }
 
 fn run(config_file: Option<PathBuf>, log_target: hostbeat::logging::LogTarget) -> ExitCode {
-    let loaded = match hostbeat::config::load(hostbeat::ConfigInputs::from_process(config_file)) {
-        Ok(loaded) => loaded,
-        Err(e) => {
-            eprintln!("hostbeat: configuration error: {e}");
-            return ExitCode::from(EX_CONFIG);
-        }
-    };
-    if let Some(note) = hostbeat::logging::init(&loaded.settings.log_level, log_target) {
+    let loaded =
+        match hostbeat::config::load(hostbeat::ConfigInputs::from_process(config_file.clone())) {
+            Ok(loaded) => loaded,
+            Err(e) => {
+                eprintln!("hostbeat: configuration error: {e}");
+                return ExitCode::from(EX_CONFIG);
+            }
+        };
+    let (level, note) = hostbeat::logging::init(&loaded.settings.log_level, log_target);
+    if let Some(note) = note {
         tracing::warn!(event = "log_fallback", "{note}");
     }
     for warning in &loaded.warnings {
@@ -73,8 +76,20 @@ fn run(config_file: Option<PathBuf>, log_target: hostbeat::logging::LogTarget) -
         }
     };
     let result = runtime.block_on(async {
+        // A reload reads the same sources again; the environment systemd gave at
+        // start still holds the env file's old values, which must not shadow it.
+        let env_file_at_start = loaded.env_file.clone();
+        let reloader = hostbeat::Reloader::new(
+            move || {
+                let inputs = hostbeat::ConfigInputs::from_process(config_file.clone())
+                    .preferring_env_file(&env_file_at_start);
+                hostbeat::config::load(inputs).map(|loaded| loaded.settings)
+            },
+            move |filter| level.set(filter),
+        );
         let controls = hostbeat::Controls {
             notifier: Arc::new(hostbeat::systemd::Notifier::from_env()),
+            reloader: Some(reloader),
             ..hostbeat::Controls::new()
         };
         if let Err(e) = watch_signals(controls.shutdown.clone(), controls.reload.clone()) {

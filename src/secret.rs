@@ -101,7 +101,7 @@ pub struct Fingerprint {
 }
 
 impl Fingerprint {
-    fn of(bytes: &[u8]) -> Self {
+    pub(crate) fn of(bytes: &[u8]) -> Self {
         Self {
             digest: Sha256::digest(bytes).into(),
         }

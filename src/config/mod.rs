@@ -159,6 +159,25 @@ impl ConfigInputs {
         self
     }
 
+    /// For a reload under systemd: the process environment still holds what the env
+    /// file said when the service started, and would shadow the file's new values.
+    /// A variable equal to the file's value at start came from the file, so it is
+    /// dropped and the file's current value applies; one that differs came from a
+    /// drop-in (`Environment=`) and still wins.
+    #[must_use]
+    pub fn preferring_env_file(mut self, at_start: &EnvFileSnapshot) -> Self {
+        self.env
+            .retain(|key, value| at_start.vars.get(key) != Some(value));
+        if self
+            .client_token
+            .as_ref()
+            .is_some_and(|t| Some(t.fingerprint()) == at_start.token)
+        {
+            self.client_token = None;
+        }
+        self
+    }
+
     /// Where the host's machine id is read (default `/etc/machine-id`); for tests of
     /// the identity fallbacks. Not a user setting.
     #[must_use]
@@ -178,6 +197,16 @@ pub struct Loaded {
     pub settings: Settings,
     /// Things that work but are probably not what the operator meant.
     pub warnings: Vec<String>,
+    /// What the env file held, to tell on a reload which environment variables
+    /// came from it (see [`ConfigInputs::preferring_env_file`]).
+    pub env_file: EnvFileSnapshot,
+}
+
+/// The env file as it was read: its settings, and its token's fingerprint.
+#[derive(Debug, Clone, Default)]
+pub struct EnvFileSnapshot {
+    vars: BTreeMap<String, String>,
+    token: Option<crate::secret::Fingerprint>,
 }
 
 /// One layer's values, and the merged view with origins.
@@ -229,6 +258,10 @@ pub fn load(inputs: ConfigInputs) -> Result<Loaded, ConfigError> {
         .or_else(|| values.get("env_file").map(|(v, _)| PathBuf::from(v)))
         .unwrap_or_else(|| PathBuf::from(DEFAULT_ENV_FILE));
     let env_file = EnvFile::read(&env_file_path)?;
+    let snapshot = EnvFileSnapshot {
+        vars: env_file.vars.clone(),
+        token: env_file.client_token.as_ref().map(RawToken::fingerprint),
+    };
     merge_env(
         &mut values,
         &env_file.vars,
@@ -259,7 +292,11 @@ pub fn load(inputs: ConfigInputs) -> Result<Loaded, ConfigError> {
                 .unwrap_or_else(|| PathBuf::from("/etc/machine-id")),
         },
     )?;
-    Ok(Loaded { settings, warnings })
+    Ok(Loaded {
+        settings,
+        warnings,
+        env_file: snapshot,
+    })
 }
 
 /// Adds the `HOSTBEAT_*` variables of one environment layer; unknown ones are warned

@@ -33,6 +33,12 @@ impl RawToken {
     pub fn new(value: String) -> Self {
         Self(SecretString::from(value))
     }
+
+    /// The fingerprint of the text as read (before cleaning), to tell whether two
+    /// sources hold the same thing.
+    pub fn fingerprint(&self) -> crate::secret::Fingerprint {
+        crate::secret::Fingerprint::of(self.0.expose_secret().as_bytes())
+    }
 }
 
 impl fmt::Debug for RawToken {

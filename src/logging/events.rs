@@ -138,6 +138,18 @@ pub const EVENTS: &[Event] = &[
         meaning: "the journal could not be reached; logging to stderr",
     },
     Event {
+        name: "config_reloaded",
+        message_id: "4b8e2d6f1a3c4e5b9d7f0a2c4e6b8d1f",
+        priority: Some(NOTICE),
+        meaning: "the configuration was read again on a reload",
+    },
+    Event {
+        name: "config_rejected",
+        message_id: "c5a7e9b1d3f54a6c8e0b2d4f6a8c0e2b",
+        priority: None,
+        meaning: "a reloaded configuration was refused; the running one stays",
+    },
+    Event {
         name: "clock_skew",
         message_id: "7f3c1e9a2b5d4c6e8a0f1b2c3d4e5f60",
         priority: None,

@@ -28,10 +28,34 @@ pub enum LogTarget {
     Journald,
 }
 
+/// Changes the log filter of the running process (a reload's `log_level`).
+#[derive(Clone)]
+pub struct LevelControl(
+    tracing_subscriber::reload::Handle<EnvFilter, tracing_subscriber::Registry>,
+);
+
+impl LevelControl {
+    /// Applies `filter` (a validated `log_level`).
+    pub fn set(&self, filter: &str) {
+        let _ = self
+            .0
+            .modify(|current| *current = EnvFilter::builder().parse_lossy(filter));
+    }
+}
+
+impl std::fmt::Debug for LevelControl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("LevelControl")
+    }
+}
+
 /// Installs the global subscriber with `filter` (a validated `log_level`).
-/// Returns a note to log once logging is up (why the journal was not used).
-pub fn init(filter: &str, target: LogTarget) -> Option<String> {
-    let filter = EnvFilter::builder().parse_lossy(filter);
+/// Returns the handle that changes the level later, and a note to log once logging
+/// is up (why the journal was not used).
+pub fn init(filter: &str, target: LogTarget) -> (LevelControl, Option<String>) {
+    let (filter, handle) =
+        tracing_subscriber::reload::Layer::new(EnvFilter::builder().parse_lossy(filter));
+    let level = LevelControl(handle);
     let journal = match target {
         LogTarget::Stderr => None,
         LogTarget::Auto if !stderr_is_journal() => None,
@@ -45,7 +69,7 @@ pub fn init(filter: &str, target: LogTarget) -> Option<String> {
                 .with(filter)
                 .with(layer)
                 .init();
-            return None;
+            return (level, None);
         }
         Some(Err(e)) => Some(format!(
             "cannot reach the journal at {} ({e}); logging to stderr",
@@ -63,7 +87,7 @@ pub fn init(filter: &str, target: LogTarget) -> Option<String> {
     } else {
         registry.with(stderr).init();
     }
-    note
+    (level, note)
 }
 
 /// Whether stderr is the journal stream systemd connected (`JOURNAL_STREAM=dev:ino`).

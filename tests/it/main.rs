@@ -10,4 +10,5 @@ mod credentials;
 mod failures;
 mod journal;
 mod notify;
+mod reload;
 mod unit_file;

@@ -109,6 +109,25 @@ impl World {
         Agent::spawn(settings(inputs))
     }
 
+    /// Starts an agent whose reload (SIGHUP, `agent.reload`) reads `make()` again as
+    /// `hostbeat run` does: the env file as it is now wins over environment values
+    /// that equal what the file said at start.
+    #[allow(clippy::unused_self)]
+    pub fn spawn_reloadable(
+        &self,
+        make: impl Fn() -> ConfigInputs + Send + Sync + 'static,
+    ) -> Agent {
+        let loaded = hostbeat::config::load(make()).expect("valid test config");
+        let at_start = loaded.env_file.clone();
+        let reloader = hostbeat::Reloader::new(
+            move || {
+                hostbeat::config::load(make().preferring_env_file(&at_start)).map(|l| l.settings)
+            },
+            |_| {},
+        );
+        Agent::spawn_with(loaded.settings, Some(reloader))
+    }
+
     /// Starts the agent and waits (up to 1 virtual minute, the splay included) for
     /// its first accepted heartbeat.
     pub async fn spawn_online(&self, inputs: ConfigInputs) -> Agent {
@@ -185,7 +204,14 @@ pub struct Agent {
 
 impl Agent {
     pub fn spawn(settings: Settings) -> Self {
-        let controls = hostbeat::Controls::new();
+        Self::spawn_with(settings, None)
+    }
+
+    pub fn spawn_with(settings: Settings, reloader: Option<hostbeat::Reloader>) -> Self {
+        let controls = hostbeat::Controls {
+            reloader,
+            ..hostbeat::Controls::new()
+        };
         let (shutdown, reload) = (controls.shutdown.clone(), controls.reload.clone());
         let task = tokio::spawn(hostbeat::run(settings, controls));
         Self {

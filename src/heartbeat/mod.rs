@@ -22,6 +22,10 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::Controls;
+mod reload;
+
+pub use reload::Connection;
+
 use crate::api::wire::{HeartbeatAnswer, HeartbeatRequest, RegisterRequest, Status};
 use crate::api::{ApiClient, ApiError, FailureClass};
 use crate::config::HEARTBEAT_FLOOR;
@@ -40,6 +44,9 @@ pub struct Agent {
     settings: Arc<Settings>,
     api: Arc<ApiClient>,
     credentials: Arc<Credentials>,
+    /// The exchange-mode token refresher, restarted when a reload replaces the
+    /// credentials.
+    refresher: Option<reload::Refresher>,
     store: StateStore,
     state: PersistedState,
     /// Whether saving the state already failed (warned once, not at every beat).
@@ -106,6 +113,33 @@ impl Outage {
     }
 }
 
+/// What the loop hears from outside: signals, the service manager, the watchdog.
+struct Outside {
+    shutdown: CancellationToken,
+    reload: Arc<Notify>,
+    notifier: Arc<Notifier>,
+    reloader: Option<crate::Reloader>,
+    /// Watchdog ticks at half `WATCHDOG_USEC`, when the unit arms a watchdog.
+    watchdog: Option<tokio::time::Interval>,
+}
+
+impl Outside {
+    fn new(controls: Controls) -> Self {
+        let watchdog = controls.notifier.watchdog_interval().map(|period| {
+            let mut ticks = tokio::time::interval(period);
+            ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            ticks
+        });
+        Self {
+            shutdown: controls.shutdown,
+            reload: controls.reload,
+            notifier: controls.notifier,
+            reloader: controls.reloader,
+            watchdog,
+        }
+    }
+}
+
 /// Why a wait ended.
 enum Wake {
     Elapsed,
@@ -114,11 +148,8 @@ enum Wake {
 
 impl Agent {
     /// An agent ready to run: state loaded (a corrupt file set aside), ids resolved.
-    pub fn new(
-        settings: Arc<Settings>,
-        api: Arc<ApiClient>,
-        credentials: Arc<Credentials>,
-    ) -> Self {
+    pub fn new(settings: Arc<Settings>, connection: Connection) -> Self {
+        let Connection { api, credentials } = connection;
         let store = StateStore::new(&settings.state_dir);
         let (mut state, note) = store.load();
         match note {
@@ -160,6 +191,7 @@ impl Agent {
             settings,
             api,
             credentials,
+            refresher: None,
             store,
             state,
             state_unwritable,
@@ -176,19 +208,10 @@ impl Agent {
     }
 
     /// Beats until `controls.shutdown`, then says goodbye. `controls.reload`
-    /// (SIGHUP) re-reads the token. systemd hears of every state change, and gets
+    /// (SIGHUP) reloads the configuration. systemd hears of every state change, and gets
     /// watchdog pings from this loop, so that a stuck loop is restarted.
     pub async fn run(mut self, controls: Controls) {
-        let Controls {
-            shutdown,
-            reload,
-            notifier,
-        } = controls;
-        let mut watchdog = notifier.watchdog_interval().map(|period| {
-            let mut ticks = tokio::time::interval(period);
-            ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            ticks
-        });
+        let mut outside = Outside::new(controls);
         let splay = identity::splay(&self.logical_id, self.settings.heartbeat_interval);
         tracing::info!(
             event = "started",
@@ -201,14 +224,14 @@ impl Agent {
             if self.credentials.is_exchange() { "token exchange" } else { "static token" },
             show(splay)
         );
+        self.start_refresher(&outside.shutdown);
         // Ready once configured and running; never waiting for the control plane.
-        notifier.ready(&format!("starting, first heartbeat in {}", show(splay)));
+        outside
+            .notifier
+            .ready(&format!("starting, first heartbeat in {}", show(splay)));
         let mut next = splay;
         loop {
-            if let Wake::Shutdown = self
-                .wait(next, &shutdown, &reload, &notifier, &mut watchdog)
-                .await
-            {
+            if let Wake::Shutdown = self.wait(next, &mut outside).await {
                 break;
             }
             let outcome = {
@@ -219,8 +242,8 @@ impl Agent {
                     // loop is alive while it waits on them, so it keeps pinging.
                     tokio::select! {
                         outcome = &mut beat => break Some(outcome),
-                        () = shutdown.cancelled() => break None,
-                        () = tick(&mut watchdog) => notifier.watchdog(),
+                        () = outside.shutdown.cancelled() => break None,
+                        () = tick(&mut outside.watchdog) => outside.notifier.watchdog(),
                     }
                 }
             };
@@ -230,32 +253,30 @@ impl Agent {
                 Ok(answer) => self.on_success(&answer),
                 Err(error) => self.on_failure(&error),
             };
-            notifier.status(&self.status_line(next));
+            outside.notifier.status(&self.status_line(next));
         }
-        notifier.stopping("stopping, telling the control plane this host is offline");
+        outside
+            .notifier
+            .stopping("stopping, telling the control plane this host is offline");
+        self.stop_refresher().await;
         self.goodbye().await;
     }
 
-    /// Sleeps `duration`, pinging the watchdog; SIGHUP re-reads the token (a changed
-    /// one ends the wait, so that it is tried at once); shutdown ends it.
-    async fn wait(
-        &self,
-        duration: Duration,
-        shutdown: &CancellationToken,
-        reload: &Notify,
-        notifier: &Notifier,
-        watchdog: &mut Option<tokio::time::Interval>,
-    ) -> Wake {
+    /// Sleeps `duration`, pinging the watchdog. A reload (SIGHUP) that changes
+    /// anything ends the wait, so that the new settings are tried at once; shutdown
+    /// ends it.
+    async fn wait(&mut self, duration: Duration, outside: &mut Outside) -> Wake {
         let deadline = Instant::now() + duration;
         loop {
             tokio::select! {
-                () = shutdown.cancelled() => return Wake::Shutdown,
+                () = outside.shutdown.cancelled() => return Wake::Shutdown,
                 () = tokio::time::sleep_until(deadline) => return Wake::Elapsed,
-                () = tick(watchdog) => notifier.watchdog(),
-                () = reload.notified() => {
-                    notifier.reloading();
-                    let changed = self.reread_token("SIGHUP");
-                    notifier.ready(&self.status_line(deadline.saturating_duration_since(Instant::now())));
+                () = tick(&mut outside.watchdog) => outside.notifier.watchdog(),
+                () = outside.reload.notified() => {
+                    outside.notifier.reloading();
+                    let changed = self.reload(outside.reloader.as_ref(), &outside.shutdown);
+                    let left = deadline.saturating_duration_since(Instant::now());
+                    outside.notifier.ready(&self.status_line(left));
                     if changed {
                         return Wake::Elapsed;
                     }

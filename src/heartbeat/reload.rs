@@ -1,0 +1,216 @@
+//! Reloading on SIGHUP: the configuration is read and validated again and what
+//! changed is applied without losing the agent id, the heartbeat sequence or the
+//! failure count; a configuration that does not validate is refused and the running
+//! one stays. Also the pieces a reload swaps: the [`Connection`] (client and
+//! credentials) and the token refresher.
+
+use std::sync::Arc;
+
+use tokio_util::sync::CancellationToken;
+
+use super::Agent;
+use crate::Reloader;
+use crate::api::ApiClient;
+use crate::config::{ConfigError, Settings};
+use crate::credentials::Credentials;
+
+/// The control-plane client and the credentials it uses: built from settings, and
+/// rebuilt as one when a reload changes either.
+#[derive(Debug)]
+pub struct Connection {
+    pub(super) api: Arc<ApiClient>,
+    pub(super) credentials: Arc<Credentials>,
+}
+
+impl Connection {
+    /// Builds the HTTP client (system roots, `ca_file`) and the credentials.
+    pub fn new(settings: &Settings) -> Result<Self, ConfigError> {
+        let api = Arc::new(ApiClient::new(settings)?);
+        let credentials = Arc::new(Credentials::new(
+            api.clone(),
+            &settings.auth,
+            settings.client_token.clone(),
+            settings.token_source.clone(),
+            settings.refresh_margin,
+            settings.backoff,
+        ));
+        Ok(Self { api, credentials })
+    }
+}
+
+/// A running token refresher and its own stop signal.
+#[derive(Debug)]
+pub(super) struct Refresher {
+    stop: CancellationToken,
+    task: tokio::task::JoinHandle<()>,
+}
+
+fn reject(error: &ConfigError) {
+    tracing::error!(
+        event = "config_rejected",
+        setting = error.setting(),
+        "the reloaded configuration is refused and the running one stays: {error}"
+    );
+}
+
+/// The settings whose change needs a new [`Connection`].
+fn connection_changed(old: &Settings, new: &Settings) -> bool {
+    old.servers != new.servers
+        || old.paths != new.paths
+        || old.auth != new.auth
+        || *old.client_token != *new.client_token
+        || old.refresh_margin != new.refresh_margin
+        || old.backoff != new.backoff
+        || old.connect_timeout != new.connect_timeout
+        || old.request_timeout != new.request_timeout
+        || old.ca_file != new.ca_file
+}
+
+/// The names of the settings that differ, for the log.
+fn changed_names(old: &Settings, new: &Settings) -> Vec<&'static str> {
+    let checks: [(&'static str, bool); 16] = [
+        ("server_url", old.servers != new.servers),
+        ("client_token", *old.client_token != *new.client_token),
+        (
+            "token_url, client_id, client_auth or scope",
+            old.auth != new.auth,
+        ),
+        ("agent_id", old.agent_id != new.agent_id),
+        (
+            "register_path, heartbeat_path or validate_path",
+            old.paths != new.paths,
+        ),
+        (
+            "heartbeat_interval",
+            old.heartbeat_interval != new.heartbeat_interval,
+        ),
+        ("refresh_margin", old.refresh_margin != new.refresh_margin),
+        ("backoff_base or backoff_cap", old.backoff != new.backoff),
+        ("auth_backoff_cap", old.auth_backoff != new.auth_backoff),
+        (
+            "retry_after_max",
+            old.retry_after_max != new.retry_after_max,
+        ),
+        (
+            "connect_timeout",
+            old.connect_timeout != new.connect_timeout,
+        ),
+        (
+            "request_timeout",
+            old.request_timeout != new.request_timeout,
+        ),
+        (
+            "shutdown_timeout",
+            old.shutdown_timeout != new.shutdown_timeout,
+        ),
+        ("ca_file", old.ca_file != new.ca_file),
+        ("log_level", old.log_level != new.log_level),
+        (
+            "env_file",
+            old.token_source.env_file != new.token_source.env_file,
+        ),
+    ];
+    checks.iter().filter(|(_, c)| *c).map(|(n, _)| *n).collect()
+}
+
+impl Agent {
+    /// Handles SIGHUP; true when something changed (the next beat goes at once).
+    pub(super) fn reload(
+        &mut self,
+        reloader: Option<&Reloader>,
+        shutdown: &CancellationToken,
+    ) -> bool {
+        let Some(reloader) = reloader else {
+            return self.reread_token("SIGHUP");
+        };
+        let new = match reloader.load() {
+            Ok(new) => new,
+            Err(e) => {
+                reject(&e);
+                return false;
+            }
+        };
+        self.apply(new, reloader, shutdown)
+    }
+
+    fn apply(
+        &mut self,
+        mut new: Settings,
+        reloader: &Reloader,
+        shutdown: &CancellationToken,
+    ) -> bool {
+        let old = self.settings.clone();
+        if new.state_dir != old.state_dir {
+            tracing::warn!(
+                event = "config_warning",
+                "state_dir changed to {}; it takes effect at the next restart",
+                new.state_dir.display()
+            );
+            new.state_dir.clone_from(&old.state_dir);
+        }
+        let changed = changed_names(&old, &new);
+        if changed.is_empty() {
+            tracing::info!(
+                event = "config_reloaded",
+                "configuration read again: nothing changed"
+            );
+            return false;
+        }
+        if connection_changed(&old, &new) {
+            let connection = match Connection::new(&new) {
+                Ok(connection) => connection,
+                Err(e) => {
+                    reject(&e);
+                    return false;
+                }
+            };
+            self.api = connection.api;
+            self.credentials = connection.credentials;
+            self.restart_refresher(shutdown);
+        }
+        if old.log_level != new.log_level {
+            reloader.set_log_level(&new.log_level);
+        }
+        if old.backoff != new.backoff {
+            self.backoff = new.backoff.backoff();
+        }
+        if old.auth_backoff != new.auth_backoff {
+            self.auth_backoff = new.auth_backoff.backoff();
+        }
+        if let Some(id) = &new.agent_id {
+            self.agent_id = Some(id.clone());
+        }
+        self.settings = Arc::new(new);
+        tracing::info!(
+            event = "config_reloaded",
+            changed = %changed.join("; "),
+            "configuration reloaded ({}); agent id and heartbeat sequence kept",
+            changed.join("; ")
+        );
+        true
+    }
+
+    /// Starts the exchange-mode refresher for the current credentials.
+    pub(super) fn start_refresher(&mut self, shutdown: &CancellationToken) {
+        if self.credentials.is_exchange() {
+            let stop = shutdown.child_token();
+            let task = tokio::spawn(self.credentials.clone().run_refresher(stop.clone()));
+            self.refresher = Some(Refresher { stop, task });
+        }
+    }
+
+    fn restart_refresher(&mut self, shutdown: &CancellationToken) {
+        if let Some(old) = self.refresher.take() {
+            old.stop.cancel();
+        }
+        self.start_refresher(shutdown);
+    }
+
+    /// Stops the refresher and waits for it.
+    pub(super) async fn stop_refresher(&mut self) {
+        if let Some(refresher) = self.refresher.take() {
+            refresher.stop.cancel();
+            let _ = refresher.task.await;
+        }
+    }
+}

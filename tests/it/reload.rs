@@ -1,0 +1,139 @@
+//! Reload (SIGHUP): the configuration read again and applied without losing the
+//! agent id or the heartbeat sequence; a broken one refused.
+
+use std::path::PathBuf;
+
+use crate::support::*;
+
+/// Inputs as systemd hands them over: the env file's values are in the
+/// environment too, as they were at start. `extra` stands for a drop-in.
+fn as_systemd(
+    url: String,
+    dir: PathBuf,
+    extra: &'static [(&'static str, &'static str)],
+) -> impl Fn() -> hostbeat::ConfigInputs + Send + Sync + 'static {
+    move || {
+        let mut inputs = hostbeat::ConfigInputs::new()
+            .config_file(dir.join("hostbeat.toml"))
+            .var("HOSTBEAT_SERVER_URL", url.clone())
+            .var("HOSTBEAT_CLIENT_TOKEN", SECRET)
+            .var("HOSTBEAT_HEARTBEAT_INTERVAL", "30s")
+            .var("HOSTBEAT_STATE_DIR", dir.join("state").to_str().unwrap())
+            .var(
+                "HOSTBEAT_ENV_FILE",
+                dir.join("hostbeat.env").to_str().unwrap(),
+            )
+            .machine_id_file(dir.join("machine-id"));
+        for (key, value) in extra {
+            inputs = inputs.var(key, *value);
+        }
+        inputs
+    }
+}
+
+fn write_env(world: &World, lines: &str) {
+    std::fs::write(
+        world.env_file(),
+        format!("HOSTBEAT_CLIENT_TOKEN={SECRET}\n{lines}"),
+    )
+    .unwrap();
+}
+
+fn gaps_ms(beats: &[hostbeat_refplane::HeartbeatRecord]) -> Vec<u64> {
+    beats.windows(2).map(|w| w[1].at_ms - w[0].at_ms).collect()
+}
+
+#[tokio::test(start_paused = true)]
+async fn reload_applies_the_env_files_new_values_over_the_stale_environment() {
+    let second = World::start().await;
+    let world = World::start().await;
+    write_env(
+        &world,
+        &format!(
+            "HOSTBEAT_SERVER_URL={}\nHOSTBEAT_HEARTBEAT_INTERVAL=30s\n",
+            world.url()
+        ),
+    );
+    let (logs, _guard) = Logs::capture();
+    let agent = world.spawn_reloadable(as_systemd(world.url(), world.dir.path().to_owned(), &[]));
+    assert!(until(mins(3), || world.heartbeats().len() >= 3).await);
+
+    // The operator edits the env file: a slower interval and another server.
+    write_env(
+        &world,
+        &format!(
+            "HOSTBEAT_SERVER_URL={}\nHOSTBEAT_HEARTBEAT_INTERVAL=2m\n",
+            second.url()
+        ),
+    );
+    agent.reload.notify_one();
+    assert!(until(mins(10), || second.heartbeats().len() >= 4).await);
+    agent.stop().await;
+
+    let reloaded = logs.events("config_reloaded");
+    assert_eq!(reloaded.len(), 1, "{}", logs.text());
+    assert!(
+        reloaded[0].contains("server_url") && reloaded[0].contains("heartbeat_interval"),
+        "{}",
+        reloaded[0]
+    );
+    // The new server got the next heartbeat at once, then one every 2 min +-10%.
+    let beats = second.heartbeats();
+    for gap in &gaps_ms(&beats)[1..3] {
+        assert!((108_000..=132_000).contains(gap), "gap {gap} ms");
+    }
+    // Same process, same sequence: seq goes on from where the first server left it.
+    let last_on_first = *world.seqs().last().unwrap();
+    assert_eq!(second.seqs()[0], last_on_first + 1);
+    assert!(logs.events("config_rejected").is_empty());
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_broken_configuration_is_refused_and_the_running_one_stays() {
+    let world = World::start().await;
+    write_env(&world, "HOSTBEAT_HEARTBEAT_INTERVAL=30s\n");
+    let (logs, _guard) = Logs::capture();
+    let agent = world.spawn_reloadable(as_systemd(world.url(), world.dir.path().to_owned(), &[]));
+    assert!(until(mins(2), || world.heartbeats().len() >= 2).await);
+    write_env(&world, "HOSTBEAT_HEARTBEAT_INTERVAL=often\n");
+    agent.reload.notify_one();
+    let before = world.heartbeats().len();
+    pass(mins(5)).await;
+    agent.stop().await;
+    let rejected = logs.events("config_rejected");
+    assert_eq!(rejected.len(), 1, "{}", logs.text());
+    assert!(
+        rejected[0].contains("setting=\"heartbeat_interval\"")
+            && rejected[0].contains("fix: write it like 30s"),
+        "{}",
+        rejected[0]
+    );
+    // Still at 30 s: about 10 beats in 5 minutes.
+    let during = world.heartbeats().len() - before;
+    assert!((8..=12).contains(&during), "{during} beats in 5 min");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_drop_in_keeps_winning_over_the_env_file_after_a_reload() {
+    let world = World::start().await;
+    write_env(&world, "HOSTBEAT_HEARTBEAT_INTERVAL=30s\n");
+    let (logs, _guard) = Logs::capture();
+    // Environment=HOSTBEAT_HEARTBEAT_INTERVAL=45s in an override.
+    let agent = world.spawn_reloadable(as_systemd(
+        world.url(),
+        world.dir.path().to_owned(),
+        &[("HOSTBEAT_HEARTBEAT_INTERVAL", "45s")],
+    ));
+    assert!(until(mins(2), || world.heartbeats().len() >= 2).await);
+    write_env(&world, "HOSTBEAT_HEARTBEAT_INTERVAL=2m\n");
+    agent.reload.notify_one();
+    pass(secs(1)).await;
+    let before = world.heartbeats().len();
+    assert!(until(mins(5), || world.heartbeats().len() >= before + 3).await);
+    agent.stop().await;
+    assert!(logs.events("config_reloaded")[0].contains("nothing changed"));
+    let beats = world.heartbeats();
+    for gap in gaps_ms(&beats[before - 1..before + 2]) {
+        assert!((40_500..=49_500).contains(&gap), "gap {gap} ms");
+    }
+}
