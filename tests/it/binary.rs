@@ -27,6 +27,11 @@ impl Host {
         Self { dir }
     }
 
+    /// The env file this host's agent reads.
+    pub fn env_file(&self) -> std::path::PathBuf {
+        self.dir.path().join("hostbeat.env")
+    }
+
     /// `hostbeat run` with nothing of the test's environment but PATH.
     pub fn command(&self, vars: &[(&str, &str)]) -> Command {
         self.command_in(&[], vars)

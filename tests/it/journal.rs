@@ -10,7 +10,7 @@ use std::time::Duration;
 use hostbeat_refplane::PlaneConfig;
 
 use crate::binary::{Host, Process, eventually, plane};
-use crate::support::{CLIENT_ID, SECRET, all_files, contains};
+use crate::support::{CLIENT_ID, ROTATED, SECRET, all_files, contains};
 
 /// A journald of the test's own, in a mount namespace.
 struct Journald {
@@ -168,6 +168,22 @@ async fn auth_failures_reach_the_real_journal_with_their_fields_and_never_the_to
         "{}",
         agent.text()
     );
+    // The token is rotated: on the control plane and in the env file.
+    plane.rotate(CLIENT_ID, ROTATED);
+    std::fs::write(
+        host.env_file(),
+        format!("HOSTBEAT_CLIENT_TOKEN={ROTATED}\n"),
+    )
+    .unwrap();
+    assert!(
+        eventually(Duration::from_secs(20), || plane
+            .heartbeats()
+            .iter()
+            .any(|h| h.bearer == ROTATED))
+        .await,
+        "{}",
+        agent.text()
+    );
     agent.signal("TERM");
     assert!(
         agent.wait(Duration::from_secs(10)).await.success(),
@@ -182,6 +198,20 @@ async fn auth_failures_reach_the_real_journal_with_their_fields_and_never_the_to
     );
 
     let (entries, dir) = journald.stop_and_read();
+    the_story_is_in_the_journal(&entries);
+    // Neither token's bytes are anywhere in the journal files.
+    for (path, bytes) in all_files(dir.path()) {
+        assert!(
+            !contains(&bytes, SECRET) && !contains(&bytes, ROTATED),
+            "a token is in {}",
+            path.display()
+        );
+    }
+}
+
+/// The entries of a deactivation, a recovery and a rotation: fields, priorities,
+/// MESSAGE_IDs and fingerprints as an operator reads them.
+fn the_story_is_in_the_journal(entries: &[serde_json::Value]) {
     let auth: Vec<_> = entries
         .iter()
         .filter(|e| field(e, "HOSTBEAT_EVENT") == "auth_failure")
@@ -208,14 +238,67 @@ async fn auth_failures_reach_the_real_journal_with_their_fields_and_never_the_to
         .iter()
         .filter(|e| field(e, "HOSTBEAT_EVENT") == "recovered")
         .collect();
-    assert_eq!(recovered.len(), 1);
-    assert_eq!(field(recovered[0], "PRIORITY"), "5");
-    // The token's bytes are nowhere in the journal files.
-    for (path, bytes) in all_files(dir.path()) {
-        assert!(
-            !contains(&bytes, SECRET),
-            "the token is in {}",
-            path.display()
-        );
-    }
+    // One after the reactivation, one after the rotation's single refused attempt.
+    assert_eq!(recovered.len(), 2);
+    assert!(recovered.iter().all(|e| field(e, "PRIORITY") == "5"));
+    let rotated: Vec<_> = entries
+        .iter()
+        .filter(|e| field(e, "HOSTBEAT_EVENT") == "token_reloaded")
+        .collect();
+    assert_eq!(
+        rotated.len(),
+        1,
+        "{:#?}",
+        entries
+            .iter()
+            .map(|e| (
+                field(e, "HOSTBEAT_EVENT").to_owned(),
+                field(e, "MESSAGE").to_owned()
+            ))
+            .collect::<Vec<_>>()
+    );
+    let new_fingerprint = hostbeat::secret::Token::new(ROTATED.to_owned())
+        .fingerprint()
+        .to_string();
+    assert_eq!(field(rotated[0], "HOSTBEAT_TOKEN_FP"), new_fingerprint);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_a_journal_it_logs_to_stderr_and_says_so_once() {
+    let (plane, url) = plane(PlaneConfig::default()).await;
+    let host = Host::new(&format!("HOSTBEAT_CLIENT_TOKEN={SECRET}\n"));
+    // An empty /run in a private mount namespace: no journal socket. unshare and sh
+    // exec in turn, so the agent keeps the PID the test signals.
+    let mut command = host.command_in(
+        &[
+            "unshare",
+            "--mount",
+            "--propagation",
+            "private",
+            "sh",
+            "-c",
+            "mount -t tmpfs tmpfs /run && exec \"$0\" \"$@\"",
+        ],
+        &[
+            ("HOSTBEAT_SERVER_URL", &url),
+            ("HOSTBEAT_HEARTBEAT_INTERVAL", "1s"),
+        ],
+    );
+    command.arg("--log-target").arg("journald");
+    let mut agent = Process::spawn(command);
+    assert!(
+        eventually(Duration::from_secs(20), || plane.heartbeats().len() >= 2).await,
+        "{}",
+        agent.text()
+    );
+    agent.signal("TERM");
+    assert!(agent.wait(Duration::from_secs(10)).await.success());
+    let output = agent.text();
+    assert_eq!(
+        output.matches("cannot reach the journal").count(),
+        1,
+        "{output}"
+    );
+    assert!(output.contains("event=\"log_fallback\""), "{output}");
+    assert!(output.contains("first heartbeat accepted"), "{output}");
 }

@@ -69,6 +69,8 @@ impl NotifySocket {
     }
 }
 
+// One scenario in order: the order of the datagrams is what is tested.
+#[allow(clippy::too_many_lines)]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn systemd_hears_ready_status_watchdog_reload_and_stopping_in_order() {
     let (plane, url) = plane(hostbeat_refplane::PlaneConfig::default()).await;
@@ -105,13 +107,13 @@ async fn systemd_hears_ready_status_watchdog_reload_and_stopping_in_order() {
     // SIGHUP: RELOADING=1 with MONOTONIC_USEC, then READY=1 again.
     let before = notify.messages().len();
     agent.signal("HUP");
-    let reloaded = |n: &NotifySocket| {
+    let reloaded = |n: &NotifySocket, before: usize| {
         let after = &n.messages()[before..];
         let reloading = after.iter().position(|m| m.contains("RELOADING=1"));
         reloading.is_some_and(|i| after[i + 1..].iter().any(|m| m.contains("READY=1")))
     };
     assert!(
-        eventually(Duration::from_secs(10), || reloaded(&notify)).await,
+        eventually(Duration::from_secs(10), || reloaded(&notify, before)).await,
         "{:?}",
         notify.messages()
     );
@@ -127,6 +129,35 @@ async fn systemd_hears_ready_status_watchdog_reload_and_stopping_in_order() {
         .parse()
         .unwrap();
     assert!(usec > 0);
+
+    // A reload with a broken configuration: refused, the running one stays, and
+    // systemd still sees the reload end (READY=1 after RELOADING=1).
+    std::fs::write(
+        host.env_file(),
+        format!("HOSTBEAT_CLIENT_TOKEN={SECRET}\nHOSTBEAT_LOG_LEVEL=loud=[\n"),
+    )
+    .unwrap();
+    let before = notify.messages().len();
+    agent.signal("HUP");
+    assert!(
+        eventually(Duration::from_secs(10), || reloaded(&notify, before)).await,
+        "{:?}",
+        notify.messages()
+    );
+    assert!(
+        eventually(Duration::from_secs(5), || agent
+            .text()
+            .contains("config_rejected"))
+        .await,
+        "{}",
+        agent.text()
+    );
+    let beats = plane.heartbeats().len();
+    assert!(
+        eventually(Duration::from_secs(10), || plane.heartbeats().len()
+            >= beats + 2)
+        .await
+    );
 
     // The control plane goes away, then refuses the client: STATUS says so.
     plane.set_fault(Fault::Outage, Scope::All, None);
