@@ -74,14 +74,27 @@ pub struct Process {
 }
 
 impl Process {
-    pub fn spawn(mut command: Command) -> Self {
+    pub fn spawn(command: Command) -> Self {
+        Self::spawn_reading(command, true)
+    }
+
+    /// For a command whose stderr the caller set up (only stdout is read here).
+    pub fn spawn_with_stderr(command: Command) -> Self {
+        Self::spawn_reading(command, false)
+    }
+
+    fn spawn_reading(mut command: Command, read_stderr: bool) -> Self {
         let mut child = command.spawn().expect("spawn hostbeat");
         let output = Arc::new(Mutex::new(Vec::new()));
         let mut readers = Vec::new();
+        let stderr = read_stderr.then(|| child.stderr.take().unwrap());
         for mut stream in [
-            Box::new(child.stderr.take().unwrap()) as Box<dyn tokio::io::AsyncRead + Unpin + Send>,
-            Box::new(child.stdout.take().unwrap()),
-        ] {
+            stderr.map(|e| Box::new(e) as Box<dyn tokio::io::AsyncRead + Unpin + Send>),
+            Some(Box::new(child.stdout.take().unwrap())),
+        ]
+        .into_iter()
+        .flatten()
+        {
             let output = output.clone();
             readers.push(tokio::spawn(async move {
                 let mut buf = [0u8; 4096];

@@ -302,3 +302,45 @@ async fn without_a_journal_it_logs_to_stderr_and_says_so_once() {
     assert!(output.contains("event=\"log_fallback\""), "{output}");
     assert!(output.contains("first heartbeat accepted"), "{output}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn auto_logs_to_the_journal_when_stderr_is_the_journal_stream() {
+    use std::io::Read;
+    use std::os::fd::AsRawFd;
+    use std::os::unix::fs::MetadataExt;
+
+    let journald = Journald::start().await;
+    let (plane, url) = plane(PlaneConfig::default()).await;
+    let host = Host::new(&format!("HOSTBEAT_CLIENT_TOKEN={SECRET}\n"));
+    // As systemd does: stderr is a stream whose device and inode JOURNAL_STREAM names.
+    let (mut reader, writer) = std::io::pipe().unwrap();
+    let stat = std::fs::metadata(format!("/proc/self/fd/{}", writer.as_raw_fd())).unwrap();
+    let pid = journald.pid.to_string();
+    let stream = format!("{}:{}", stat.dev(), stat.ino());
+    let mut command = host.command_in(
+        &["nsenter", "-t", &pid, "-m"],
+        &[
+            ("HOSTBEAT_SERVER_URL", &url),
+            ("HOSTBEAT_HEARTBEAT_INTERVAL", "1s"),
+            ("JOURNAL_STREAM", &stream),
+        ],
+    );
+    command.stderr(writer);
+    let mut agent = Process::spawn_with_stderr(command);
+    assert!(eventually(Duration::from_secs(20), || plane.heartbeats().len() >= 2).await);
+    agent.signal("TERM");
+    assert!(agent.wait(Duration::from_secs(10)).await.success());
+    let mut stderr = String::new();
+    reader.read_to_string(&mut stderr).unwrap();
+    assert_eq!(
+        stderr, "",
+        "with auto and JOURNAL_STREAM matching, stderr stays empty"
+    );
+    let (entries, _dir) = journald.stop_and_read();
+    assert!(
+        entries
+            .iter()
+            .any(|e| field(e, "HOSTBEAT_EVENT") == "started"),
+        "{entries:#?}"
+    );
+}
