@@ -53,64 +53,82 @@ fn reject(error: &ConfigError) {
     );
 }
 
-/// The settings whose change needs a new [`Connection`].
-fn connection_changed(old: &Settings, new: &Settings) -> bool {
-    old.servers != new.servers
-        || old.paths != new.paths
-        || old.auth != new.auth
-        || *old.client_token != *new.client_token
-        || old.refresh_margin != new.refresh_margin
-        || old.backoff != new.backoff
-        || old.connect_timeout != new.connect_timeout
-        || old.request_timeout != new.request_timeout
-        || old.ca_file != new.ca_file
+/// What differs between the running configuration and a reloaded one.
+struct Changes {
+    /// The settings' names, for the log.
+    names: Vec<&'static str>,
+    /// Whether the client and the credentials must be built anew.
+    connection: bool,
 }
 
-/// The names of the settings that differ, for the log.
-fn changed_names(old: &Settings, new: &Settings) -> Vec<&'static str> {
-    let checks: [(&'static str, bool); 16] = [
-        ("server_url", old.servers != new.servers),
-        ("client_token", *old.client_token != *new.client_token),
+fn changes(old: &Settings, new: &Settings) -> Changes {
+    // (setting, whether it changed, whether its change needs a new Connection)
+    let checks = [
+        ("server_url", old.servers != new.servers, true),
+        ("client_token", *old.client_token != *new.client_token, true),
         (
             "token_url, client_id, client_auth or scope",
             old.auth != new.auth,
+            true,
         ),
-        ("agent_id", old.agent_id != new.agent_id),
+        ("agent_id", old.agent_id != new.agent_id, false),
         (
             "register_path, heartbeat_path or validate_path",
             old.paths != new.paths,
+            true,
         ),
         (
             "heartbeat_interval",
             old.heartbeat_interval != new.heartbeat_interval,
+            false,
         ),
-        ("refresh_margin", old.refresh_margin != new.refresh_margin),
-        ("backoff_base or backoff_cap", old.backoff != new.backoff),
-        ("auth_backoff_cap", old.auth_backoff != new.auth_backoff),
+        (
+            "refresh_margin",
+            old.refresh_margin != new.refresh_margin,
+            true,
+        ),
+        (
+            "backoff_base or backoff_cap",
+            old.backoff != new.backoff,
+            true,
+        ),
+        (
+            "auth_backoff_cap",
+            old.auth_backoff != new.auth_backoff,
+            false,
+        ),
         (
             "retry_after_max",
             old.retry_after_max != new.retry_after_max,
+            false,
         ),
         (
             "connect_timeout",
             old.connect_timeout != new.connect_timeout,
+            true,
         ),
         (
             "request_timeout",
             old.request_timeout != new.request_timeout,
+            true,
         ),
         (
             "shutdown_timeout",
             old.shutdown_timeout != new.shutdown_timeout,
+            false,
         ),
-        ("ca_file", old.ca_file != new.ca_file),
-        ("log_level", old.log_level != new.log_level),
+        ("ca_file", old.ca_file != new.ca_file, true),
+        ("log_level", old.log_level != new.log_level, false),
         (
             "env_file",
             old.token_source.env_file != new.token_source.env_file,
+            true,
         ),
     ];
-    checks.iter().filter(|(_, c)| *c).map(|(n, _)| *n).collect()
+    Changes {
+        names: checks.iter().filter(|c| c.1).map(|c| c.0).collect(),
+        connection: checks.iter().any(|c| c.1 && c.2),
+    }
 }
 
 impl Agent {
@@ -148,7 +166,10 @@ impl Agent {
             );
             new.state_dir.clone_from(&old.state_dir);
         }
-        let changed = changed_names(&old, &new);
+        let Changes {
+            names: changed,
+            connection,
+        } = changes(&old, &new);
         if changed.is_empty() {
             tracing::info!(
                 event = "config_reloaded",
@@ -156,7 +177,7 @@ impl Agent {
             );
             return false;
         }
-        if connection_changed(&old, &new) {
+        if connection {
             let connection = match Connection::new(&new) {
                 Ok(connection) => connection,
                 Err(e) => {

@@ -149,6 +149,26 @@ pub async fn plane(config: PlaneConfig) -> (ControlPlane, String) {
     (plane, format!("http://{addr}"))
 }
 
+/// Rotates the token on the control plane and in the env file, and waits until the
+/// running agent heartbeats with the new one.
+pub async fn rotate_and_wait(plane: &ControlPlane, host: &Host, agent: &Process) {
+    plane.rotate(CLIENT_ID, ROTATED);
+    std::fs::write(
+        host.env_file(),
+        format!("HOSTBEAT_CLIENT_TOKEN={ROTATED}\n"),
+    )
+    .unwrap();
+    assert!(
+        eventually(Duration::from_secs(20), || plane
+            .heartbeats()
+            .iter()
+            .any(|h| h.bearer == ROTATED))
+        .await,
+        "{}",
+        agent.text()
+    );
+}
+
 /// Polls every 20 ms for at most `limit` of real time.
 pub async fn eventually(limit: Duration, mut condition: impl FnMut() -> bool) -> bool {
     let deadline = tokio::time::Instant::now() + limit;
@@ -383,21 +403,7 @@ async fn a_rotated_token_is_used_after_the_first_rejection_without_a_restart() {
         "{}",
         agent.text()
     );
-    plane.rotate(CLIENT_ID, ROTATED);
-    std::fs::write(
-        host.dir.path().join("hostbeat.env"),
-        format!("HOSTBEAT_CLIENT_TOKEN={ROTATED}\n"),
-    )
-    .unwrap();
-    assert!(
-        eventually(Duration::from_secs(20), || plane
-            .heartbeats()
-            .iter()
-            .any(|h| h.bearer == ROTATED))
-        .await,
-        "{}",
-        agent.text()
-    );
+    rotate_and_wait(&plane, &host, &agent).await;
     // SIGINT (Ctrl-C in a terminal) stops it like SIGTERM.
     agent.signal("INT");
     assert!(agent.wait(Duration::from_secs(10)).await.success());

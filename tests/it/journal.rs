@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use hostbeat_refplane::PlaneConfig;
 
-use crate::binary::{Host, Process, eventually, plane};
+use crate::binary::{Host, Process, eventually, plane, rotate_and_wait};
 use crate::support::{CLIENT_ID, ROTATED, SECRET, all_files, contains};
 
 /// A journald of the test's own, in a mount namespace.
@@ -169,21 +169,7 @@ async fn auth_failures_reach_the_real_journal_with_their_fields_and_never_the_to
         agent.text()
     );
     // The token is rotated: on the control plane and in the env file.
-    plane.rotate(CLIENT_ID, ROTATED);
-    std::fs::write(
-        host.env_file(),
-        format!("HOSTBEAT_CLIENT_TOKEN={ROTATED}\n"),
-    )
-    .unwrap();
-    assert!(
-        eventually(Duration::from_secs(20), || plane
-            .heartbeats()
-            .iter()
-            .any(|h| h.bearer == ROTATED))
-        .await,
-        "{}",
-        agent.text()
-    );
+    rotate_and_wait(&plane, &host, &agent).await;
     agent.signal("TERM");
     assert!(
         agent.wait(Duration::from_secs(10)).await.success(),
