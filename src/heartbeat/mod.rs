@@ -11,8 +11,12 @@
 //!   credentials and inactive clients, and never stop; a success resets both;
 //! - every wait, and every call, gives way to shutdown at once; the goodbye is
 //!   bounded by `shutdown_timeout`;
-//! - one log line per state change: failures, recovery, registration; a successful
-//!   heartbeat is logged at debug only.
+//! - one log line per state change: failures (repeats summarised every
+//!   [`SUMMARY_EVERY`]), recovery, registration; a successful heartbeat is logged at
+//!   debug only.
+//!
+//! Child modules: `failures` (what a failure does to the wait and the log),
+//! `status` (the line systemd shows), `reload` (SIGHUP).
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -21,10 +25,15 @@ use tokio::sync::Notify;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use crate::Controls;
+mod failures;
 mod reload;
+mod status;
 
+pub use failures::{CLOCK_SKEW_LIMIT, SUMMARY_EVERY};
 pub use reload::Connection;
+
+use self::failures::Outage;
+use crate::Controls;
 
 use crate::api::wire::{HeartbeatAnswer, HeartbeatRequest, RegisterRequest, Status};
 use crate::api::{ApiClient, ApiError, FailureClass};
@@ -66,51 +75,6 @@ pub struct Agent {
     /// Whether a clock skew beyond [`CLOCK_SKEW_LIMIT`] has been reported (and not
     /// since corrected).
     skew_reported: bool,
-}
-
-/// A clock further than this from the control plane's is reported (once).
-pub const CLOCK_SKEW_LIMIT: Duration = Duration::from_secs(30);
-
-/// How often a failure that keeps repeating is summarised in the log: an hour-long
-/// outage is a handful of lines, not one per attempt.
-pub const SUMMARY_EVERY: Duration = Duration::from_secs(600);
-
-/// A stretch of consecutive failed heartbeats.
-struct Outage {
-    since: SystemTime,
-    started: Instant,
-    missed: u64,
-    last_class: Option<FailureClass>,
-    /// The class last logged, and when.
-    logged: Option<(FailureClass, Instant)>,
-}
-
-impl Outage {
-    /// Whether a failure of `class` gets a log line: the first of its class in this
-    /// stretch (`Some(false)`), or a summary once the last line about it is
-    /// [`SUMMARY_EVERY`] old (`Some(true)`). `None`: a repeat, logged at debug only.
-    fn log_decision(&mut self, class: FailureClass) -> Option<bool> {
-        let now = Instant::now();
-        let decision = match self.logged {
-            Some((logged, at)) if logged == class => {
-                (now.duration_since(at) >= SUMMARY_EVERY).then_some(true)
-            }
-            _ => Some(false),
-        };
-        if decision.is_some() {
-            self.logged = Some((class, now));
-        }
-        decision
-    }
-
-    /// "3 attempts over 4m 10s"
-    fn so_far(&self) -> String {
-        format!(
-            "{} attempts over {}",
-            self.missed,
-            show(self.started.elapsed())
-        )
-    }
 }
 
 /// What the loop hears from outside: signals, the service manager, the watchdog.
@@ -285,40 +249,6 @@ impl Agent {
         }
     }
 
-    /// The one-line state for `systemctl status`, given the time to the next attempt.
-    fn status_line(&self, next: Duration) -> String {
-        let next = show(next);
-        match (&self.outage, &self.last_success) {
-            (None, Some((at, seq))) => {
-                let token = self
-                    .credentials
-                    .current_expiry()
-                    .map(|at| {
-                        format!(
-                            ", token valid {}",
-                            show_coarse(at.saturating_duration_since(Instant::now()))
-                        )
-                    })
-                    .unwrap_or_default();
-                format!("online, last heartbeat {} (seq {seq}){token}", clock(*at))
-            }
-            (None, None) => format!("starting, first heartbeat in {next}"),
-            (Some(outage), _) => {
-                let class = outage.last_class.map_or("failing", FailureClass::describe);
-                let kind = if outage.last_class.is_some_and(FailureClass::is_auth) {
-                    "auth failure"
-                } else {
-                    "backing off"
-                };
-                format!(
-                    "{kind}: {class} since {} ({} failed), next try in {next}",
-                    clock(outage.since),
-                    outage.missed
-                )
-            }
-        }
-    }
-
     /// One heartbeat, with what it takes first (a token, a registration) and the
     /// retries the protocol allows, once each: a new access token when the control
     /// plane refuses the current one (exchange mode), and a new registration when it
@@ -446,112 +376,6 @@ impl Agent {
         next
     }
 
-    /// Decides the wait after a failure (protocol.md section 3) and logs it.
-    fn on_failure(&mut self, error: &ApiError) -> Duration {
-        let outage = self.outage.get_or_insert_with(|| Outage {
-            since: SystemTime::now(),
-            started: Instant::now(),
-            missed: 0,
-            last_class: None,
-            logged: None,
-        });
-        outage.missed += 1;
-        outage.last_class = Some(error.class);
-        let class = error.class;
-        let log = outage.log_decision(class);
-        let still = if log == Some(true) {
-            format!("still failing after {}: ", outage.so_far())
-        } else {
-            String::new()
-        };
-        let static_token_refused =
-            class == FailureClass::TokenExpired && !self.credentials.is_exchange();
-        if class.is_auth() || static_token_refused {
-            if matches!(
-                class,
-                FailureClass::CredentialRejected | FailureClass::ClientInactive
-            ) || static_token_refused
-            {
-                // The token may have been rotated in the env file: try it at once.
-                if self.reread_token("a rejected credential") {
-                    return Duration::ZERO;
-                }
-            }
-            let delay = self.auth_backoff.next_delay();
-            if log.is_none() {
-                tracing::debug!(
-                    reason = class.reason(),
-                    "authentication failed again: {error}"
-                );
-                return delay;
-            }
-            tracing::error!(
-                event = "auth_failure",
-                reason = class.reason(),
-                endpoint = error.endpoint.name(),
-                http_status = error.status,
-                token_fp = %self.credentials.client_token().fingerprint(),
-                agent_id = self.agent_id.as_deref(),
-                consecutive_failures = self.auth_backoff.failures(),
-                next_attempt_s = delay.as_secs(),
-                "{still}authentication failed: {error}; next attempt in {}",
-                show(delay)
-            );
-            return delay;
-        }
-        let delay = match (class, error.retry_after) {
-            (FailureClass::RateLimited, Some(asked)) => {
-                self.backoff.next_ceiling();
-                asked
-                    .min(self.settings.retry_after_max)
-                    .max(self.settings.backoff.base())
-            }
-            _ => self.backoff.next_delay(),
-        };
-        let failover = match class {
-            FailureClass::RateLimited => None,
-            _ => self.api.fail_over().map(ToString::to_string),
-        };
-        if log.is_none() {
-            tracing::debug!(reason = class.reason(), "failed again: {error}");
-            return delay;
-        }
-        tracing::warn!(
-            event = "heartbeat_failed",
-            reason = class.reason(),
-            endpoint = error.endpoint.name(),
-            http_status = error.status,
-            agent_id = self.agent_id.as_deref(),
-            consecutive_failures = self.backoff.failures(),
-            next_attempt_s = delay.as_secs(),
-            "{still}{error}; next attempt in {}{}",
-            show(delay),
-            failover.map(|s| format!(" at {s}")).unwrap_or_default()
-        );
-        delay
-    }
-
-    /// Reports a clock that is off from the control plane's by more than
-    /// [`CLOCK_SKEW_LIMIT`], once, and again only after it was corrected. Token
-    /// lifetimes are counted on the monotonic clock, so a skew does not break
-    /// refreshes; it does make `sent_at` and the server's view of the host wrong.
-    fn check_clock(&mut self) {
-        let Some(offset) = self.api.clock_offset() else {
-            return;
-        };
-        let skewed = offset.unsigned_abs() > CLOCK_SKEW_LIMIT.as_secs();
-        if skewed && !self.skew_reported {
-            tracing::warn!(
-                event = "clock_skew",
-                offset_s = offset,
-                "the local clock is {} {} the control plane's (from its Date header); check NTP: `timedatectl status`",
-                show(Duration::from_secs(offset.unsigned_abs())),
-                if offset > 0 { "behind" } else { "ahead of" }
-            );
-        }
-        self.skew_reported = skewed;
-    }
-
     /// Re-reads the client token; true when it changed (and is now in use).
     fn reread_token(&self, why: &str) -> bool {
         match self.credentials.reread_client_token() {
@@ -625,25 +449,8 @@ impl Agent {
     }
 }
 
-fn rfc3339(time: SystemTime) -> String {
+pub(super) fn rfc3339(time: SystemTime) -> String {
     humantime::format_rfc3339_seconds(time).to_string()
-}
-
-/// `12:00:01Z`: the time of day, UTC, for status lines.
-fn clock(time: SystemTime) -> String {
-    let stamp = rfc3339(time);
-    stamp
-        .split_once('T')
-        .map_or(stamp.clone(), |(_, t)| t.to_owned())
-}
-
-/// Minutes for long spans, seconds for short ones: "11m", "40s".
-fn show_coarse(d: Duration) -> String {
-    if d >= Duration::from_secs(120) {
-        format!("{}m", d.as_secs() / 60)
-    } else {
-        format!("{}s", d.as_secs())
-    }
 }
 
 /// The next watchdog tick, or never when the watchdog is off.
@@ -657,7 +464,7 @@ async fn tick(watchdog: &mut Option<tokio::time::Interval>) {
 }
 
 /// A duration for a person: whole seconds above 10 s, milliseconds below.
-fn show(d: Duration) -> String {
+pub(super) fn show(d: Duration) -> String {
     let rounded = if d >= Duration::from_secs(10) {
         Duration::from_secs(d.as_secs())
     } else {

@@ -1,0 +1,61 @@
+//! The one line `systemctl status` shows (sd_notify `STATUS=`).
+
+use std::time::{Duration, SystemTime};
+
+use tokio::time::Instant;
+
+use super::{Agent, rfc3339, show};
+use crate::api::FailureClass;
+
+impl Agent {
+    /// The one-line state for `systemctl status`, given the time to the next attempt.
+    pub(super) fn status_line(&self, next: Duration) -> String {
+        let next = show(next);
+        match (&self.outage, &self.last_success) {
+            (None, Some((at, seq))) => {
+                let token = self
+                    .credentials
+                    .current_expiry()
+                    .map(|at| {
+                        format!(
+                            ", token valid {}",
+                            show_coarse(at.saturating_duration_since(Instant::now()))
+                        )
+                    })
+                    .unwrap_or_default();
+                format!("online, last heartbeat {} (seq {seq}){token}", clock(*at))
+            }
+            (None, None) => format!("starting, first heartbeat in {next}"),
+            (Some(outage), _) => {
+                let class = outage.last_class.map_or("failing", FailureClass::describe);
+                let kind = if outage.last_class.is_some_and(FailureClass::is_auth) {
+                    "auth failure"
+                } else {
+                    "backing off"
+                };
+                format!(
+                    "{kind}: {class} since {} ({} failed), next try in {next}",
+                    clock(outage.since),
+                    outage.missed
+                )
+            }
+        }
+    }
+}
+
+/// `12:00:01Z`: the time of day, UTC, for status lines.
+fn clock(time: SystemTime) -> String {
+    let stamp = rfc3339(time);
+    stamp
+        .split_once('T')
+        .map_or(stamp.clone(), |(_, t)| t.to_owned())
+}
+
+/// Minutes for long spans, seconds for short ones: "11m", "40s".
+fn show_coarse(d: Duration) -> String {
+    if d >= Duration::from_secs(120) {
+        format!("{}m", d.as_secs() / 60)
+    } else {
+        format!("{}s", d.as_secs())
+    }
+}
