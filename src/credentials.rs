@@ -228,6 +228,19 @@ impl Credentials {
                     Err(error) => {
                         let delay = backoff.next_delay();
                         let give_up = Instant::now() + delay >= expires_at;
+                        // No flooding: the first failure for this token and the
+                        // giving up are worth a line; the retries between, debug.
+                        if backoff.failures() > 1 && !give_up {
+                            tracing::debug!(
+                                reason = error.class.reason(),
+                                "token refresh failed again: {error}; next attempt in {delay:?}"
+                            );
+                            tokio::select! {
+                                () = shutdown.cancelled() => return,
+                                () = tokio::time::sleep(delay) => {}
+                            }
+                            continue;
+                        }
                         tracing::warn!(
                             event = "token_refresh_failed",
                             reason = error.class.reason(),

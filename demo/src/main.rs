@@ -22,7 +22,12 @@ const STOP_AT: Duration = Duration::from_secs(56);
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> ExitCode {
     tracing_subscriber::fmt()
-        .with_env_filter(std::env::var("RUST_LOG").unwrap_or_else(|_| "info".to_owned()))
+        // The failure module's debug lines show each retry and its growing backoff,
+        // which the daemon's default level summarises away.
+        .with_env_filter(
+            std::env::var("RUST_LOG")
+                .unwrap_or_else(|_| "info,hostbeat::heartbeat::failures=debug".to_owned()),
+        )
         .with_timer(tracing_subscriber::fmt::time::Uptime::default())
         .with_target(false)
         .with_writer(std::io::stderr)

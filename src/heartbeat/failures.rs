@@ -91,7 +91,8 @@ impl Agent {
             if log.is_none() {
                 tracing::debug!(
                     reason = class.reason(),
-                    "authentication failed again: {error}"
+                    "authentication failed again: {error}; next attempt in {}",
+                    show(delay)
                 );
                 return delay;
             }
@@ -123,7 +124,11 @@ impl Agent {
             _ => self.api.fail_over().map(ToString::to_string),
         };
         if log.is_none() {
-            tracing::debug!(reason = class.reason(), "failed again: {error}");
+            tracing::debug!(
+                reason = class.reason(),
+                "failed again: {error}; next attempt in {}",
+                show(delay)
+            );
             return delay;
         }
         tracing::warn!(
