@@ -235,26 +235,22 @@ impl Credentials {
                                 reason = error.class.reason(),
                                 "token refresh failed again: {error}; next attempt in {delay:?}"
                             );
-                            tokio::select! {
-                                () = shutdown.cancelled() => return,
-                                () = tokio::time::sleep(delay) => {}
-                            }
-                            continue;
+                        } else {
+                            tracing::warn!(
+                                event = "token_refresh_failed",
+                                reason = error.class.reason(),
+                                endpoint = error.endpoint.name(),
+                                http_status = error.status,
+                                consecutive_failures = backoff.failures(),
+                                next_attempt_s = (!give_up).then_some(delay.as_secs()),
+                                "token refresh failed: {error}{}",
+                                if give_up {
+                                    "; the next call will ask for a new token"
+                                } else {
+                                    ""
+                                }
+                            );
                         }
-                        tracing::warn!(
-                            event = "token_refresh_failed",
-                            reason = error.class.reason(),
-                            endpoint = error.endpoint.name(),
-                            http_status = error.status,
-                            consecutive_failures = backoff.failures(),
-                            next_attempt_s = (!give_up).then_some(delay.as_secs()),
-                            "token refresh failed: {error}{}",
-                            if give_up {
-                                "; the next call will ask for a new token"
-                            } else {
-                                ""
-                            }
-                        );
                         if give_up {
                             // The token expires before the next try would: let it run
                             // out, then leave the next one to the heartbeat loop,

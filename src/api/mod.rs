@@ -317,8 +317,10 @@ impl ApiClient {
         };
         let response = request.send().await.map_err(transport)?;
         let status = response.status();
-        let headers = response.headers().clone();
-        self.note_date(&headers);
+        self.note_date(response.headers());
+        // Reading the body consumes the response; a failure still needs its headers
+        // (Retry-After, WWW-Authenticate, Location) to be classified.
+        let headers = (!status.is_success()).then(|| response.headers().clone());
         let with_status = |mut e: ApiError| {
             e.status = Some(status.as_u16());
             e
@@ -352,7 +354,11 @@ impl ApiClient {
             });
         }
         Err(with_status(classify_error_answer(
-            endpoint, url, status, &headers, &body,
+            endpoint,
+            url,
+            status,
+            headers.as_ref().expect("kept for failures"),
+            &body,
         )))
     }
 }

@@ -76,26 +76,42 @@ impl Agent {
         };
         let static_token_refused =
             class == FailureClass::TokenExpired && !self.credentials.is_exchange();
-        if class.is_auth() || static_token_refused {
-            if matches!(
+        let auth = class.is_auth() || static_token_refused;
+        if auth
+            && (matches!(
                 class,
                 FailureClass::CredentialRejected | FailureClass::ClientInactive
-            ) || static_token_refused
-            {
-                // The token may have been rotated in the env file: try it at once.
-                if self.reread_token("a rejected credential") {
-                    return Duration::ZERO;
-                }
-            }
-            let delay = self.auth_backoff.next_delay();
-            if log.is_none() {
-                tracing::debug!(
-                    reason = class.reason(),
-                    "authentication failed again: {error}; next attempt in {}",
-                    show(delay)
-                );
-                return delay;
-            }
+            ) || static_token_refused)
+            // The token may have been rotated in the env file: try it at once.
+            && self.reread_token("a rejected credential")
+        {
+            return Duration::ZERO;
+        }
+        // The wait: the auth schedule, what the server asked for, or the backoff
+        // (with the next attempt moved to the next server).
+        let (delay, failover) = if auth {
+            (self.auth_backoff.next_delay(), None)
+        } else if let (FailureClass::RateLimited, Some(asked)) = (class, error.retry_after) {
+            self.backoff.next_ceiling();
+            let asked = asked
+                .min(self.settings.retry_after_max)
+                .max(self.settings.backoff.base());
+            (asked, None)
+        } else {
+            let delay = self.backoff.next_delay();
+            let failover = match class {
+                FailureClass::RateLimited => None,
+                _ => self.api.fail_over().map(|s| format!(" at {s}")),
+            };
+            (delay, failover)
+        };
+        let next = show(delay);
+        if log.is_none() {
+            tracing::debug!(
+                reason = class.reason(),
+                "failed again: {error}; next attempt in {next}"
+            );
+        } else if auth {
             tracing::error!(
                 event = "auth_failure",
                 reason = class.reason(),
@@ -105,44 +121,21 @@ impl Agent {
                 agent_id = self.agent_id.as_deref(),
                 consecutive_failures = self.auth_backoff.failures(),
                 next_attempt_s = delay.as_secs(),
-                "{still}authentication failed: {error}; next attempt in {}",
-                show(delay)
+                "{still}authentication failed: {error}; next attempt in {next}"
             );
-            return delay;
-        }
-        let delay = match (class, error.retry_after) {
-            (FailureClass::RateLimited, Some(asked)) => {
-                self.backoff.next_ceiling();
-                asked
-                    .min(self.settings.retry_after_max)
-                    .max(self.settings.backoff.base())
-            }
-            _ => self.backoff.next_delay(),
-        };
-        let failover = match class {
-            FailureClass::RateLimited => None,
-            _ => self.api.fail_over().map(ToString::to_string),
-        };
-        if log.is_none() {
-            tracing::debug!(
+        } else {
+            tracing::warn!(
+                event = "heartbeat_failed",
                 reason = class.reason(),
-                "failed again: {error}; next attempt in {}",
-                show(delay)
+                endpoint = error.endpoint.name(),
+                http_status = error.status,
+                agent_id = self.agent_id.as_deref(),
+                consecutive_failures = self.backoff.failures(),
+                next_attempt_s = delay.as_secs(),
+                "{still}{error}; next attempt in {next}{}",
+                failover.unwrap_or_default()
             );
-            return delay;
         }
-        tracing::warn!(
-            event = "heartbeat_failed",
-            reason = class.reason(),
-            endpoint = error.endpoint.name(),
-            http_status = error.status,
-            agent_id = self.agent_id.as_deref(),
-            consecutive_failures = self.backoff.failures(),
-            next_attempt_s = delay.as_secs(),
-            "{still}{error}; next attempt in {}{}",
-            show(delay),
-            failover.map(|s| format!(" at {s}")).unwrap_or_default()
-        );
         delay
     }
 
