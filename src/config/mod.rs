@@ -112,6 +112,9 @@ pub struct ConfigInputs {
     env: BTreeMap<String, String>,
     client_token: Option<RawToken>,
     machine_id_file: Option<PathBuf>,
+    /// Whether the env file overrides the environment (a reload; see
+    /// [`Self::preferring_env_file`]).
+    env_file_wins: bool,
 }
 
 impl ConfigInputs {
@@ -159,13 +162,15 @@ impl ConfigInputs {
         self
     }
 
-    /// For a reload under systemd: the process environment still holds what the env
-    /// file said when the service started, and would shadow the file's new values.
-    /// A variable equal to the file's value at start came from the file, so it is
-    /// dropped and the file's current value applies; one that differs came from a
-    /// drop-in (`Environment=`) and still wins.
+    /// For a reload: resolve settings as a restart of the service would. systemd
+    /// lets an `EnvironmentFile=` override the unit's `Environment=` lines, so the env
+    /// file as it is now wins over the environment the service was started with. A
+    /// variable equal to the file's value at start came from the file and is dropped
+    /// (a key since removed from the file does not linger); the others, set by the
+    /// unit or a drop-in, stand where the file does not set them.
     #[must_use]
     pub fn preferring_env_file(mut self, at_start: &EnvFileSnapshot) -> Self {
+        self.env_file_wins = true;
         self.env
             .retain(|key, value| at_start.vars.get(key) != Some(value));
         if self
@@ -262,21 +267,26 @@ pub fn load(inputs: ConfigInputs) -> Result<Loaded, ConfigError> {
         vars: env_file.vars.clone(),
         token: env_file.client_token.as_ref().map(RawToken::fingerprint),
     };
-    merge_env(
-        &mut values,
-        &env_file.vars,
-        &Origin::EnvFile(env_file_path.clone()),
-        &mut warnings,
-    );
-    merge_env(
-        &mut values,
-        &inputs.env,
-        &Origin::Environment,
-        &mut warnings,
-    );
+    // Later layers win: normally the environment over the env file; on a reload the
+    // env file over the environment, as systemd would order them at a restart.
+    let env_file_layer = (&env_file.vars, Origin::EnvFile(env_file_path.clone()));
+    let environment_layer = (&inputs.env, Origin::Environment);
+    let layers = if inputs.env_file_wins {
+        [environment_layer, env_file_layer]
+    } else {
+        [env_file_layer, environment_layer]
+    };
+    for (vars, origin) in &layers {
+        merge_env(&mut values, vars, origin, &mut warnings);
+    }
+    let environment_token = if inputs.env_file_wins && env_file.client_token.is_some() {
+        None
+    } else {
+        inputs.client_token
+    };
 
     let token_candidates = settings::TokenCandidates {
-        environment: inputs.client_token,
+        environment: environment_token,
         env_file: env_file.client_token.map(|t| (t, env_file_path.clone())),
         config_file: file_token.map(|t| (t, config_path.clone())),
         credentials_directory: inputs.env.get("CREDENTIALS_DIRECTORY").map(PathBuf::from),

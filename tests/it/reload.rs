@@ -6,7 +6,9 @@ use std::path::PathBuf;
 use crate::support::*;
 
 /// Inputs as systemd hands them over: the env file's values are in the
-/// environment too, as they were at start. `extra` stands for a drop-in.
+/// environment too, as they were at start. `extra` stands for `Environment=` lines
+/// of the unit or a drop-in for keys the env file does not set (where the file sets
+/// a key, systemd gives the file's value).
 fn as_systemd(
     url: String,
     dir: PathBuf,
@@ -113,27 +115,44 @@ async fn a_broken_configuration_is_refused_and_the_running_one_stays() {
     assert!((8..=12).contains(&during), "{during} beats in 5 min");
 }
 
+/// systemd lets `EnvironmentFile=` override the unit's `Environment=` lines, and a
+/// reload resolves settings as a restart would: a drop-in's value stands while the
+/// env file does not set the key; once the file sets it, the file wins.
 #[tokio::test(start_paused = true)]
-async fn a_drop_in_keeps_winning_over_the_env_file_after_a_reload() {
+async fn a_reload_orders_a_drop_in_and_the_env_file_as_a_restart_would() {
     let world = World::start().await;
-    write_env(&world, "HOSTBEAT_HEARTBEAT_INTERVAL=30s\n");
+    write_env(&world, "");
     let (logs, _guard) = Logs::capture();
-    // Environment=HOSTBEAT_HEARTBEAT_INTERVAL=45s in an override.
+    // Environment=HOSTBEAT_HEARTBEAT_INTERVAL=45s in an override; the env file has no
+    // interval, so systemd hands the drop-in's value over.
     let agent = world.spawn_reloadable(as_systemd(
         world.url(),
         world.dir.path().to_owned(),
         &[("HOSTBEAT_HEARTBEAT_INTERVAL", "45s")],
     ));
     assert!(until(mins(2), || world.heartbeats().len() >= 2).await);
-    write_env(&world, "HOSTBEAT_HEARTBEAT_INTERVAL=2m\n");
+
+    // A reload with the file unchanged: the drop-in's 45 s stands.
     agent.reload.notify_one();
     pass(secs(1)).await;
     let before = world.heartbeats().len();
     assert!(until(mins(5), || world.heartbeats().len() >= before + 3).await);
-    agent.stop().await;
     assert!(logs.events("config_reloaded")[0].contains("nothing changed"));
     let beats = world.heartbeats();
     for gap in gaps_ms(&beats[before - 1..before + 2]) {
         assert!((40_500..=49_500).contains(&gap), "gap {gap} ms");
+    }
+
+    // The env file now sets the interval: it wins, as it would at a restart.
+    write_env(&world, "HOSTBEAT_HEARTBEAT_INTERVAL=2m\n");
+    agent.reload.notify_one();
+    pass(secs(1)).await;
+    let before = world.heartbeats().len();
+    assert!(until(mins(10), || world.heartbeats().len() >= before + 3).await);
+    agent.stop().await;
+    assert!(logs.events("config_reloaded")[1].contains("heartbeat_interval"));
+    let beats = world.heartbeats();
+    for gap in gaps_ms(&beats[before..before + 3]) {
+        assert!((108_000..=132_000).contains(&gap), "gap {gap} ms");
     }
 }

@@ -110,8 +110,8 @@ impl World {
     }
 
     /// Starts an agent whose reload (SIGHUP, `agent.reload`) reads `make()` again as
-    /// `hostbeat run` does: the env file as it is now wins over environment values
-    /// that equal what the file said at start.
+    /// `hostbeat run` does: settings resolve as a restart would, the env file as it
+    /// is now winning over the environment of the start.
     #[allow(clippy::unused_self)]
     pub fn spawn_reloadable(
         &self,
