@@ -66,14 +66,14 @@ impl<S: Subscriber> Layer<S> for JournaldLayer {
             entry.field(&journal_name(name), value);
         }
         let message = fields.message.unwrap_or_default();
-        let mut full = entry.clone();
-        full.field("MESSAGE", &message);
-        if self.socket.send(&full.0).is_err() {
+        let without_message = entry.0.len();
+        entry.field("MESSAGE", &message);
+        if self.socket.send(&entry.0).is_err() {
             // Too large for one datagram (or a full buffer): the fields matter more
             // than a long message. Nothing more can be done without blocking.
-            let mut short = entry;
-            short.field("MESSAGE", &message.chars().take(2048).collect::<String>());
-            let _ = self.socket.send(&short.0);
+            entry.0.truncate(without_message);
+            entry.field("MESSAGE", &message.chars().take(2048).collect::<String>());
+            let _ = self.socket.send(&entry.0);
         }
     }
 }
@@ -104,7 +104,7 @@ fn journal_name(field: &str) -> String {
 }
 
 /// An entry in the native format.
-#[derive(Clone, Default)]
+#[derive(Default)]
 struct Entry(Vec<u8>);
 
 impl Entry {
