@@ -69,7 +69,7 @@ fn the_unit_runs_the_daemon_as_the_operations_docs_expect() {
     for (key, expected) in [
         ("Type", "notify"),
         ("ExecStart", "/usr/bin/hostbeat run"),
-        ("ExecReload", "/bin/kill -HUP $MAINPID"),
+        ("ExecReload", "/bin/sh -c 'kill -HUP $$MAINPID'"),
         ("EnvironmentFile", "-/etc/hostbeat/hostbeat.env"),
         ("User", "hostbeat"),
         ("StateDirectory", "hostbeat"),
