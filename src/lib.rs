@@ -12,11 +12,13 @@
 //! - [`heartbeat`]: the loop: registration, cadence, reactions to failures, goodbye.
 //! - [`identity`], [`state`]: who this host is, and what it remembers across restarts.
 //! - [`logging`]: where log lines go; [`systemd`]: readiness, status and watchdog.
+//! - [`cli`]: the command line, also the source of the man pages and completions.
 //!
 //! [`run`] is the daemon: it takes its [`Controls`] (shutdown, reload, the line to
 //! systemd) as an argument, so that tests drive it without touching process state.
 
 pub mod api;
+pub mod cli;
 pub mod config;
 pub mod credentials;
 pub mod heartbeat;

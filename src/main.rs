@@ -7,40 +7,11 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use clap::{Parser, Subcommand};
+use clap::Parser;
+use hostbeat::cli::{Cli, Command, EX_CONFIG, EX_SOFTWARE};
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
-
-const EX_CONFIG: u8 = 78;
-const EX_SOFTWARE: u8 = 70;
-
-/// Keeps this host visibly alive to its control plane.
-#[derive(Debug, Parser)]
-#[command(name = "hostbeat", version, about, long_about = None)]
-struct Cli {
-    /// The TOML config file (default /etc/hostbeat/hostbeat.toml, if present).
-    #[arg(long, global = true, env = "HOSTBEAT_CONFIG", value_name = "PATH")]
-    config: Option<PathBuf>,
-    #[command(subcommand)]
-    command: Command,
-}
-
-#[derive(Debug, Subcommand)]
-enum Command {
-    /// Run the agent in the foreground (what systemd starts).
-    ///
-    /// Settings come from the config file, /etc/hostbeat/hostbeat.env and HOSTBEAT_*
-    /// variables; see docs/configuration.md. SIGTERM or SIGINT stop it after an
-    /// offline heartbeat; SIGHUP (`systemctl reload`) reads the configuration again
-    /// and applies what changed.
-    Run {
-        /// Where to log: the journal when stderr is connected to it (auto), stderr,
-        /// or the journal.
-        #[arg(long, value_enum, default_value = "auto")]
-        log_target: hostbeat::logging::LogTarget,
-    },
-}
 
 fn main() -> ExitCode {
     let cli = Cli::parse();

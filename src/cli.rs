@@ -1,0 +1,97 @@
+//! The command line, defined once: `hostbeat` parses it, and the man pages and shell
+//! completions the packages install are generated from it (`cargo run -p xtask`), so
+//! they never drift from `--help`.
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+/// Exit status for a configuration that cannot work (EX_CONFIG); the unit's
+/// `RestartPreventExitStatus=` names it, so systemd waits for a human.
+pub const EX_CONFIG: u8 = 78;
+/// Exit status when the runtime cannot start (EX_SOFTWARE).
+pub const EX_SOFTWARE: u8 = 70;
+
+/// The files an operator meets, for `--help` and the FILES section of hostbeat(8).
+pub const FILES: &[(&str, &str)] = &[
+    (
+        "/etc/hostbeat/hostbeat.env",
+        "The server and the client token (mode 0640, root:hostbeat). \
+         `systemctl reload hostbeat` applies a change without a restart.",
+    ),
+    (
+        "/etc/hostbeat/hostbeat.toml",
+        "Optional config file; every setting can be set here or in the env file.",
+    ),
+    (
+        "/var/lib/hostbeat/",
+        "The agent id and the heartbeat sequence, kept across restarts and upgrades.",
+    ),
+];
+
+/// What each exit status means, for `--help` and the EXIT STATUS section.
+pub const EXIT_STATUS: &[(u8, &str)] = &[
+    (0, "Stopped cleanly, after the offline heartbeat."),
+    (
+        EX_CONFIG,
+        "The configuration cannot work; the message names the setting and the fix. \
+         systemd does not restart it until a human has acted.",
+    ),
+    (EX_SOFTWARE, "The runtime could not start."),
+];
+
+/// Where to look when something is wrong.
+pub const LOGS: &str = "journalctl -u hostbeat shows what the agent did and why; \
+    journalctl -u hostbeat HOSTBEAT_EVENT=auth_failure the authentication failures. \
+    Settings and operations are described in /usr/share/doc/hostbeat/.";
+
+/// The text after the options in `hostbeat --help`.
+fn after_long_help() -> String {
+    use std::fmt::Write as _;
+    let mut text = String::from("Files:\n");
+    for (path, what) in FILES {
+        let _ = writeln!(text, "  {path}\n      {what}");
+    }
+    text.push_str("\nExit status:\n");
+    for (code, what) in EXIT_STATUS {
+        let _ = writeln!(text, "  {code:<3} {what}");
+    }
+    text.push_str("\nLogs: ");
+    text.push_str(LOGS);
+    text
+}
+
+/// Keeps this host visibly alive to its control plane.
+#[derive(Debug, Parser)]
+#[command(
+    name = "hostbeat",
+    version,
+    about,
+    long_about = None,
+    after_long_help = after_long_help()
+)]
+pub struct Cli {
+    /// The TOML config file (default /etc/hostbeat/hostbeat.toml, if present).
+    #[arg(long, global = true, env = "HOSTBEAT_CONFIG", value_name = "PATH")]
+    pub config: Option<PathBuf>,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the agent in the foreground (what systemd starts).
+    ///
+    /// Settings come from the config file, /etc/hostbeat/hostbeat.env and HOSTBEAT_*
+    /// variables; see /usr/share/doc/hostbeat/configuration.md. SIGTERM or SIGINT stop it after an
+    /// offline heartbeat; SIGHUP (`systemctl reload`) reads the configuration again
+    /// and applies what changed.
+    Run {
+        /// Where to log: the journal when stderr is connected to it (auto), stderr,
+        /// or the journal.
+        #[arg(long, value_enum, default_value = "auto")]
+        log_target: crate::logging::LogTarget,
+    },
+}
