@@ -147,15 +147,10 @@ impl Container {
 
     /// `sh -c script` in the container; panics with its output unless it succeeds.
     pub fn sh(&self, script: &str) -> String {
-        let output = self.run(&["sh", "-c", script]);
-        assert!(
-            output.status.success(),
-            "in the container: {script}\nexit: {}\nstdout: {}\nstderr: {}",
-            output.status,
-            String::from_utf8_lossy(&output.stdout),
-            String::from_utf8_lossy(&output.stderr)
-        );
-        String::from_utf8_lossy(&output.stdout).into_owned()
+        stdout_of_success(
+            &format!("in the container: {script}"),
+            &self.run(&["sh", "-c", script]),
+        )
     }
 
     /// One property of a unit (`systemctl show -p NAME --value`).
@@ -212,9 +207,14 @@ fn unique_name() -> String {
 /// Runs a host command; panics with its output unless it succeeds.
 pub fn run_ok(command: &mut Command) -> String {
     let output = command.stdin(Stdio::null()).output().expect("spawn");
+    stdout_of_success(&format!("{command:?}"), &output)
+}
+
+/// The standard output of a command that succeeded; else a panic with all it said.
+fn stdout_of_success(what: &str, output: &Output) -> String {
     assert!(
         output.status.success(),
-        "{command:?}\nexit: {}\nstdout: {}\nstderr: {}",
+        "{what}\nexit: {}\nstdout: {}\nstderr: {}",
         output.status,
         String::from_utf8_lossy(&output.stdout),
         String::from_utf8_lossy(&output.stderr)

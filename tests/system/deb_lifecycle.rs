@@ -5,20 +5,15 @@
 
 use std::time::{Duration, Instant};
 
-use crate::container::Container;
 use crate::host::{Agent, ENV_FILE, Host, UNIT, catalog_message_id};
 use crate::packages::packages;
-use crate::plane::{CLIENT_ID, Plane, ROTATED};
+use crate::plane::{CLIENT_ID, ROTATED};
 
 #[test]
 fn install_configure_run_rotate_restart_upgrade_purge() {
     let packages = packages();
-    let plane = Plane::start();
-    let ct = Container::boot(&packages.dir);
-    let host = Host {
-        ct: &ct,
-        plane: &plane,
-    };
+    let host = Host::boot();
+    let ct = &host.ct;
 
     // Step 1: install. The postinst starts the unit, which waits for a token.
     let installed = ct.sh(&format!("dpkg -i /opt/artifacts/{} 2>&1", packages.deb));
@@ -45,13 +40,13 @@ fn install_configure_run_rotate_restart_upgrade_purge() {
     // Step 10.
     host.scan_journal_for_tokens();
 
-    ct.poweroff();
+    host.poweroff();
 }
 
 /// Step 4: The client deactivated: one err entry with the reason, the status says so;
 /// reactivated: it recovers by itself, same process.
 fn deactivate_and_reactivate(host: &Host, agent: &Agent) {
-    let (ct, api) = (host.ct, &host.plane.api);
+    let (ct, api) = (&host.ct, &host.plane.api);
     api.deactivate(CLIENT_ID);
     let entry = host.wait_until("the auth_failure entry", || {
         host.journal_entries("HOSTBEAT_EVENT=auth_failure")
@@ -81,7 +76,7 @@ fn deactivate_and_reactivate(host: &Host, agent: &Agent) {
 /// Step 5: A rotated token: control plane, env file, `systemctl reload`. Same process,
 /// same agent.
 fn rotate_and_reload(host: &Host, agent: &Agent) {
-    let ct = host.ct;
+    let ct = &host.ct;
     host.plane.api.rotate(CLIENT_ID, ROTATED);
     ct.sh(&format!(
         "sed -i 's|^HOSTBEAT_CLIENT_TOKEN=.*|HOSTBEAT_CLIENT_TOKEN={ROTATED}|' {ENV_FILE}"
@@ -104,7 +99,7 @@ fn rotate_and_reload(host: &Host, agent: &Agent) {
 
 /// Step 6: kill -9: systemd restarts it (RestartSec=5s) and it is the same agent.
 fn kill_and_restart(host: &Host, agent: &Agent) -> Agent {
-    let ct = host.ct;
+    let ct = &host.ct;
     ct.sh(&format!("kill -9 {}", agent.main_pid));
     let main_pid = host.wait_until("the restart after kill -9", || {
         let pid = ct.unit_property(UNIT, "MainPID");
@@ -125,7 +120,7 @@ fn kill_and_restart(host: &Host, agent: &Agent) -> Agent {
 
 /// Step 7: Stop: the goodbye reaches the control plane, within the unit's timeout.
 fn stop(host: &Host, agent: &Agent) {
-    let ct = host.ct;
+    let ct = &host.ct;
     let stopping = Instant::now();
     ct.sh(&format!("systemctl stop {UNIT}"));
     assert!(

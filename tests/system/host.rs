@@ -6,6 +6,7 @@
 use std::time::Duration;
 
 use crate::container::{Container, wait_for};
+use crate::packages::packages;
 use crate::plane::{CLIENT_ID, Plane, ROTATED, SECRET};
 
 pub const UNIT: &str = "hostbeat.service";
@@ -20,9 +21,9 @@ const OVERRIDE: &str = "[Service]\n\
     Environment=HOSTBEAT_AUTH_BACKOFF_CAP=2s\n";
 
 /// The booted container and the control plane it reports to.
-pub struct Host<'a> {
-    pub ct: &'a Container,
-    pub plane: &'a Plane,
+pub struct Host {
+    pub ct: Container,
+    pub plane: Plane,
 }
 
 /// The running service as the steps see it.
@@ -31,13 +32,26 @@ pub struct Agent {
     pub main_pid: String,
 }
 
-impl Host<'_> {
+impl Host {
+    /// Starts a control plane on loopback and boots a container with the packages
+    /// at /opt/artifacts.
+    pub fn boot() -> Self {
+        let plane = Plane::start();
+        let ct = Container::boot(&packages().dir);
+        Self { ct, plane }
+    }
+
+    /// Powers the container off (the control plane stops when dropped).
+    pub fn poweroff(self) {
+        self.ct.poweroff();
+    }
+
     /// After the package manager installed the package (printing `output`): the user,
     /// the enabled unit, the env file's owner and mode, the catalog; and the unit,
     /// started by the maintainer script without a token, exited 78, says what to
     /// configure, and is not restarted.
     pub fn assert_installed_waiting_for_token(&self, output: &str) {
-        let ct = self.ct;
+        let ct = &self.ct;
         assert!(output.contains("HOSTBEAT_CLIENT_TOKEN"), "{output}");
         ct.sh("getent passwd hostbeat");
         assert_eq!(
@@ -67,7 +81,7 @@ impl Host<'_> {
 
     /// Configures as the README says (the env file, a drop-in) and starts the unit.
     pub fn configure_and_start(&self) {
-        let ct = self.ct;
+        let ct = &self.ct;
         ct.sh(&format!(
             "sed -i -e 's|^#HOSTBEAT_SERVER_URL=.*|HOSTBEAT_SERVER_URL={}|' \
                     -e 's|^#HOSTBEAT_CLIENT_TOKEN=.*|HOSTBEAT_CLIENT_TOKEN={SECRET}|' {ENV_FILE}",
@@ -84,7 +98,7 @@ impl Host<'_> {
     /// Running, with a Status: line; heartbeats with the token at the drop-in's
     /// interval (1 s, not the default 30 s); start-up entries in the journal.
     pub fn running_agent(&self) -> Agent {
-        let ct = self.ct;
+        let ct = &self.ct;
         assert_eq!(ct.unit_property(UNIT, "SubState"), "running");
         let first = self.wait_until("four heartbeats", || {
             let beats = self.plane.heartbeats_since(0);
@@ -132,7 +146,7 @@ impl Host<'_> {
         agent: &Agent,
         bearer: &str,
     ) {
-        let ct = self.ct;
+        let ct = &self.ct;
         let before_upgrade = ct.unit_property(UNIT, "MainPID");
         let env_before = std::fs::read(ct.path(ENV_FILE)).unwrap();
         let state_before = std::fs::read(ct.path(STATE_FILE)).unwrap();
@@ -180,7 +194,7 @@ impl Host<'_> {
     /// Not one byte of either token in the journal, as files or as journalctl reads
     /// them, nor on the console.
     pub fn scan_journal_for_tokens(&self) {
-        let ct = self.ct;
+        let ct = &self.ct;
         ct.sh("journalctl --flush");
         let mut written = crate::scan::files_under(&ct.path("/var/log/journal"));
         assert!(!written.is_empty(), "no journal files to scan");

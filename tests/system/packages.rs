@@ -117,12 +117,7 @@ fn the_deb_holds_what_an_operator_needs() {
         ("-rw-r--r-- 0/0", "./usr/share/doc/hostbeat/copyright"),
         ("-rw-r--r-- 0/0", "./usr/share/doc/hostbeat/operations.md"),
     ] {
-        assert!(
-            listing
-                .lines()
-                .any(|line| line.starts_with(mode) && line.ends_with(path)),
-            "{path} with {mode} in:\n{listing}"
-        );
+        assert_listed(&listing, mode, path);
     }
     let conffiles = run_ok(
         Command::new("dpkg-deb")
@@ -174,12 +169,7 @@ fn the_rpm_holds_the_same_files_with_config_noreplace() {
         ("-rw-r--r--", "/usr/lib/systemd/catalog/hostbeat.catalog"),
         ("-rw-r--r--", "/usr/share/man/man8/hostbeat.8"),
     ] {
-        assert!(
-            files
-                .lines()
-                .any(|line| line.starts_with(mode) && line.ends_with(path)),
-            "{path} with {mode} in:\n{files}"
-        );
+        assert_listed(&files, mode, path);
     }
     // %config(noreplace): rpm -q --dump gives the file flags; noreplace is 0x10 | config 0x1.
     assert_eq!(
@@ -205,4 +195,14 @@ fn the_rpm_holds_the_same_files_with_config_noreplace() {
         "{info}"
     );
     assert!(info.contains("License     : MIT"), "{info}");
+}
+
+/// A package listing (`dpkg-deb -c`, `rpm -qlv`) has `path` with `mode` and owners.
+fn assert_listed(listing: &str, mode: &str, path: &str) {
+    assert!(
+        listing
+            .lines()
+            .any(|line| line.starts_with(mode) && line.ends_with(path)),
+        "{path} with {mode} in:\n{listing}"
+    );
 }

@@ -5,22 +5,17 @@
 //! dpkg (`--force-debian`) and not to look for `systemd` in its own empty database
 //! (`--nodeps`); everything else is what an rpm-based host does.
 
-use crate::container::Container;
 use crate::host::{ENV_FILE, Host};
 use crate::packages::packages;
-use crate::plane::{Plane, SECRET};
+use crate::plane::SECRET;
 
 const RPM_ON_DEBIAN: &str = "--force-debian --nodeps";
 
 #[test]
 fn install_configure_upgrade_erase() {
     let packages = packages();
-    let plane = Plane::start();
-    let ct = Container::boot(&packages.dir);
-    let host = Host {
-        ct: &ct,
-        plane: &plane,
-    };
+    let host = Host::boot();
+    let ct = &host.ct;
 
     let installed = ct.sh(&format!(
         "rpm -i {RPM_ON_DEBIAN} /opt/artifacts/{} 2>&1",
@@ -51,5 +46,5 @@ fn install_configure_upgrade_erase() {
     assert!(!ct.path(ENV_FILE).exists());
     host.scan_journal_for_tokens();
 
-    ct.poweroff();
+    host.poweroff();
 }
