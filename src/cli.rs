@@ -11,6 +11,11 @@ use clap::{Parser, Subcommand};
 pub const EX_CONFIG: u8 = 78;
 /// Exit status when the runtime cannot start (EX_SOFTWARE).
 pub const EX_SOFTWARE: u8 = 70;
+/// `hostbeat status`: no readable status file.
+pub const STATUS_UNKNOWN: u8 = 1;
+/// `hostbeat status`: the daemon is stopped, gone, or its status file is stale (as
+/// `systemctl status` says 3 for a unit that is not active).
+pub const STATUS_NOT_RUNNING: u8 = 3;
 
 /// The files an operator meets, for `--help` and the FILES section of hostbeat(8).
 pub const FILES: &[(&str, &str)] = &[
@@ -24,8 +29,13 @@ pub const FILES: &[(&str, &str)] = &[
         "Optional config file; every setting can be set here or in the env file.",
     ),
     (
-        "/var/lib/hostbeat/",
-        "The agent id and the heartbeat sequence, kept across restarts and upgrades.",
+        "/var/lib/hostbeat/state.json",
+        "The agent id, kept across restarts and upgrades.",
+    ),
+    (
+        "/var/lib/hostbeat/status.json",
+        "What the daemon last did (state, last heartbeat, failures), replaced at every \
+         attempt; `hostbeat status` prints it. Readable by the hostbeat group.",
     ),
 ];
 
@@ -93,5 +103,22 @@ pub enum Command {
         /// or the journal.
         #[arg(long, value_enum, default_value = "auto")]
         log_target: crate::logging::LogTarget,
+    },
+    /// Show what the daemon last reported: state, last heartbeat, failures.
+    ///
+    /// Reads the status file the daemon keeps in its state directory
+    /// (/var/lib/hostbeat/status.json), so it works for root and members of the
+    /// hostbeat group and asks the daemon nothing. Says so when the daemon is not
+    /// running or has stopped updating the file. Exit status: 0 when the daemon runs,
+    /// 3 when it is stopped, gone or stale, 1 when there is no readable status file.
+    Status {
+        /// Print JSON for scripts: the status file's fields, plus `daemon` (running,
+        /// stopped, not_running, stale) and `status_file`.
+        #[arg(long)]
+        json: bool,
+        /// The state directory (default: the configured one, as `hostbeat run`
+        /// resolves it).
+        #[arg(long, value_name = "DIR")]
+        state_dir: Option<PathBuf>,
     },
 }

@@ -11,6 +11,8 @@
 //! - [`retry`]: exponential backoff with full jitter that never gives up.
 //! - [`heartbeat`]: the loop: registration, cadence, reactions to failures, goodbye.
 //! - [`identity`], [`state`]: who this host is, and what it remembers across restarts.
+//! - [`report`]: the status file (`hostbeat status`) and the Prometheus textfile;
+//!   [`atomic_file`]: files replaced whole, never half-written.
 //! - [`logging`]: where log lines go; [`systemd`]: readiness, status and watchdog.
 //! - [`cli`]: the command line, also the source of the man pages and completions.
 //!
@@ -18,12 +20,14 @@
 //! systemd) as an argument, so that tests drive it without touching process state.
 
 pub mod api;
+pub mod atomic_file;
 pub mod cli;
 pub mod config;
 pub mod credentials;
 pub mod heartbeat;
 pub mod identity;
 pub mod logging;
+pub mod report;
 pub mod retry;
 pub mod secret;
 pub mod state;

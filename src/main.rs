@@ -8,7 +8,8 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use clap::Parser;
-use hostbeat::cli::{Cli, Command, EX_CONFIG, EX_SOFTWARE};
+use hostbeat::cli::{Cli, Command, EX_CONFIG, EX_SOFTWARE, STATUS_NOT_RUNNING, STATUS_UNKNOWN};
+use hostbeat::report::status_file::{self, Daemon};
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
@@ -17,6 +18,43 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Run { log_target } => run(cli.config, log_target),
+        Command::Status { json, state_dir } => status(cli.config, json, state_dir),
+    }
+}
+
+/// `hostbeat status`: the status file, judged and printed.
+fn status(config_file: Option<PathBuf>, json: bool, state_dir: Option<PathBuf>) -> ExitCode {
+    let state_dir = state_dir.unwrap_or_else(|| {
+        match hostbeat::config::load(hostbeat::ConfigInputs::from_process(config_file)) {
+            Ok(loaded) => loaded.settings.state_dir,
+            Err(e) => {
+                let default = PathBuf::from("/var/lib/hostbeat");
+                eprintln!(
+                    "hostbeat: the configuration does not load ({e}); reading {}",
+                    default.display()
+                );
+                default
+            }
+        }
+    });
+    let snapshot = match status_file::read(&state_dir) {
+        Ok(snapshot) => snapshot,
+        Err(e) => {
+            eprintln!("hostbeat: {e}");
+            return ExitCode::from(STATUS_UNKNOWN);
+        }
+    };
+    let now = std::time::SystemTime::now();
+    let daemon = status_file::daemon(&snapshot, now, status_file::hostbeat_runs);
+    let file = status_file::path(&state_dir);
+    if json {
+        println!("{:#}", status_file::to_json(&snapshot, daemon, &file));
+    } else {
+        print!("{}", status_file::render(&snapshot, daemon, &file, now));
+    }
+    match daemon {
+        Daemon::Running => ExitCode::SUCCESS,
+        Daemon::Stopped | Daemon::NotRunning | Daemon::Stale => ExitCode::from(STATUS_NOT_RUNNING),
     }
 }
 

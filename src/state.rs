@@ -7,10 +7,11 @@
 //! never overwritten. The file holds no secret. A state directory that cannot be
 //! written is logged and tolerated: the agent keeps its ids in memory.
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
+
+use crate::atomic_file::{self, Durability};
 
 const FILE_NAME: &str = "state.json";
 
@@ -90,16 +91,12 @@ impl StateStore {
         }
     }
 
-    /// Writes the state atomically.
+    /// Writes the state atomically and durably.
     pub fn save(&self, state: &PersistedState) -> std::io::Result<()> {
         std::fs::create_dir_all(&self.dir)?;
-        let mut file = tempfile::NamedTempFile::new_in(&self.dir)?;
-        serde_json::to_writer_pretty(&mut file, state)?;
-        file.write_all(b"\n")?;
-        file.as_file().sync_all()?;
-        file.persist(self.path()).map_err(|e| e.error)?;
-        // The rename is durable only once the directory entry is.
-        std::fs::File::open(&self.dir)?.sync_all()
+        let mut json = serde_json::to_vec_pretty(state)?;
+        json.push(b'\n');
+        atomic_file::replace(&self.path(), &json, 0o600, Durability::Durable)
     }
 }
 

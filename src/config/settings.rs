@@ -51,6 +51,7 @@ pub const KEYS: &[(&str, Option<&str>)] = &[
     ("ca_file", None),
     ("allow_insecure_http", Some("false")),
     ("log_level", Some("info")),
+    ("metrics_textfile", None),
 ];
 
 /// The static name of a known setting.
@@ -123,6 +124,8 @@ pub struct Settings {
     pub log_level: String,
     /// Where the machine id is read, for the logical agent id.
     pub machine_id_file: PathBuf,
+    /// Where to write Prometheus metrics for node_exporter's textfile collector.
+    pub metrics_textfile: Option<PathBuf>,
 }
 
 /// How the agent authenticates.
@@ -359,6 +362,24 @@ pub(super) fn validate(
         (None, None) => PathBuf::from("/var/lib/hostbeat"),
     };
 
+    let metrics_field = field("metrics_textfile");
+    let metrics_textfile = match metrics_field.value.map(str::trim) {
+        None | Some("") => None,
+        // node_exporter reads `*.prom` only, case and all.
+        Some(path)
+            if path.starts_with('/')
+                && std::path::Path::new(path).extension() == Some("prom".as_ref()) =>
+        {
+            Some(PathBuf::from(path))
+        }
+        Some(path) => {
+            return Err(metrics_field.error(
+                format!("{path:?} is not an absolute path ending in .prom"),
+                "name a file in node_exporter's --collector.textfile.directory, like /var/lib/prometheus/node-exporter/hostbeat.prom (the collector reads only *.prom)",
+            ));
+        }
+    };
+
     let (client_token, origin) = resolve_token(tokens, &field("client_token_file"))?;
 
     Ok(Settings {
@@ -383,6 +404,7 @@ pub(super) fn validate(
         ca_file: field("ca_file").value.map(|p| PathBuf::from(p.trim())),
         log_level,
         machine_id_file: host.machine_id_file.clone(),
+        metrics_textfile,
     })
 }
 

@@ -9,6 +9,7 @@ use tokio::time::Instant;
 
 use super::{Agent, show};
 use crate::api::{ApiError, FailureClass};
+use crate::report::Failure;
 
 /// A clock further than this from the control plane's is reported (once).
 pub const CLOCK_SKEW_LIMIT: Duration = Duration::from_secs(30);
@@ -68,6 +69,12 @@ impl Agent {
         outage.missed += 1;
         outage.last_class = Some(error.class);
         let class = error.class;
+        self.last_failure = Some(Failure {
+            at: SystemTime::now(),
+            reason: class.reason().to_owned(),
+            description: class.describe().to_owned(),
+        });
+        self.counters.heartbeats_failed += 1;
         let log = outage.log_decision(class);
         let still = if log == Some(true) {
             format!("still failing after {}: ", outage.so_far())
@@ -77,6 +84,13 @@ impl Agent {
         let static_token_refused =
             class == FailureClass::TokenExpired && !self.credentials.is_exchange();
         let auth = class.is_auth() || static_token_refused;
+        if auth {
+            *self
+                .counters
+                .auth_failures
+                .entry(class.reason().to_owned())
+                .or_default() += 1;
+        }
         if auth
             && (matches!(
                 class,

@@ -41,6 +41,7 @@ use crate::config::HEARTBEAT_FLOOR;
 use crate::config::Settings;
 use crate::credentials::{Bearer, Credentials, Reread};
 use crate::identity;
+use crate::report::{AgentState, Counters, Failure, Reporter, STATUS_FORMAT, Snapshot, Success};
 use crate::retry::Backoff;
 use crate::state::{LoadNote, PersistedState, StateStore};
 use crate::systemd::Notifier;
@@ -75,6 +76,10 @@ pub struct Agent {
     /// Whether a clock skew beyond [`CLOCK_SKEW_LIMIT`] has been reported (and not
     /// since corrected).
     skew_reported: bool,
+    /// The last failed attempt, kept after a recovery (for the status file).
+    last_failure: Option<Failure>,
+    counters: Counters,
+    reporter: Reporter,
 }
 
 /// What the loop hears from outside: signals, the service manager, the watchdog.
@@ -149,6 +154,7 @@ impl Agent {
                 id
             });
         let agent_id = settings.agent_id.clone().or_else(|| state.agent_id.clone());
+        let reporter = Reporter::new(&settings.state_dir, settings.metrics_textfile.clone());
         Self {
             backoff: settings.backoff.backoff(),
             auth_backoff: settings.auth_backoff.backoff(),
@@ -168,6 +174,9 @@ impl Agent {
             last_success: None,
             ever_online: false,
             skew_reported: false,
+            last_failure: None,
+            counters: Counters::default(),
+            reporter,
         }
     }
 
@@ -193,6 +202,7 @@ impl Agent {
         outside
             .notifier
             .ready(&format!("starting, first heartbeat in {}", show(splay)));
+        self.publish(Some(splay));
         let mut next = splay;
         loop {
             if let Wake::Shutdown = self.wait(next, &mut outside).await {
@@ -218,12 +228,14 @@ impl Agent {
                 Err(error) => self.on_failure(&error),
             };
             outside.notifier.status(&self.status_line(next));
+            self.publish(Some(next));
         }
         outside
             .notifier
             .stopping("stopping, telling the control plane this host is offline");
         self.stop_refresher().await;
         self.goodbye().await;
+        self.publish(None);
     }
 
     /// Sleeps `duration`, pinging the watchdog. A reload (SIGHUP) that changes
@@ -241,6 +253,7 @@ impl Agent {
                     let changed = self.reload(outside.reloader.as_ref(), &outside.shutdown);
                     let left = deadline.saturating_duration_since(Instant::now());
                     outside.notifier.ready(&self.status_line(left));
+                    self.publish(Some(left));
                     if changed {
                         return Wake::Elapsed;
                     }
@@ -360,6 +373,7 @@ impl Agent {
             );
         }
         self.ever_online = true;
+        self.counters.heartbeats_accepted += 1;
         self.last_success = Some((SystemTime::now(), self.seq));
         self.backoff.reset();
         self.auth_backoff.reset();
@@ -401,6 +415,44 @@ impl Agent {
         }
     }
 
+    /// The state the status file and the metrics report.
+    fn agent_state(&self) -> AgentState {
+        match (&self.outage, &self.last_success) {
+            (Some(outage), _) if outage.last_class.is_some_and(FailureClass::is_auth) => {
+                AgentState::AuthFailure
+            }
+            (Some(_), _) => AgentState::BackingOff,
+            (None, Some(_)) => AgentState::Online,
+            (None, None) => AgentState::Starting,
+        }
+    }
+
+    /// Writes the status file (and the metrics) with the next attempt `next` from
+    /// now; `None`: stopped.
+    fn publish(&mut self, next: Option<Duration>) {
+        let now = SystemTime::now();
+        let to_wall = |at: Instant| now + at.saturating_duration_since(Instant::now());
+        let snapshot = Snapshot {
+            format: STATUS_FORMAT,
+            pid: std::process::id(),
+            version: env!("CARGO_PKG_VERSION").to_owned(),
+            written_at: now,
+            state: next.map_or(AgentState::Stopped, |_| self.agent_state()),
+            status_line: next.map_or_else(|| "stopped".to_owned(), |next| self.status_line(next)),
+            server: self.api.server().to_string(),
+            agent_id: self.agent_id.clone(),
+            logical_agent_id: self.logical_id.clone(),
+            last_success: self.last_success.map(|(at, seq)| Success { at, seq }),
+            consecutive_failures: self.outage.as_ref().map_or(0, |o| o.missed),
+            last_failure: self.last_failure.clone(),
+            token_expires_at: self.credentials.current_expiry().map(to_wall),
+            next_attempt_at: next.map(|next| now + next),
+            interruption: None,
+            counters: self.counters.clone(),
+        };
+        self.reporter.publish(&snapshot);
+    }
+
     fn save_state(&mut self) {
         match self.store.save(&self.state) {
             Ok(()) => self.state_unwritable = false,
@@ -419,7 +471,7 @@ impl Agent {
     /// The `offline` heartbeat (protocol.md section 4) within `shutdown_timeout`:
     /// the same heartbeat as any other, with the token still held (field-notes.md 1)
     /// and the one retry an expired token allows.
-    async fn goodbye(mut self) {
+    async fn goodbye(&mut self) {
         let Some(agent_id) = self.agent_id.clone() else {
             tracing::info!(
                 event = "shutdown",

@@ -120,6 +120,11 @@ fn changes(old: &Settings, new: &Settings) -> Changes {
         ("ca_file", old.ca_file != new.ca_file, true),
         ("log_level", old.log_level != new.log_level, false),
         (
+            "metrics_textfile",
+            old.metrics_textfile != new.metrics_textfile,
+            false,
+        ),
+        (
             "env_file",
             old.token_source.env_file != new.token_source.env_file,
             true,
@@ -201,6 +206,7 @@ impl Agent {
         if let Some(id) = &new.agent_id {
             self.agent_id = Some(id.clone());
         }
+        self.reporter.set_metrics_path(new.metrics_textfile.clone());
         self.settings = Arc::new(new);
         tracing::info!(
             event = "config_reloaded",

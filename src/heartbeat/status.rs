@@ -28,11 +28,7 @@ impl Agent {
             (None, None) => format!("starting, first heartbeat in {next}"),
             (Some(outage), _) => {
                 let class = outage.last_class.map_or("failing", FailureClass::describe);
-                let kind = if outage.last_class.is_some_and(FailureClass::is_auth) {
-                    "auth failure"
-                } else {
-                    "backing off"
-                };
+                let kind = self.agent_state().describe();
                 format!(
                     "{kind}: {class} since {} ({} failed), next try in {next}",
                     clock(outage.since),

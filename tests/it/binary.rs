@@ -15,7 +15,7 @@ const BIN: &str = env!("CARGO_BIN_EXE_hostbeat");
 
 /// A private directory with an empty config file, an env file and a state dir.
 pub struct Host {
-    dir: tempfile::TempDir,
+    pub dir: tempfile::TempDir,
 }
 
 impl Host {
@@ -111,6 +111,10 @@ impl Process {
             output,
             readers,
         }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id().expect("running")
     }
 
     pub fn signal(&self, name: &str) {

@@ -11,4 +11,5 @@ mod failures;
 mod journal;
 mod notify;
 mod reload;
+mod report;
 mod unit_file;

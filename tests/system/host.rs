@@ -129,9 +129,17 @@ impl Host {
                 "no {event} in {events:?}"
             );
         }
+        let main_pid = ct.unit_property(UNIT, "MainPID");
+        // `hostbeat status` works for an operator in the hostbeat group, not root.
+        ct.sh("useradd --groups hostbeat --no-create-home fleetops");
+        let status = ct.sh("runuser -u fleetops -- hostbeat status");
+        assert!(
+            status.starts_with(&format!("hostbeat: online (pid {main_pid})")),
+            "{status}"
+        );
         Agent {
             id: first[0].agent_id.clone(),
-            main_pid: ct.unit_property(UNIT, "MainPID"),
+            main_pid,
         }
     }
 

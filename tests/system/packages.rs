@@ -107,6 +107,10 @@ fn the_deb_holds_what_an_operator_needs() {
         ("-rw-r--r-- 0/0", "./usr/share/man/man8/hostbeat-run.8.gz"),
         (
             "-rw-r--r-- 0/0",
+            "./usr/share/man/man8/hostbeat-status.8.gz",
+        ),
+        (
+            "-rw-r--r-- 0/0",
             "./usr/share/bash-completion/completions/hostbeat",
         ),
         ("-rw-r--r-- 0/0", "./usr/share/doc/hostbeat/changelog.gz"),

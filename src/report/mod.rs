@@ -1,0 +1,265 @@
+//! What the agent tells the host about itself, besides the journal: the status file
+//! that `hostbeat status` reads (`state_dir/status.json`) and, when configured, a
+//! Prometheus textfile for node_exporter.
+//!
+//! The heartbeat loop builds a [`Snapshot`] at every state change and every attempt
+//! and hands it to the [`Reporter`], which replaces both files whole (never half of
+//! one for a reader). Neither holds a secret. A file that cannot be written is
+//! warned about once per stretch, never fatal: the heartbeats matter more.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::SystemTime;
+
+use serde::{Deserialize, Serialize};
+
+use crate::atomic_file::{self, Durability};
+
+pub mod metrics;
+pub mod status_file;
+
+/// The status file's name in the state directory.
+pub const STATUS_FILE: &str = "status.json";
+
+/// The format of the status file; a reader refuses a newer one.
+pub const STATUS_FORMAT: u32 = 1;
+
+/// The agent's state, as the status file and the metrics name it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AgentState {
+    /// Started, no heartbeat answered yet.
+    Starting,
+    /// The last heartbeat was accepted.
+    Online,
+    /// The last attempt failed for a transient reason; retrying on the backoff.
+    BackingOff,
+    /// The credential or the client was refused; retrying on the auth schedule.
+    AuthFailure,
+    /// The daemon stopped (after its goodbye).
+    Stopped,
+}
+
+impl AgentState {
+    /// Every state, for the metrics' one-per-state series.
+    pub const ALL: [Self; 5] = [
+        Self::Starting,
+        Self::Online,
+        Self::BackingOff,
+        Self::AuthFailure,
+        Self::Stopped,
+    ];
+
+    /// The name in the status file and the metrics' `state` label.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Starting => "starting",
+            Self::Online => "online",
+            Self::BackingOff => "backing_off",
+            Self::AuthFailure => "auth_failure",
+            Self::Stopped => "stopped",
+        }
+    }
+
+    /// For a person: "backing off".
+    pub fn describe(self) -> &'static str {
+        match self {
+            Self::BackingOff => "backing off",
+            Self::AuthFailure => "auth failure",
+            other => other.name(),
+        }
+    }
+}
+
+/// The last accepted heartbeat.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Success {
+    /// When it was accepted.
+    #[serde(with = "timestamp")]
+    pub at: SystemTime,
+    /// Its sequence number.
+    pub seq: u64,
+}
+
+/// The last failed attempt.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Failure {
+    /// When it failed.
+    #[serde(with = "timestamp")]
+    pub at: SystemTime,
+    /// Its class, as `HOSTBEAT_REASON` names it (`client_inactive`, `connect`, ...).
+    pub reason: String,
+    /// What the class means, for a person.
+    pub description: String,
+}
+
+/// What happened since the daemon started.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Counters {
+    /// Heartbeats accepted.
+    pub heartbeats_accepted: u64,
+    /// Heartbeat attempts that failed.
+    pub heartbeats_failed: u64,
+    /// Failed attempts whose credential or client was refused, by reason.
+    pub auth_failures: BTreeMap<String, u64>,
+}
+
+/// The agent at one moment: the status file's content.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Snapshot {
+    /// [`STATUS_FORMAT`].
+    pub format: u32,
+    /// The daemon's process id, to tell a running daemon from a stale file.
+    pub pid: u32,
+    /// The daemon's version.
+    pub version: String,
+    /// When this snapshot was written.
+    #[serde(with = "timestamp")]
+    pub written_at: SystemTime,
+    /// The state.
+    pub state: AgentState,
+    /// The line `systemctl status` shows.
+    pub status_line: String,
+    /// The control plane in use.
+    pub server: String,
+    /// The agent id the control plane assigned, once registered.
+    pub agent_id: Option<String>,
+    /// The logical agent id this host registers with.
+    pub logical_agent_id: String,
+    /// The last accepted heartbeat.
+    pub last_success: Option<Success>,
+    /// Failed attempts since the last success.
+    pub consecutive_failures: u64,
+    /// The last failed attempt (also after a recovery).
+    pub last_failure: Option<Failure>,
+    /// When the access token in use expires (exchange mode).
+    #[serde(with = "timestamp::optional")]
+    pub token_expires_at: Option<SystemTime>,
+    /// When the next attempt is due.
+    #[serde(with = "timestamp::optional")]
+    pub next_attempt_at: Option<SystemTime>,
+    /// A notice that this instance is about to be reclaimed, if any.
+    pub interruption: Option<String>,
+    /// Totals since the daemon started.
+    pub counters: Counters,
+}
+
+/// Writes the status file and the metrics file.
+#[derive(Debug)]
+pub struct Reporter {
+    status_path: PathBuf,
+    metrics_path: Option<PathBuf>,
+    /// Whether a write already failed (warned once until one succeeds).
+    status_unwritable: bool,
+    metrics_unwritable: bool,
+}
+
+impl Reporter {
+    /// A reporter writing `state_dir/status.json` and, if given, the metrics file.
+    pub fn new(state_dir: &Path, metrics_path: Option<PathBuf>) -> Self {
+        Self {
+            status_path: state_dir.join(STATUS_FILE),
+            metrics_path,
+            status_unwritable: false,
+            metrics_unwritable: false,
+        }
+    }
+
+    /// Follows a reload: the metrics file may have moved (the state directory
+    /// changes only at a restart).
+    pub fn set_metrics_path(&mut self, path: Option<PathBuf>) {
+        if path != self.metrics_path {
+            self.metrics_path = path;
+            self.metrics_unwritable = false;
+        }
+    }
+
+    /// Replaces both files with `snapshot`.
+    pub fn publish(&mut self, snapshot: &Snapshot) {
+        let mut json = serde_json::to_vec_pretty(snapshot).expect("a snapshot serializes");
+        json.push(b'\n');
+        // Group-readable: `hostbeat status` works for the hostbeat group.
+        let written =
+            atomic_file::replace(&self.status_path, &json, 0o640, Durability::Replaceable);
+        warn_once(
+            &mut self.status_unwritable,
+            written,
+            "status_unwritable",
+            &self.status_path,
+        );
+        if let Some(path) = &self.metrics_path {
+            // World-readable: node_exporter runs as its own user; nothing here is secret.
+            let text = metrics::render(snapshot);
+            let written =
+                atomic_file::replace(path, text.as_bytes(), 0o644, Durability::Replaceable);
+            warn_once(
+                &mut self.metrics_unwritable,
+                written,
+                "metrics_unwritable",
+                path,
+            );
+        }
+    }
+}
+
+fn warn_once(warned: &mut bool, written: std::io::Result<()>, event: &'static str, path: &Path) {
+    match written {
+        Ok(()) => *warned = false,
+        Err(e) if !*warned => {
+            *warned = true;
+            tracing::warn!(
+                event,
+                "cannot write {} ({e}); heartbeats carry on, and this is said again only after it worked once",
+                path.display()
+            );
+        }
+        Err(_) => {}
+    }
+}
+
+/// RFC 3339 timestamps in UTC (`2026-11-24T12:00:01Z`), as the journal and the
+/// control plane write them.
+pub mod timestamp {
+    use std::time::SystemTime;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    /// Serializes a time as RFC 3339.
+    pub fn serialize<S: Serializer>(time: &SystemTime, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(&humantime::format_rfc3339_seconds(*time))
+    }
+
+    /// Parses an RFC 3339 time.
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<SystemTime, D::Error> {
+        let text = String::deserialize(d)?;
+        humantime::parse_rfc3339_weak(&text).map_err(serde::de::Error::custom)
+    }
+
+    /// The same for an optional time (`null` when absent).
+    pub mod optional {
+        use std::time::SystemTime;
+
+        use serde::{Deserialize, Deserializer, Serializer};
+
+        /// Serializes an optional time.
+        #[allow(clippy::ref_option)] // serde's `with` passes a reference
+        pub fn serialize<S: Serializer>(
+            time: &Option<SystemTime>,
+            s: S,
+        ) -> Result<S::Ok, S::Error> {
+            match time {
+                Some(time) => super::serialize(time, s),
+                None => s.serialize_none(),
+            }
+        }
+
+        /// Parses an optional time.
+        pub fn deserialize<'de, D: Deserializer<'de>>(
+            d: D,
+        ) -> Result<Option<SystemTime>, D::Error> {
+            Option::<String>::deserialize(d)?
+                .map(|text| humantime::parse_rfc3339_weak(&text).map_err(serde::de::Error::custom))
+                .transpose()
+        }
+    }
+}
