@@ -179,8 +179,18 @@ impl Reporter {
         let mut json = serde_json::to_vec_pretty(snapshot).expect("a snapshot serializes");
         json.push(b'\n');
         // Group-readable: `hostbeat status` works for the hostbeat group.
-        let written =
-            atomic_file::replace(&self.status_path, &json, 0o640, Durability::Replaceable);
+        let replace =
+            || atomic_file::replace(&self.status_path, &json, 0o640, Durability::Replaceable);
+        let mut written = replace();
+        if written
+            .as_ref()
+            .is_err_and(|e| e.kind() == std::io::ErrorKind::NotFound)
+            && let Some(dir) = self.status_path.parent()
+        {
+            // A state directory systemd did not create (a run by hand), as for
+            // state.json.
+            written = std::fs::create_dir_all(dir).and_then(|()| replace());
+        }
         warn_once(
             &mut self.status_unwritable,
             written,
@@ -260,6 +270,55 @@ pub mod timestamp {
             Option::<String>::deserialize(d)?
                 .map(|text| humantime::parse_rfc3339_weak(&text).map_err(serde::de::Error::custom))
                 .transpose()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_status_file_creates_its_directory_like_the_state_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let state_dir = dir.path().join("not-yet");
+        let mut reporter = Reporter::new(&state_dir, None);
+        let snapshot = Snapshot {
+            format: STATUS_FORMAT,
+            pid: 1,
+            version: "0".into(),
+            written_at: SystemTime::now(),
+            state: AgentState::Starting,
+            status_line: "starting".into(),
+            server: "https://cp.example.com/".into(),
+            agent_id: None,
+            logical_agent_id: "l".into(),
+            last_success: None,
+            consecutive_failures: 0,
+            last_failure: None,
+            token_expires_at: None,
+            next_attempt_at: None,
+            interruption: None,
+            counters: Counters::default(),
+        };
+        reporter.publish(&snapshot);
+        assert_eq!(
+            status_file::read(&state_dir).unwrap(),
+            snapshot_rounded(&snapshot)
+        );
+        assert!(!reporter.status_unwritable);
+    }
+
+    /// The file keeps whole seconds.
+    fn snapshot_rounded(snapshot: &Snapshot) -> Snapshot {
+        let secs = snapshot
+            .written_at
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs();
+        Snapshot {
+            written_at: std::time::UNIX_EPOCH + std::time::Duration::from_secs(secs),
+            ..snapshot.clone()
         }
     }
 }
