@@ -104,6 +104,20 @@ pub enum Command {
         #[arg(long, value_enum, default_value = "auto")]
         log_target: crate::logging::LogTarget,
     },
+    /// Walk every cause of a failed heartbeat from this host's side.
+    ///
+    /// Loads the configuration exactly as `hostbeat run` does, then checks where each
+    /// setting came from, the env file (owner, mode, the token's hygiene by byte
+    /// position, never its content), the proxy, DNS, TCP, HTTP and TLS to each
+    /// server, the clock against the server's, the token exchange and the validate
+    /// call. One line per finding (ok, warn, FAIL), with what it means and the fix
+    /// under each warn and FAIL. Changes nothing on the server. Exit status: 0 when
+    /// all is ok, 1 when something fails, 2 when there are only warnings.
+    Check {
+        /// Print the findings as JSON for fleet tooling.
+        #[arg(long)]
+        json: bool,
+    },
     /// Show what the daemon last reported: state, last heartbeat, failures.
     ///
     /// Reads the status file the daemon keeps in its state directory

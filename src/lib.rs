@@ -14,13 +14,15 @@
 //! - [`report`]: the status file (`hostbeat status`) and the Prometheus textfile;
 //!   [`atomic_file`]: files replaced whole, never half-written.
 //! - [`logging`]: where log lines go; [`systemd`]: readiness, status and watchdog.
-//! - [`cli`]: the command line, also the source of the man pages and completions.
+//! - [`cli`]: the command line, also the source of the man pages and completions;
+//!   [`check`]: `hostbeat check`, the doctor.
 //!
 //! [`run`] is the daemon: it takes its [`Controls`] (shutdown, reload, the line to
 //! systemd) as an argument, so that tests drive it without touching process state.
 
 pub mod api;
 pub mod atomic_file;
+pub mod check;
 pub mod cli;
 pub mod config;
 pub mod credentials;

@@ -19,7 +19,31 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Run { log_target } => run(cli.config, log_target),
         Command::Status { json, state_dir } => status(cli.config, json, state_dir),
+        Command::Check { json } => check(cli.config, json),
     }
+}
+
+/// `hostbeat check`: every finding, then the exit status they add up to.
+fn check(config_file: Option<PathBuf>, json: bool) -> ExitCode {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("hostbeat: cannot start the runtime: {e}");
+            return ExitCode::from(EX_SOFTWARE);
+        }
+    };
+    let report = runtime.block_on(hostbeat::check::run(hostbeat::ConfigInputs::from_process(
+        config_file,
+    )));
+    if json {
+        println!("{:#}", report.to_json());
+    } else {
+        print!("{}", report.render());
+    }
+    ExitCode::from(report.exit_status())
 }
 
 /// `hostbeat status`: the status file, judged and printed.

@@ -144,10 +144,30 @@ impl ConfigInputs {
         inputs
     }
 
+    /// The env file these inputs point at before the config file is read
+    /// (`HOSTBEAT_ENV_FILE`, else the default): where `hostbeat check` looks when the
+    /// configuration does not load.
+    pub fn env_file_hint(&self) -> PathBuf {
+        self.env
+            .get("HOSTBEAT_ENV_FILE")
+            .map_or_else(|| PathBuf::from(DEFAULT_ENV_FILE), PathBuf::from)
+    }
+
     /// An explicit config file (`--config`): unlike the default one, it must exist.
     #[must_use]
     pub fn config_file(mut self, path: impl Into<PathBuf>) -> Self {
         self.config_file = Some(path.into());
+        self
+    }
+
+    /// Removes a variable set before (the token included).
+    #[must_use]
+    pub fn without_var(mut self, key: &str) -> Self {
+        if key == CLIENT_TOKEN_VAR {
+            self.client_token = None;
+        } else {
+            self.env.remove(key);
+        }
         self
     }
 
@@ -205,6 +225,9 @@ pub struct Loaded {
     /// What the env file held, to tell on a reload which environment variables
     /// came from it (see [`ConfigInputs::preferring_env_file`]).
     pub env_file: EnvFileSnapshot,
+    /// Every setting someone set (the client token apart), its value as written and
+    /// where it came from; the others have their defaults (`hostbeat check`).
+    pub sources: Vec<(&'static str, String, Origin)>,
 }
 
 /// The env file as it was read: its settings, and its token's fingerprint.
@@ -291,6 +314,10 @@ pub fn load(inputs: ConfigInputs) -> Result<Loaded, ConfigError> {
         config_file: file_token.map(|t| (t, config_path.clone())),
         credentials_directory: inputs.env.get("CREDENTIALS_DIRECTORY").map(PathBuf::from),
     };
+    let sources = values
+        .iter()
+        .map(|(key, (value, origin))| (*key, value.clone(), origin.clone()))
+        .collect();
     let settings = settings::validate(
         &Layers { values },
         token_candidates,
@@ -306,6 +333,7 @@ pub fn load(inputs: ConfigInputs) -> Result<Loaded, ConfigError> {
         settings,
         warnings,
         env_file: snapshot,
+        sources,
     })
 }
 

@@ -5,6 +5,7 @@ mod support;
 
 mod agent;
 mod binary;
+mod check;
 mod config;
 mod credentials;
 mod failures;

@@ -1,0 +1,352 @@
+//! The env file as the operator left it: there, owned and guarded as a file with a
+//! secret should be, parseable, and its token line free of what editors and shells
+//! leave behind. Positions are bytes (1-based) of the token's value; the content is
+//! never shown.
+
+use std::os::unix::fs::MetadataExt;
+use std::path::Path;
+
+use super::{Finding, Level, Report};
+use crate::config::envfile::EnvFile;
+
+const TOKEN_KEY: &[u8] = b"HOSTBEAT_CLIENT_TOKEN=";
+/// Shorter than this, a token was probably cut when it was pasted.
+const SHORT_TOKEN: usize = 16;
+
+/// Checks the env file at `path`; `token_elsewhere` names where the token in use
+/// came from when that is not this file (a credential, the environment).
+pub(super) fn check(path: &Path, token_elsewhere: Option<String>, report: &mut Report) {
+    let shown = path.display();
+    let metadata = match std::fs::metadata(path) {
+        Ok(metadata) => metadata,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            if let Some(origin) = token_elsewhere {
+                report.push(Finding::ok(
+                    "env_file",
+                    format!("{shown} does not exist; the token comes from {origin}"),
+                ));
+                return;
+            }
+            report.push(Finding::warn(
+                "env_file",
+                format!("{shown} does not exist"),
+                "settings and the token must come from elsewhere (the environment, a drop-in, a credential), and a rotated token cannot be picked up by a reload",
+                format!("create it from the template: install -m 0640 -o root -g hostbeat /usr/share/doc/hostbeat/examples/hostbeat.env {shown}, or reinstall the package"),
+            ));
+            return;
+        }
+        Err(e) => {
+            report.push(Finding::fail(
+                "env_file",
+                format!("cannot examine {shown}: {e}"),
+                "hostbeat cannot read its settings",
+                "run hostbeat check as root, or as a member of the hostbeat group",
+            ));
+            return;
+        }
+    };
+    permissions(path, &metadata, report);
+    let bytes = match std::fs::read(path) {
+        Ok(bytes) => bytes,
+        Err(e) => {
+            report.push(Finding::fail(
+                "env_file",
+                format!("cannot read {shown}: {e}"),
+                "this user cannot see the settings; the checks below use what it can read",
+                "run hostbeat check as root, or as a member of the hostbeat group",
+            ));
+            return;
+        }
+    };
+    match EnvFile::parse(path, &bytes) {
+        Ok(_) => report.push(Finding::ok("env_file", format!("{shown} parses"))),
+        Err(e) => report.push(Finding::fail(
+            "env_file",
+            format!("{shown} does not parse: {e}"),
+            "systemd and hostbeat may read different values, or none",
+            "correct the line named above (KEY=VALUE, one per line)",
+        )),
+    }
+    for finding in token_hygiene(&bytes, &shown.to_string()) {
+        report.push(finding);
+    }
+}
+
+/// Owner root, group root or hostbeat, nobody else may read; and the service's
+/// group must, to pick up a rotated token without a restart.
+fn permissions(path: &Path, metadata: &std::fs::Metadata, report: &mut Report) {
+    let shown = path.display();
+    let mode = metadata.mode() & 0o7777;
+    let owner = name_of("/etc/passwd", metadata.uid());
+    let group = name_of("/etc/group", metadata.gid());
+    let fix = format!("chown root:hostbeat {shown} && chmod 0640 {shown}");
+    let summary = format!("{shown}: owner {owner}, group {group}, mode {mode:04o}");
+    let mut problems = Vec::new();
+    if mode & 0o004 != 0 {
+        problems.push("every user on this host can read the token".to_owned());
+    }
+    if mode & 0o040 != 0 && group != "root" && group != "hostbeat" {
+        problems.push(format!("members of group {group} can read the token"));
+    }
+    if metadata.uid() != 0 && mode & 0o400 != 0 {
+        problems.push(format!("{owner} owns it and can read and change the token"));
+    }
+    if !problems.is_empty() {
+        report.push(Finding::warn("env_file", summary, problems.join("; "), fix));
+    } else if group != "hostbeat" || mode & 0o040 == 0 {
+        report.push(Finding::warn(
+            "env_file",
+            summary,
+            "the hostbeat user cannot read it: systemd reads it at start, but a rotated token is picked up only by a restart, not by a reload",
+            fix,
+        ));
+    } else {
+        report.push(Finding::ok("env_file", summary));
+    }
+}
+
+/// The name of `id` in a passwd or group file, else the number.
+fn name_of(file: &str, id: u32) -> String {
+    std::fs::read_to_string(file)
+        .ok()
+        .and_then(|text| {
+            text.lines().find_map(|line| {
+                let mut fields = line.split(':');
+                let name = fields.next()?;
+                (fields.nth(1)?.parse::<u32>().ok()? == id).then(|| name.to_owned())
+            })
+        })
+        .unwrap_or_else(|| id.to_string())
+}
+
+/// What is wrong around and inside the token's value in the env file's bytes. Warn
+/// for what hostbeat strips (but other tools would not), fail for what it refuses.
+pub(super) fn token_hygiene(file: &[u8], shown: &str) -> Vec<Finding> {
+    let mut findings = Vec::new();
+    let bom = b"\xef\xbb\xbf";
+    if file.starts_with(bom) {
+        findings.push(Finding::warn(
+            "token",
+            format!("{shown} starts with a UTF-8 byte order mark (bytes 1-3)"),
+            "a Windows editor saved it; systemd and hostbeat skip it, other tools may read it as part of the first line",
+            format!("sed -i '1s/^\\xEF\\xBB\\xBF//' {shown}"),
+        ));
+    }
+    let Some(value) = token_value(file) else {
+        findings.push(Finding::ok(
+            "token",
+            format!("{shown} has no HOSTBEAT_CLIENT_TOKEN line (the token comes from elsewhere)"),
+        ));
+        return findings;
+    };
+    let before = findings.len();
+    let (start, end) = surroundings(value, shown, &mut findings);
+    let token = &value[start..end];
+    contents(token, start, shown, &mut findings);
+    if findings[before..].iter().all(|f| f.level == Level::Ok) {
+        findings.push(Finding::ok(
+            "token",
+            format!(
+                "{} bytes, nothing around or inside it that should not be",
+                token.len()
+            ),
+        ));
+    }
+    findings
+}
+
+/// What surrounds the value: a CR, white space, quotes. Returns where the token
+/// itself starts and ends in `value`.
+fn surroundings(value: &[u8], shown: &str, findings: &mut Vec<Finding>) -> (usize, usize) {
+    if value.ends_with(b"\r") {
+        findings.push(Finding::warn(
+            "token",
+            format!(
+                "the token line ends in a carriage return (byte {} of the value)",
+                value.len()
+            ),
+            "the file was written on Windows (CRLF); hostbeat strips it, but a copy of the token made with shell tools keeps it",
+            format!("sed -i 's/\\r$//' {shown}"),
+        ));
+    }
+    let value = value.strip_suffix(b"\r").unwrap_or(value);
+    let start = value
+        .iter()
+        .position(|b| !b.is_ascii_whitespace())
+        .unwrap_or(value.len());
+    let end = value
+        .iter()
+        .rposition(|b| !b.is_ascii_whitespace())
+        .map_or(start, |i| i + 1);
+    if start > 0 || end < value.len() {
+        findings.push(Finding::warn(
+            "token",
+            format!(
+                "white space around the token ({start} bytes before, {} after)",
+                value.len() - end
+            ),
+            "hostbeat strips it; a server that compares the raw value would refuse the token",
+            format!(
+                "remove the spaces around the value on the HOSTBEAT_CLIENT_TOKEN line of {shown}"
+            ),
+        ));
+    }
+    let (mut inner_start, mut inner_end) = (start, end);
+    let quoted =
+        end - start >= 2 && matches!(value[start], b'"' | b'\'') && value[start] == value[end - 1];
+    if quoted {
+        inner_start += 1;
+        inner_end -= 1;
+        findings.push(Finding::ok(
+            "token",
+            "the token is quoted (systemd and hostbeat remove the quotes)",
+        ));
+    } else if let Some(i) = (start..end).find(|&i| matches!(value[i], b'"' | b'\'')) {
+        findings.push(Finding::fail(
+            "token",
+            format!("an unmatched quote at byte {} of the value", i + 1),
+            "it becomes part of the token, which the control plane then refuses",
+            format!(
+                "remove it, or quote the whole value, on the HOSTBEAT_CLIENT_TOKEN line of {shown}"
+            ),
+        ));
+    }
+    (inner_start, inner_end)
+}
+
+/// What is inside the token (`offset`: where it starts in the value): bytes a
+/// token cannot hold, and shapes that suggest the wrong token.
+fn contents(token: &[u8], offset: usize, shown: &str, findings: &mut Vec<Finding>) {
+    if let Some((i, what)) = token.iter().enumerate().find_map(|(i, &b)| {
+        let what = match b {
+            b' ' | b'\t' => "white space",
+            0..=0x1f | 0x7f => "a control character",
+            0x80..=0xff => "a non-ASCII byte",
+            _ => return None,
+        };
+        Some((i, what))
+    }) {
+        findings.push(Finding::fail(
+            "token",
+            format!("{what} at byte {} of the value", offset + i + 1),
+            "a token is visible ASCII only; hostbeat refuses this one (a paste from a document or chat often brings such bytes)",
+            format!("paste the token again as plain text; see the bytes with: grep HOSTBEAT_CLIENT_TOKEN {shown} | od -c"),
+        ));
+    }
+    if token.starts_with(b"eyJ") && token.split(|&b| b == b'.').count() == 3 {
+        findings.push(Finding::warn(
+            "token",
+            "the token looks like a JWT (eyJ...), not a client token",
+            "a JWT is usually an access token, which expires within the hour; hostbeat needs the long-lived client token the control plane issued",
+            "ask the control plane for this fleet's client token and put it in the env file",
+        ));
+    }
+    if !token.is_empty() && token.len() < SHORT_TOKEN {
+        findings.push(Finding::warn(
+            "token",
+            format!("the token is only {} bytes long", token.len()),
+            "a client token is usually longer; it may have been cut when pasted",
+            "compare the fingerprint on the client_token line above with the control plane's copy of the token",
+        ));
+    }
+}
+
+/// The raw bytes after `HOSTBEAT_CLIENT_TOKEN=` on its (last) line, CR included.
+fn token_value(file: &[u8]) -> Option<&[u8]> {
+    file.split(|&b| b == b'\n')
+        .filter_map(|line| {
+            let line = line.strip_prefix(b"\xef\xbb\xbf").unwrap_or(line);
+            let start = line.iter().position(|b| !b.is_ascii_whitespace())?;
+            let line = &line[start..];
+            let line = line.strip_prefix(b"export ").unwrap_or(line);
+            line.strip_prefix(TOKEN_KEY)
+        })
+        .next_back()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn findings(file: &[u8]) -> Vec<(Level, String)> {
+        token_hygiene(file, "/etc/hostbeat/hostbeat.env")
+            .into_iter()
+            .map(|f| (f.level, f.summary))
+            .collect()
+    }
+
+    const TOKEN: &str = "ct_0123456789abcdefXYZ";
+
+    #[test]
+    fn a_clean_token_is_ok() {
+        let found = findings(format!("HOSTBEAT_CLIENT_TOKEN={TOKEN}\n").as_bytes());
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert_eq!(found[0].0, Level::Ok);
+        assert!(found[0].1.starts_with("22 bytes"), "{found:?}");
+    }
+
+    #[test]
+    fn each_blemish_is_named_with_its_position_never_the_content() {
+        for (file, level, expected) in [
+            (
+                format!("\u{feff}HOSTBEAT_CLIENT_TOKEN={TOKEN}\n"),
+                Level::Warn,
+                "byte order mark (bytes 1-3)",
+            ),
+            (
+                format!("HOSTBEAT_CLIENT_TOKEN={TOKEN}\r\n"),
+                Level::Warn,
+                "carriage return (byte 23 of the value)",
+            ),
+            (
+                format!("HOSTBEAT_CLIENT_TOKEN=  {TOKEN} \n"),
+                Level::Warn,
+                "(2 bytes before, 1 after)",
+            ),
+            (
+                format!("HOSTBEAT_CLIENT_TOKEN=\"{TOKEN}\n"),
+                Level::Fail,
+                "unmatched quote at byte 1",
+            ),
+            (
+                "HOSTBEAT_CLIENT_TOKEN=ct_01234\u{7}56789abcdef\n".to_owned(),
+                Level::Fail,
+                "a control character at byte 9",
+            ),
+            (
+                "HOSTBEAT_CLIENT_TOKEN=ct_0123\u{a0}456789abcdef\n".to_owned(),
+                Level::Fail,
+                "a non-ASCII byte at byte 8",
+            ),
+            (
+                "HOSTBEAT_CLIENT_TOKEN=ct_short\n".to_owned(),
+                Level::Warn,
+                "only 8 bytes",
+            ),
+            (
+                "HOSTBEAT_CLIENT_TOKEN=eyJhbGciOi.eyJzdWIiOi.c2lnbmF0dXJl\n".to_owned(),
+                Level::Warn,
+                "looks like a JWT",
+            ),
+        ] {
+            let found = findings(file.as_bytes());
+            assert!(
+                found
+                    .iter()
+                    .any(|(l, s)| *l == level && s.contains(expected)),
+                "{expected:?} not in {found:?}"
+            );
+            for (_, summary) in &found {
+                assert!(!summary.contains("0123456789"), "content shown: {summary}");
+            }
+        }
+    }
+
+    #[test]
+    fn matching_quotes_are_fine_and_the_last_line_counts() {
+        let file = format!("HOSTBEAT_CLIENT_TOKEN=old\nexport HOSTBEAT_CLIENT_TOKEN='{TOKEN}'\n");
+        let found = findings(file.as_bytes());
+        assert!(found.iter().all(|(l, _)| *l == Level::Ok), "{found:?}");
+        assert!(found.iter().any(|(_, s)| s.contains("quoted")), "{found:?}");
+    }
+}

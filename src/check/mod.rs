@@ -1,0 +1,251 @@
+//! `hostbeat check`, the doctor: loads the configuration exactly as `hostbeat run`
+//! does and walks the causes of a failed heartbeat from the host's side, one finding
+//! per line (ok / warn / fail), each warn or fail with what it means and the command
+//! that fixes it.
+//!
+//! Order: the configuration and where each setting came from; the env file (owner,
+//! mode, the token's hygiene, byte positions only); then, per server, DNS, TCP, HTTP
+//! (TLS included); the clock; the credential (token exchange, validate). A later
+//! step that cannot run because an earlier one failed is skipped, saying so.
+//!
+//! Invariants: no finding holds the token or any part of it (length and
+//! fingerprint only); nothing changes on the server (validate and the token
+//! exchange are reads; `--heartbeat`, when it exists, will say what it sends).
+
+use std::path::PathBuf;
+
+use serde::Serialize;
+
+use crate::config::{ConfigInputs, Loaded};
+
+mod envfile;
+mod server;
+
+/// How a finding weighs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Level {
+    /// As it should be.
+    Ok,
+    /// Works, but probably not what the operator meant, or a risk.
+    Warn,
+    /// A cause of failed heartbeats.
+    Fail,
+}
+
+impl Level {
+    fn label(self) -> &'static str {
+        match self {
+            Self::Ok => "ok  ",
+            Self::Warn => "warn",
+            Self::Fail => "FAIL",
+        }
+    }
+}
+
+/// One line of the report.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Finding {
+    /// Ok, warn or fail.
+    pub level: Level,
+    /// What was checked: `config`, `env_file`, `token`, `dns`, `tcp`, `http`,
+    /// `clock`, `exchange`, `validate`.
+    pub area: &'static str,
+    /// The finding, in one line.
+    pub summary: String,
+    /// For a warn or a fail: what it means.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub meaning: Option<String>,
+    /// For a warn or a fail: the command or change that fixes it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fix: Option<String>,
+}
+
+impl Finding {
+    /// A finding that needs nothing done.
+    pub fn ok(area: &'static str, summary: impl Into<String>) -> Self {
+        Self {
+            level: Level::Ok,
+            area,
+            summary: summary.into(),
+            meaning: None,
+            fix: None,
+        }
+    }
+
+    /// A warning, with what it means and the fix.
+    pub fn warn(
+        area: &'static str,
+        summary: impl Into<String>,
+        meaning: impl Into<String>,
+        fix: impl Into<String>,
+    ) -> Self {
+        Self {
+            level: Level::Warn,
+            ..Self::fail(area, summary, meaning, fix)
+        }
+    }
+
+    /// A failure, with what it means and the fix.
+    pub fn fail(
+        area: &'static str,
+        summary: impl Into<String>,
+        meaning: impl Into<String>,
+        fix: impl Into<String>,
+    ) -> Self {
+        Self {
+            level: Level::Fail,
+            area,
+            summary: summary.into(),
+            meaning: Some(meaning.into()),
+            fix: Some(fix.into()),
+        }
+    }
+}
+
+/// Every finding, in the order they were made.
+#[derive(Debug, Default, Serialize)]
+pub struct Report {
+    /// The findings.
+    pub findings: Vec<Finding>,
+}
+
+impl Report {
+    fn push(&mut self, finding: Finding) {
+        self.findings.push(finding);
+    }
+
+    fn worst(&self) -> Level {
+        self.findings
+            .iter()
+            .map(|f| f.level)
+            .max()
+            .unwrap_or(Level::Ok)
+    }
+
+    /// 0 when all is ok, 1 when something fails, 2 when there are only warnings.
+    pub fn exit_status(&self) -> u8 {
+        match self.worst() {
+            Level::Ok => 0,
+            Level::Fail => 1,
+            Level::Warn => 2,
+        }
+    }
+
+    /// One line per finding, with what it means and the fix under every warn or
+    /// fail, and a closing count.
+    pub fn render(&self) -> String {
+        use std::fmt::Write as _;
+        let mut out = String::new();
+        for finding in &self.findings {
+            let _ = writeln!(
+                out,
+                "{} {:<9}{}",
+                finding.level.label(),
+                finding.area,
+                finding.summary
+            );
+            if let Some(meaning) = &finding.meaning {
+                let _ = writeln!(out, "               means: {meaning}");
+            }
+            if let Some(fix) = &finding.fix {
+                let _ = writeln!(out, "               fix:   {fix}");
+            }
+        }
+        let count = |level| self.findings.iter().filter(|f| f.level == level).count();
+        let _ = writeln!(
+            out,
+            "\n{} ok, {} warnings, {} failures",
+            count(Level::Ok),
+            count(Level::Warn),
+            count(Level::Fail)
+        );
+        out
+    }
+
+    /// The findings as JSON for fleet tooling, with the exit status.
+    pub fn to_json(&self) -> serde_json::Value {
+        serde_json::json!({
+            "findings": self.findings,
+            "exit_status": self.exit_status(),
+        })
+    }
+}
+
+/// Runs every check for `inputs`, the configuration `hostbeat run` would load.
+pub async fn run(inputs: ConfigInputs) -> Report {
+    let mut report = Report::default();
+    let env_file_hint = inputs.env_file_hint();
+    let loaded = crate::config::load(inputs);
+    let env_file: PathBuf = match &loaded {
+        Ok(loaded) => loaded.settings.token_source.env_file.clone(),
+        Err(_) => env_file_hint,
+    };
+    match &loaded {
+        Ok(loaded) => config_findings(loaded, &mut report),
+        Err(e) => report.push(Finding::fail(
+            "config",
+            format!("the configuration does not load: {e}"),
+            "`hostbeat run` exits 78 with this line and systemd does not restart it",
+            "apply the fix above, then: systemctl restart hostbeat",
+        )),
+    }
+    let token_elsewhere = loaded.as_ref().ok().and_then(|loaded| {
+        let origin = &loaded.settings.token_source.origin;
+        (!matches!(origin, crate::config::token::TokenOrigin::EnvFile(_)))
+            .then(|| origin.to_string())
+    });
+    envfile::check(&env_file, token_elsewhere, &mut report);
+    if let Ok(loaded) = loaded {
+        server::check(&loaded.settings, &mut report).await;
+    } else {
+        report.push(Finding::warn(
+            "server",
+            "not checked: the configuration does not load",
+            "the server, the clock and the credential need a valid configuration",
+            "fix the configuration, then run hostbeat check again",
+        ));
+    }
+    report
+}
+
+/// Where each setting came from, and the token as length and fingerprint.
+fn config_findings(loaded: &Loaded, report: &mut Report) {
+    let settings = &loaded.settings;
+    report.push(Finding::ok(
+        "config",
+        format!(
+            "loads as `hostbeat run` loads it; {} mode, state in {}",
+            if matches!(settings.auth, crate::config::AuthMode::Exchange(_)) {
+                "token exchange"
+            } else {
+                "static token"
+            },
+            settings.state_dir.display()
+        ),
+    ));
+    for (key, value, origin) in &loaded.sources {
+        report.push(Finding::ok(
+            "config",
+            format!("{key} = {value} (from {})", origin.describe(key)),
+        ));
+    }
+    let token = &settings.client_token;
+    report.push(Finding::ok(
+        "config",
+        format!(
+            "client_token: {} bytes, fingerprint {} (from {}); every other setting has its default",
+            token.len(),
+            token.fingerprint(),
+            settings.token_source.origin
+        ),
+    ));
+    for warning in &loaded.warnings {
+        report.push(Finding::warn(
+            "config",
+            warning.clone(),
+            "it works, but is probably not what was meant",
+            "see docs/configuration.md (/usr/share/doc/hostbeat/configuration.md)",
+        ));
+    }
+}

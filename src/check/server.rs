@@ -1,0 +1,290 @@
+//! The way to the control plane and what it says of the credential: proxy, DNS,
+//! TCP, HTTP and TLS, the clock against its `Date` header, the token exchange and the
+//! validate call (protocol.md section 2), each with its elapsed time and, on failure,
+//! the exact error or the server's own words.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::time::Instant;
+use url::Url;
+
+use super::{Finding, Report};
+use crate::api::{ApiClient, ApiError, FailureClass};
+use crate::config::Settings;
+use crate::credentials::Credentials;
+use crate::heartbeat::CLOCK_SKEW_LIMIT;
+
+pub(super) async fn check(settings: &Settings, report: &mut Report) {
+    let proxied = proxy(report);
+    for server in &settings.servers {
+        if proxied {
+            report.push(Finding::ok(
+                "dns",
+                format!(
+                    "{server}: reached through the proxy; DNS and TCP from this host not checked"
+                ),
+            ));
+        } else if let Some(addresses) = resolve(server, settings.connect_timeout, report).await {
+            connect(server, &addresses, settings.connect_timeout, report).await;
+        }
+    }
+    let api = match ApiClient::new(settings) {
+        Ok(api) => Arc::new(api),
+        Err(e) => {
+            report.push(Finding::fail(
+                "http",
+                format!("cannot build the HTTP client: {e}"),
+                "hostbeat run exits 78 with this line",
+                "apply the fix above",
+            ));
+            return;
+        }
+    };
+    credential(settings, &api, report).await;
+    clock(&api, report);
+}
+
+/// The proxy reqwest takes from the environment, if any (its credentials hidden).
+fn proxy(report: &mut Report) -> bool {
+    let found: Vec<String> = ["HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy"]
+        .iter()
+        .filter_map(|name| {
+            let value = std::env::var(name).ok().filter(|v| !v.is_empty())?;
+            let shown = Url::parse(&value).map_or_else(
+                |_| value.clone(),
+                |mut url| {
+                    if url.password().is_some() {
+                        let _ = url.set_password(Some("****"));
+                    }
+                    url.to_string()
+                },
+            );
+            Some(format!("{name}={shown}"))
+        })
+        .collect();
+    if found.is_empty() {
+        report.push(Finding::ok("proxy", "none (direct connections)"));
+        return false;
+    }
+    let no_proxy = std::env::var("NO_PROXY")
+        .or_else(|_| std::env::var("no_proxy"))
+        .unwrap_or_default();
+    report.push(Finding::ok(
+        "proxy",
+        format!("{} in effect (NO_PROXY={no_proxy:?})", found.join(", ")),
+    ));
+    true
+}
+
+async fn resolve(server: &Url, limit: Duration, report: &mut Report) -> Option<Vec<SocketAddr>> {
+    let host = server.host_str()?.trim_matches(['[', ']']).to_owned();
+    let port = server.port_or_known_default()?;
+    let started = Instant::now();
+    let lookup = tokio::time::timeout(limit, tokio::net::lookup_host((host.as_str(), port))).await;
+    let took = ms(started.elapsed());
+    match lookup {
+        Ok(Ok(addresses)) => {
+            let addresses: Vec<SocketAddr> = addresses.collect();
+            let shown: Vec<String> = addresses.iter().map(|a| a.ip().to_string()).collect();
+            report.push(Finding::ok(
+                "dns",
+                format!("{host} resolves to {} ({took})", shown.join(", ")),
+            ));
+            Some(addresses)
+        }
+        Ok(Err(e)) => {
+            report.push(Finding::fail(
+                "dns",
+                format!("{host} does not resolve: {e} ({took})"),
+                "no heartbeat can leave this host for this server",
+                format!(
+                    "check the name in server_url and this host's resolver: resolvectl query {host}"
+                ),
+            ));
+            None
+        }
+        Err(_) => {
+            report.push(Finding::fail(
+                "dns",
+                format!("{host}: no answer from the resolver within connect_timeout ({took})"),
+                "name resolution hangs; every heartbeat waits for it",
+                "check the resolver: resolvectl status",
+            ));
+            None
+        }
+    }
+}
+
+async fn connect(server: &Url, addresses: &[SocketAddr], limit: Duration, report: &mut Report) {
+    let mut errors = Vec::new();
+    for address in addresses {
+        let started = Instant::now();
+        match tokio::time::timeout(limit, tokio::net::TcpStream::connect(address)).await {
+            Ok(Ok(_)) => {
+                report.push(Finding::ok(
+                    "tcp",
+                    format!("connected to {address} in {}", ms(started.elapsed())),
+                ));
+                return;
+            }
+            Ok(Err(e)) => errors.push(format!("{address}: {e} ({})", ms(started.elapsed()))),
+            Err(_) => errors.push(format!(
+                "{address}: no answer within connect_timeout ({})",
+                ms(started.elapsed())
+            )),
+        }
+    }
+    report.push(Finding::fail(
+        "tcp",
+        format!("cannot connect to {server}: {}", errors.join("; ")),
+        "the server is down, the port is wrong, or a firewall drops the connection",
+        format!("check server_url's port, and that the control plane listens: curl -sv {server}"),
+    ));
+}
+
+/// The token exchange (exchange mode), then validate with the bearer token.
+async fn credential(settings: &Settings, api: &Arc<ApiClient>, report: &mut Report) {
+    let credentials = Credentials::new(
+        api.clone(),
+        &settings.auth,
+        settings.client_token.clone(),
+        settings.token_source.clone(),
+        settings.refresh_margin,
+        settings.backoff,
+    );
+    let started = Instant::now();
+    let bearer = match credentials.bearer().await {
+        Ok(bearer) => {
+            if credentials.is_exchange() {
+                report.push(Finding::ok(
+                    "exchange",
+                    format!(
+                        "the token endpoint issued an access token{} ({})",
+                        bearer
+                            .expires_at
+                            .map(|at| format!(
+                                " valid {}s",
+                                at.saturating_duration_since(Instant::now()).as_secs()
+                            ))
+                            .unwrap_or_default(),
+                        ms(started.elapsed())
+                    ),
+                ));
+            }
+            bearer
+        }
+        Err(error) => {
+            report.push(failure("exchange", &error, started.elapsed()));
+            return;
+        }
+    };
+    let started = Instant::now();
+    match api.validate(&bearer.token).await {
+        Ok(answer) if answer.valid => {
+            report.push(Finding::ok(
+                "http",
+                format!("{} answers over {}", api.server(), api.server().scheme()),
+            ));
+            report.push(Finding::ok(
+                "validate",
+                format!(
+                    "the control plane accepts the credential (client {}{}) ({})",
+                    answer.client_id.as_deref().unwrap_or("?"),
+                    answer
+                        .name
+                        .map(|n| format!(", {n:?}"))
+                        .unwrap_or_default(),
+                    ms(started.elapsed())
+                ),
+            ));
+        }
+        Ok(_) => report.push(Finding::fail(
+            "validate",
+            "the control plane answered 200 but \"valid\": false",
+            "the control plane does not accept this credential",
+            "compare the token's fingerprint above with the control plane's copy, and put the current token in the env file; then: systemctl reload hostbeat",
+        )),
+        Err(error) => {
+            if error.status.is_some() {
+                report.push(Finding::ok(
+                    "http",
+                    format!("{} answers over {}", api.server(), api.server().scheme()),
+                ));
+            }
+            report.push(failure("validate", &error, started.elapsed()));
+        }
+    }
+}
+
+/// A failed call as a finding: the class decides the meaning and the fix; the
+/// summary carries the status and the server's own words.
+fn failure(area: &'static str, error: &ApiError, took: Duration) -> Finding {
+    let summary = format!("{error} ({})", ms(took));
+    let (area, meaning, fix) = match error.class {
+        FailureClass::CredentialRejected | FailureClass::TokenExpired => (
+            area,
+            "the control plane does not accept this token: rotated on one side only, a typo, or the client was deleted",
+            "compare the fingerprint above with the control plane's copy (printf %s \"$TOKEN\" | sha256sum | cut -c1-12); put the current token in /etc/hostbeat/hostbeat.env; systemctl reload hostbeat",
+        ),
+        FailureClass::ClientInactive => (
+            area,
+            "the token is right but the client is deactivated on the control plane",
+            "activate the client on the control plane; hostbeat recovers by itself, no restart needed",
+        ),
+        FailureClass::MissingToken => (
+            area,
+            "the server got no token although hostbeat sends one: something in between (a proxy, a load balancer) strips the Authorization header",
+            "let the Authorization header through every proxy and load balancer in front of the control plane",
+        ),
+        FailureClass::Tls => (
+            "tls",
+            "the TLS handshake failed: a certificate from an unknown CA, an expired one, or one for another name",
+            "check the certificate (openssl s_client -connect HOST:443 -servername HOST); for a private CA set ca_file",
+        ),
+        FailureClass::Connect | FailureClass::Timeout | FailureClass::Dns => (
+            "http",
+            "no HTTP answer from the control plane",
+            "see the dns and tcp lines above; check server_url and the proxy",
+        ),
+        FailureClass::RateLimited | FailureClass::ServerError => (
+            area,
+            "the control plane has a problem of its own; hostbeat backs off and retries",
+            "nothing to fix on this host; ask the control plane's operators",
+        ),
+        FailureClass::UnknownAgent | FailureClass::Protocol => (
+            area,
+            "the answer is not what protocol.md describes: a wrong path, or not a hostbeat control plane",
+            "check server_url and the *_path settings against the control plane's API",
+        ),
+    };
+    Finding::fail(area, summary, meaning, fix)
+}
+
+/// The offset from the server's `Date` header, seen on the calls above.
+fn clock(api: &ApiClient, report: &mut Report) {
+    match api.clock_offset() {
+        None => report.push(Finding::ok(
+            "clock",
+            "not compared: no Date header was seen",
+        )),
+        Some(offset) if offset.unsigned_abs() <= CLOCK_SKEW_LIMIT.as_secs() => report.push(
+            Finding::ok("clock", format!("within {offset:+} s of the control plane's")),
+        ),
+        Some(offset) => report.push(Finding::warn(
+            "clock",
+            format!(
+                "{} s {} the control plane's (from its Date header)",
+                offset.unsigned_abs(),
+                if offset > 0 { "behind" } else { "ahead of" }
+            ),
+            "token lifetimes are monotonic and unaffected, but sent_at and the server's view of this host are off, and TLS certificate checks may fail",
+            "synchronise the clock: timedatectl status; timedatectl set-ntp true",
+        )),
+    }
+}
+
+fn ms(elapsed: Duration) -> String {
+    format!("{} ms", elapsed.as_millis())
+}
