@@ -25,15 +25,9 @@ fn main() -> ExitCode {
 
 /// `hostbeat check`: every finding, then the exit status they add up to.
 fn check(config_file: Option<PathBuf>, json: bool) -> ExitCode {
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match runtime() {
         Ok(runtime) => runtime,
-        Err(e) => {
-            eprintln!("hostbeat: cannot start the runtime: {e}");
-            return ExitCode::from(EX_SOFTWARE);
-        }
+        Err(code) => return code,
     };
     let report = runtime.block_on(hostbeat::check::run(hostbeat::ConfigInputs::from_process(
         config_file,
@@ -98,15 +92,9 @@ fn run(config_file: Option<PathBuf>, log_target: hostbeat::logging::LogTarget) -
     for warning in &loaded.warnings {
         tracing::warn!(event = "config_warning", "{warning}");
     }
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match runtime() {
         Ok(runtime) => runtime,
-        Err(e) => {
-            eprintln!("hostbeat: cannot start the runtime: {e}");
-            return ExitCode::from(EX_SOFTWARE);
-        }
+        Err(code) => return code,
     };
     let result = runtime.block_on(async {
         // A reload reads the same sources again; the environment systemd gave at
@@ -142,6 +130,17 @@ fn run(config_file: Option<PathBuf>, log_target: hostbeat::logging::LogTarget) -
             ExitCode::from(EX_CONFIG)
         }
     }
+}
+
+/// The single-threaded runtime every command runs on; on failure, the exit status.
+fn runtime() -> Result<tokio::runtime::Runtime, ExitCode> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| {
+            eprintln!("hostbeat: cannot start the runtime: {e}");
+            ExitCode::from(EX_SOFTWARE)
+        })
 }
 
 /// SIGTERM and SIGINT cancel `shutdown` (a second one exits at once); SIGHUP

@@ -4,7 +4,6 @@
 //! the exact error or the server's own words.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::time::Instant;
@@ -14,7 +13,7 @@ use super::{Finding, Report};
 use crate::api::{ApiClient, ApiError, FailureClass};
 use crate::config::Settings;
 use crate::credentials::Credentials;
-use crate::heartbeat::CLOCK_SKEW_LIMIT;
+use crate::heartbeat::{CLOCK_SKEW_LIMIT, Connection};
 
 pub(super) async fn check(settings: &Settings, report: &mut Report) {
     let proxied = proxy(report);
@@ -30,8 +29,8 @@ pub(super) async fn check(settings: &Settings, report: &mut Report) {
             connect(server, &addresses, settings.connect_timeout, report).await;
         }
     }
-    let api = match ApiClient::new(settings) {
-        Ok(api) => Arc::new(api),
+    let (api, credentials) = match Connection::new(settings) {
+        Ok(connection) => connection.into_parts(),
         Err(e) => {
             report.push(Finding::fail(
                 "http",
@@ -42,7 +41,7 @@ pub(super) async fn check(settings: &Settings, report: &mut Report) {
             return;
         }
     };
-    credential(settings, &api, report).await;
+    credential(&api, &credentials, report).await;
     clock(&api, report);
 }
 
@@ -145,15 +144,7 @@ async fn connect(server: &Url, addresses: &[SocketAddr], limit: Duration, report
 }
 
 /// The token exchange (exchange mode), then validate with the bearer token.
-async fn credential(settings: &Settings, api: &Arc<ApiClient>, report: &mut Report) {
-    let credentials = Credentials::new(
-        api.clone(),
-        &settings.auth,
-        settings.client_token.clone(),
-        settings.token_source.clone(),
-        settings.refresh_margin,
-        settings.backoff,
-    );
+async fn credential(api: &ApiClient, credentials: &Credentials, report: &mut Report) {
     let started = Instant::now();
     let bearer = match credentials.bearer().await {
         Ok(bearer) => {

@@ -36,6 +36,11 @@ impl Connection {
         ));
         Ok(Self { api, credentials })
     }
+
+    /// The client and the credentials, for a caller outside the loop (`check`).
+    pub fn into_parts(self) -> (Arc<ApiClient>, Arc<Credentials>) {
+        (self.api, self.credentials)
+    }
 }
 
 /// A running token refresher and its own stop signal.
