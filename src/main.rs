@@ -46,7 +46,7 @@ fn status(config_file: Option<PathBuf>, json: bool, state_dir: Option<PathBuf>) 
         match hostbeat::config::load(hostbeat::ConfigInputs::from_process(config_file)) {
             Ok(loaded) => loaded.settings.state_dir,
             Err(e) => {
-                let default = PathBuf::from("/var/lib/hostbeat");
+                let default = PathBuf::from(hostbeat::config::DEFAULT_STATE_DIR);
                 eprintln!(
                     "hostbeat: the configuration does not load ({e}); reading {}",
                     default.display()

@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::atomic_file::{self, Durability};
+use crate::atomic_file::{self, Directory, Durability};
 
 const FILE_NAME: &str = "state.json";
 
@@ -93,10 +93,15 @@ impl StateStore {
 
     /// Writes the state atomically and durably.
     pub fn save(&self, state: &PersistedState) -> std::io::Result<()> {
-        std::fs::create_dir_all(&self.dir)?;
         let mut json = serde_json::to_vec_pretty(state)?;
         json.push(b'\n');
-        atomic_file::replace(&self.path(), &json, 0o600, Durability::Durable)
+        atomic_file::replace(
+            &self.path(),
+            &json,
+            0o600,
+            Durability::Durable,
+            Directory::Create,
+        )
     }
 }
 

@@ -172,40 +172,38 @@ async fn credential(api: &ApiClient, credentials: &Credentials, report: &mut Rep
         }
     };
     let started = Instant::now();
-    match api.validate(&bearer.token).await {
-        Ok(answer) if answer.valid => {
-            report.push(Finding::ok(
-                "http",
-                format!("{} answers over {}", api.server(), api.server().scheme()),
-            ));
-            report.push(Finding::ok(
-                "validate",
-                format!(
-                    "the control plane accepts the credential (client {}{}) ({})",
-                    answer.client_id.as_deref().unwrap_or("?"),
-                    answer
-                        .name
-                        .map(|n| format!(", {n:?}"))
-                        .unwrap_or_default(),
-                    ms(started.elapsed())
-                ),
-            ));
-        }
+    let validated = api.validate(&bearer.token).await;
+    let took = started.elapsed();
+    // Any HTTP answer, a refusal included, proves the way there (and TLS).
+    if validated
+        .as_ref()
+        .map_or_else(|e| e.status.is_some(), |_| true)
+    {
+        report.push(Finding::ok(
+            "http",
+            format!("{} answers over {}", api.server(), api.server().scheme()),
+        ));
+    }
+    match validated {
+        Ok(answer) if answer.valid => report.push(Finding::ok(
+            "validate",
+            format!(
+                "the control plane accepts the credential (client {}{}) ({})",
+                answer.client_id.as_deref().unwrap_or("?"),
+                answer
+                    .name
+                    .map(|n| format!(", {n:?}"))
+                    .unwrap_or_default(),
+                ms(took)
+            ),
+        )),
         Ok(_) => report.push(Finding::fail(
             "validate",
             "the control plane answered 200 but \"valid\": false",
             "the control plane does not accept this credential",
             "compare the token's fingerprint above with the control plane's copy, and put the current token in the env file; then: systemctl reload hostbeat",
         )),
-        Err(error) => {
-            if error.status.is_some() {
-                report.push(Finding::ok(
-                    "http",
-                    format!("{} answers over {}", api.server(), api.server().scheme()),
-                ));
-            }
-            report.push(failure("validate", &error, started.elapsed()));
-        }
+        Err(error) => report.push(failure("validate", &error, took)),
     }
 }
 

@@ -29,6 +29,8 @@ use self::token::{CLIENT_TOKEN_VAR, RawToken};
 pub const DEFAULT_CONFIG_FILE: &str = "/etc/hostbeat/hostbeat.toml";
 /// The env file read when `env_file` is not set (it may be absent).
 pub const DEFAULT_ENV_FILE: &str = "/etc/hostbeat/hostbeat.env";
+/// The state directory outside systemd (which passes `$STATE_DIRECTORY`).
+pub const DEFAULT_STATE_DIR: &str = "/var/lib/hostbeat";
 
 /// A configuration that cannot work, said so that an operator can fix it: which
 /// setting, where its value came from, what is wrong, and what to do.
@@ -148,9 +150,13 @@ impl ConfigInputs {
     /// (`HOSTBEAT_ENV_FILE`, else the default): where `hostbeat check` looks when the
     /// configuration does not load.
     pub fn env_file_hint(&self) -> PathBuf {
-        self.env
-            .get("HOSTBEAT_ENV_FILE")
-            .map_or_else(|| PathBuf::from(DEFAULT_ENV_FILE), PathBuf::from)
+        self.env_file_var()
+            .unwrap_or_else(|| PathBuf::from(DEFAULT_ENV_FILE))
+    }
+
+    /// `HOSTBEAT_ENV_FILE`, which wins over the config file's `env_file`.
+    fn env_file_var(&self) -> Option<PathBuf> {
+        self.env.get("HOSTBEAT_ENV_FILE").map(PathBuf::from)
     }
 
     /// An explicit config file (`--config`): unlike the default one, it must exist.
@@ -280,9 +286,7 @@ pub fn load(inputs: ConfigInputs) -> Result<Loaded, ConfigError> {
     }
 
     let env_file_path = inputs
-        .env
-        .get("HOSTBEAT_ENV_FILE")
-        .map(PathBuf::from)
+        .env_file_var()
         .or_else(|| values.get("env_file").map(|(v, _)| PathBuf::from(v)))
         .unwrap_or_else(|| PathBuf::from(DEFAULT_ENV_FILE));
     let env_file = EnvFile::read(&env_file_path)?;

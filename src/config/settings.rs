@@ -359,7 +359,7 @@ pub(super) fn validate(
         (Some(dir), _) => PathBuf::from(dir.trim()),
         // systemd may pass several directories separated by ':'; ours is the first.
         (None, Some(dirs)) => PathBuf::from(dirs.split(':').next().unwrap_or(dirs)),
-        (None, None) => PathBuf::from("/var/lib/hostbeat"),
+        (None, None) => PathBuf::from(super::DEFAULT_STATE_DIR),
     };
 
     let metrics_field = field("metrics_textfile");

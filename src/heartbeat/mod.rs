@@ -41,6 +41,7 @@ use crate::config::HEARTBEAT_FLOOR;
 use crate::config::Settings;
 use crate::credentials::{Bearer, Credentials, Reread};
 use crate::identity;
+use crate::report::timestamp::rfc3339;
 use crate::report::{AgentState, Counters, Failure, Reporter, STATUS_FORMAT, Snapshot, Success};
 use crate::retry::Backoff;
 use crate::state::{LoadNote, PersistedState, StateStore};
@@ -199,10 +200,9 @@ impl Agent {
         );
         self.start_refresher(&outside.shutdown);
         // Ready once configured and running; never waiting for the control plane.
-        outside
-            .notifier
-            .ready(&format!("starting, first heartbeat in {}", show(splay)));
-        self.publish(Some(splay));
+        let line = self.status_line(splay);
+        outside.notifier.ready(&line);
+        self.publish(Some((splay, &line)));
         let mut next = splay;
         loop {
             if let Wake::Shutdown = self.wait(next, &mut outside).await {
@@ -227,8 +227,9 @@ impl Agent {
                 Ok(answer) => self.on_success(&answer),
                 Err(error) => self.on_failure(&error),
             };
-            outside.notifier.status(&self.status_line(next));
-            self.publish(Some(next));
+            let line = self.status_line(next);
+            outside.notifier.status(&line);
+            self.publish(Some((next, &line)));
         }
         outside
             .notifier
@@ -252,8 +253,9 @@ impl Agent {
                     outside.notifier.reloading();
                     let changed = self.reload(outside.reloader.as_ref(), &outside.shutdown);
                     let left = deadline.saturating_duration_since(Instant::now());
-                    outside.notifier.ready(&self.status_line(left));
-                    self.publish(Some(left));
+                    let line = self.status_line(left);
+                    outside.notifier.ready(&line);
+                    self.publish(Some((left, &line)));
                     if changed {
                         return Wake::Elapsed;
                     }
@@ -427,9 +429,9 @@ impl Agent {
         }
     }
 
-    /// Writes the status file (and the metrics) with the next attempt `next` from
-    /// now; `None`: stopped.
-    fn publish(&mut self, next: Option<Duration>) {
+    /// Writes the status file (and the metrics): the next attempt due in `next`,
+    /// with the status line systemd was just given; `None`: stopped.
+    fn publish(&mut self, next: Option<(Duration, &str)>) {
         let now = SystemTime::now();
         let to_wall = |at: Instant| now + at.saturating_duration_since(Instant::now());
         let snapshot = Snapshot {
@@ -438,7 +440,7 @@ impl Agent {
             version: env!("CARGO_PKG_VERSION").to_owned(),
             written_at: now,
             state: next.map_or(AgentState::Stopped, |_| self.agent_state()),
-            status_line: next.map_or_else(|| "stopped".to_owned(), |next| self.status_line(next)),
+            status_line: next.map_or("stopped", |(_, line)| line).to_owned(),
             server: self.api.server().to_string(),
             agent_id: self.agent_id.clone(),
             logical_agent_id: self.logical_id.clone(),
@@ -446,7 +448,7 @@ impl Agent {
             consecutive_failures: self.outage.as_ref().map_or(0, |o| o.missed),
             last_failure: self.last_failure.clone(),
             token_expires_at: self.credentials.current_expiry().map(to_wall),
-            next_attempt_at: next.map(|next| now + next),
+            next_attempt_at: next.map(|(next, _)| now + next),
             interruption: None,
             counters: self.counters.clone(),
         };
@@ -499,10 +501,6 @@ impl Agent {
             ),
         }
     }
-}
-
-pub(super) fn rfc3339(time: SystemTime) -> String {
-    humantime::format_rfc3339_seconds(time).to_string()
 }
 
 /// The next watchdog tick, or never when the watchdog is off.

@@ -4,8 +4,9 @@ use std::time::{Duration, SystemTime};
 
 use tokio::time::Instant;
 
-use super::{Agent, rfc3339, show};
+use super::{Agent, show};
 use crate::api::FailureClass;
+use crate::report::timestamp::rfc3339;
 
 impl Agent {
     /// The one-line state for `systemctl status`, given the time to the next attempt.

@@ -13,7 +13,7 @@ use std::time::SystemTime;
 
 use serde::{Deserialize, Serialize};
 
-use crate::atomic_file::{self, Durability};
+use crate::atomic_file::{self, Directory, Durability};
 
 pub mod metrics;
 pub mod status_file;
@@ -179,18 +179,13 @@ impl Reporter {
         let mut json = serde_json::to_vec_pretty(snapshot).expect("a snapshot serializes");
         json.push(b'\n');
         // Group-readable: `hostbeat status` works for the hostbeat group.
-        let replace =
-            || atomic_file::replace(&self.status_path, &json, 0o640, Durability::Replaceable);
-        let mut written = replace();
-        if written
-            .as_ref()
-            .is_err_and(|e| e.kind() == std::io::ErrorKind::NotFound)
-            && let Some(dir) = self.status_path.parent()
-        {
-            // A state directory systemd did not create (a run by hand), as for
-            // state.json.
-            written = std::fs::create_dir_all(dir).and_then(|()| replace());
-        }
+        let written = atomic_file::replace(
+            &self.status_path,
+            &json,
+            0o640,
+            Durability::Replaceable,
+            Directory::Create,
+        );
         warn_once(
             &mut self.status_unwritable,
             written,
@@ -200,8 +195,13 @@ impl Reporter {
         if let Some(path) = &self.metrics_path {
             // World-readable: node_exporter runs as its own user; nothing here is secret.
             let text = metrics::render(snapshot);
-            let written =
-                atomic_file::replace(path, text.as_bytes(), 0o644, Durability::Replaceable);
+            let written = atomic_file::replace(
+                path,
+                text.as_bytes(),
+                0o644,
+                Durability::Replaceable,
+                Directory::MustExist,
+            );
             warn_once(
                 &mut self.metrics_unwritable,
                 written,
@@ -234,9 +234,14 @@ pub mod timestamp {
 
     use serde::{Deserialize, Deserializer, Serializer};
 
+    /// `2026-11-24T12:00:01Z`: the one way this crate writes a time.
+    pub fn rfc3339(time: SystemTime) -> String {
+        humantime::format_rfc3339_seconds(time).to_string()
+    }
+
     /// Serializes a time as RFC 3339.
     pub fn serialize<S: Serializer>(time: &SystemTime, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_str(&humantime::format_rfc3339_seconds(*time))
+        s.serialize_str(&rfc3339(*time))
     }
 
     /// Parses an RFC 3339 time.

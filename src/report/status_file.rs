@@ -6,6 +6,7 @@ use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
+use super::timestamp::rfc3339;
 use super::{STATUS_FILE, STATUS_FORMAT, Snapshot};
 
 /// How long past its due attempt a running daemon may leave the file unchanged
@@ -140,7 +141,7 @@ pub fn render(snapshot: &Snapshot, daemon: Daemon, file: &Path, now: SystemTime)
         "last success",
         snapshot.last_success.as_ref().map_or_else(
             || "none since the start".to_owned(),
-            |s| format!("{} (seq {}, {})", ago(now, s.at), s.seq, stamp(s.at)),
+            |s| format!("{} (seq {}, {})", ago(now, s.at), s.seq, rfc3339(s.at)),
         ),
     );
     row(
@@ -226,10 +227,6 @@ pub fn ago(now: SystemTime, then: SystemTime) -> String {
     } else {
         format!("in {text}")
     }
-}
-
-fn stamp(time: SystemTime) -> String {
-    humantime::format_rfc3339_seconds(time).to_string()
 }
 
 #[cfg(test)]

@@ -9,7 +9,7 @@ use hostbeat_refplane::{ControlPlane, Fault, PlaneConfig, Scope};
 use tokio::io::AsyncReadExt;
 use tokio::process::{Child, Command};
 
-use crate::support::{CLIENT_ID, ROTATED, SECRET, all_files, contains};
+use crate::support::{CLIENT_ID, ROTATED, SECRET, contains, files_under};
 
 const BIN: &str = env!("CARGO_BIN_EXE_hostbeat");
 
@@ -344,7 +344,7 @@ async fn runs_reloads_and_stops_with_a_goodbye_and_writes_the_token_nowhere() {
     let mut secrets = vec![SECRET.to_owned()];
     secrets.extend(plane.heartbeats().into_iter().map(|h| h.bearer));
     let mut written = vec![("output".into(), output.into_bytes())];
-    written.extend(all_files(&host.dir.path().join("state")));
+    written.extend(files_under(&host.dir.path().join("state")));
     for (path, bytes) in &written {
         for secret in &secrets {
             assert!(

@@ -10,7 +10,7 @@ use std::time::Duration;
 use hostbeat_refplane::PlaneConfig;
 
 use crate::binary::{Host, Process, eventually, plane, rotate_and_wait};
-use crate::support::{CLIENT_ID, ROTATED, SECRET, all_files, contains};
+use crate::support::{CLIENT_ID, ROTATED, SECRET, contains, files_under};
 
 /// A journald of the test's own, in a mount namespace.
 struct Journald {
@@ -186,7 +186,7 @@ async fn auth_failures_reach_the_real_journal_with_their_fields_and_never_the_to
     let (entries, dir) = journald.stop_and_read();
     the_story_is_in_the_journal(&entries);
     // Neither token's bytes are anywhere in the journal files.
-    for (path, bytes) in all_files(dir.path()) {
+    for (path, bytes) in files_under(dir.path()) {
         assert!(
             !contains(&bytes, SECRET) && !contains(&bytes, ROTATED),
             "a token is in {}",

@@ -15,7 +15,7 @@ use prometheus_parse::{Scrape, Value};
 
 use crate::binary::{Host, Process, eventually, plane};
 use crate::support::{
-    CLIENT_ID, SECRET, World, all_files, contains, mins, until, with_real_time_limit,
+    CLIENT_ID, SECRET, World, assert_no_token, files_under, mins, until, with_real_time_limit,
 };
 
 #[test]
@@ -56,11 +56,9 @@ fn status_file_and_metrics_follow_a_failure_a_recovery_and_the_stop() {
             1.0
         );
 
-        let mut written = all_files(&state_dir);
+        let mut written = files_under(&state_dir);
         written.push((metrics.clone(), std::fs::read(&metrics).unwrap()));
-        for (path, bytes) in written {
-            assert!(!contains(&bytes, SECRET), "the token in {}", path.display());
-        }
+        assert_no_token(&written, &[SECRET]);
     });
 }
 

@@ -16,4 +16,7 @@ mod host;
 mod packages;
 mod plane;
 mod rpm_lifecycle;
+// Shared with tests/it, which uses all of it.
+#[allow(dead_code)]
+#[path = "../common/scan.rs"]
 mod scan;

@@ -368,26 +368,7 @@ impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for ThreadWriter {
     }
 }
 
-/// Every file under `dir`, as bytes, for secret scans.
-pub fn all_files(dir: &std::path::Path) -> Vec<(PathBuf, Vec<u8>)> {
-    let mut out = Vec::new();
-    let mut stack = vec![dir.to_owned()];
-    while let Some(d) = stack.pop() {
-        for entry in std::fs::read_dir(&d).unwrap().flatten() {
-            let path = entry.path();
-            if path.is_dir() {
-                stack.push(path);
-            } else {
-                out.push((path.clone(), std::fs::read(&path).unwrap_or_default()));
-            }
-        }
-    }
-    out
-}
-
-/// Whether `haystack` contains `needle`.
-pub fn contains(haystack: &[u8], needle: &str) -> bool {
-    haystack
-        .windows(needle.len())
-        .any(|w| w == needle.as_bytes())
-}
+/// The token scan, shared with tests/system.
+#[path = "../../common/scan.rs"]
+mod scan;
+pub use scan::{assert_no_token, contains, files_under};
