@@ -109,14 +109,22 @@ pub enum Command {
     /// Loads the configuration exactly as `hostbeat run` does, then checks where each
     /// setting came from, the env file (owner, mode, the token's hygiene by byte
     /// position, never its content), the proxy, DNS, TCP, HTTP and TLS to each
-    /// server, the clock against the server's, the token exchange and the validate
-    /// call. One line per finding (ok, warn, FAIL), with what it means and the fix
-    /// under each warn and FAIL. Changes nothing on the server. Exit status: 0 when
-    /// all is ok, 1 when something fails, 2 when there are only warnings.
+    /// server (the certificate's names, issuer and expiry), the clock against the
+    /// server's, the token exchange and the validate call. One line per finding (ok,
+    /// warn, FAIL), with what it means and the fix under each warn and FAIL. Changes
+    /// nothing on this host, and nothing on the server unless --heartbeat is given.
+    /// Exit status: 0 when all is ok, 1 when something fails, 2 when there are only
+    /// warnings.
     Check {
         /// Print the findings as JSON for fleet tooling.
         #[arg(long)]
         json: bool,
+        /// Also send one real heartbeat: registers first when the agent id is not
+        /// known yet (idempotent: the daemon's own id), then one heartbeat "online"
+        /// with seq 1 and uptime 0, which the control plane sees as from an agent
+        /// that has just started.
+        #[arg(long)]
+        heartbeat: bool,
     },
     /// Show what the daemon last reported: state, last heartbeat, failures.
     ///

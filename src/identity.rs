@@ -29,6 +29,12 @@ pub fn from_machine_id(path: &Path) -> Option<String> {
     Some(hex(&digest[..16]))
 }
 
+/// The logical id this host already has: derived from the machine id, else the one
+/// generated earlier and kept in the state file. `None` means one must be generated.
+pub fn known_logical_id(machine_id_file: &Path, generated: Option<&str>) -> Option<String> {
+    from_machine_id(machine_id_file).or_else(|| generated.map(str::to_owned))
+}
+
 /// A new random id (128 bits from the kernel's generator).
 pub fn generate() -> std::io::Result<String> {
     use std::io::Read;

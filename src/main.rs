@@ -19,19 +19,25 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Run { log_target } => run(cli.config, log_target),
         Command::Status { json, state_dir } => status(cli.config, json, state_dir),
-        Command::Check { json } => check(cli.config, json),
+        Command::Check { json, heartbeat } => check(cli.config, json, heartbeat),
     }
 }
 
 /// `hostbeat check`: every finding, then the exit status they add up to.
-fn check(config_file: Option<PathBuf>, json: bool) -> ExitCode {
+fn check(config_file: Option<PathBuf>, json: bool, heartbeat: bool) -> ExitCode {
     let runtime = match runtime() {
         Ok(runtime) => runtime,
         Err(code) => return code,
     };
-    let report = runtime.block_on(hostbeat::check::run(hostbeat::ConfigInputs::from_process(
-        config_file,
-    )));
+    let heartbeat = if heartbeat {
+        hostbeat::check::Heartbeat::Send
+    } else {
+        hostbeat::check::Heartbeat::Skip
+    };
+    let report = runtime.block_on(hostbeat::check::run(
+        hostbeat::ConfigInputs::from_process(config_file),
+        heartbeat,
+    ));
     if json {
         println!("{:#}", report.to_json());
     } else {

@@ -91,6 +91,18 @@ impl StateStore {
         }
     }
 
+    /// Reads the state and changes nothing, a corrupt file included (for `check`,
+    /// which must not touch what the daemon owns): `None` when there is no file.
+    pub fn peek(&self) -> Result<Option<PersistedState>, String> {
+        match std::fs::read(self.path()) {
+            Ok(bytes) => serde_json::from_slice(&bytes)
+                .map(Some)
+                .map_err(|e| format!("cannot parse it: {e}")),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(format!("cannot read it: {e}")),
+        }
+    }
+
     /// Writes the state atomically and durably.
     pub fn save(&self, state: &PersistedState) -> std::io::Result<()> {
         let mut json = serde_json::to_vec_pretty(state)?;

@@ -16,6 +16,7 @@
 mod auth;
 mod faults;
 mod routes;
+pub mod tls;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -344,12 +345,23 @@ impl ControlPlane {
     pub async fn start(&self) -> std::io::Result<SocketAddr> {
         let listener = TcpListener::bind("127.0.0.1:0").await?;
         let addr = listener.local_addr()?;
-        tokio::spawn(self.clone().serve(listener));
+        tokio::spawn(self.clone().serve(listener, None));
         Ok(addr)
     }
 
-    /// Serves connections from `listener` until the task is dropped.
-    pub async fn serve(self, listener: TcpListener) {
+    /// Like [`start`](Self::start), over TLS with `identity`'s certificate.
+    pub async fn start_tls(&self, identity: &tls::ServerIdentity) -> std::io::Result<SocketAddr> {
+        let listener = TcpListener::bind("127.0.0.1:0").await?;
+        let addr = listener.local_addr()?;
+        let acceptor = tokio_rustls::TlsAcceptor::from(identity.server_config());
+        tokio::spawn(self.clone().serve(listener, Some(acceptor)));
+        Ok(addr)
+    }
+
+    /// Serves connections from `listener` (through `tls` when given) until the
+    /// task is dropped. A failed handshake closes that connection only: the agent
+    /// under test has refused the certificate, which is what a TLS test looks for.
+    pub async fn serve(self, listener: TcpListener, tls: Option<tokio_rustls::TlsAcceptor>) {
         let router = routes::router(self.clone());
         loop {
             let Ok((stream, _)) = listener.accept().await else {
@@ -357,13 +369,25 @@ impl ControlPlane {
             };
             let plane = self.clone();
             let router = router.clone();
+            let tls = tls.clone();
             tokio::spawn(async move {
                 let service = hyper::service::service_fn(move |request| {
                     faults::handle(plane.clone(), router.clone(), request)
                 });
-                let _ = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
-                    .await;
+                let http = hyper::server::conn::http1::Builder::new();
+                let _ = match tls {
+                    None => {
+                        http.serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                            .await
+                    }
+                    Some(acceptor) => match acceptor.accept(stream).await {
+                        Ok(stream) => {
+                            http.serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                                .await
+                        }
+                        Err(_) => return,
+                    },
+                };
             });
         }
     }

@@ -94,12 +94,26 @@ pub struct ApiClient {
     paths: Paths,
     /// The server's clock minus ours at the last answer with a `Date`, in seconds.
     clock_offset: std::sync::Mutex<Option<i64>>,
+    /// The server's certificate (DER) at the last answer over TLS; kept only by a
+    /// client built with [`ApiClient::inspecting`].
+    peer_certificate: std::sync::Mutex<Option<Vec<u8>>>,
 }
 
 impl ApiClient {
     /// Builds the HTTP client: system roots plus `ca_file`, timeouts, no redirects.
     pub fn new(settings: &Settings) -> Result<Self, ConfigError> {
+        Self::build(settings, false)
+    }
+
+    /// Like [`new`](Self::new), and also keeps the certificate the server presented
+    /// (for `hostbeat check`; the daemon has no use for it on every heartbeat).
+    pub fn inspecting(settings: &Settings) -> Result<Self, ConfigError> {
+        Self::build(settings, true)
+    }
+
+    fn build(settings: &Settings, keep_peer_certificate: bool) -> Result<Self, ConfigError> {
         let mut builder = reqwest::Client::builder()
+            .tls_info(keep_peer_certificate)
             .user_agent(USER_AGENT)
             .connect_timeout(settings.connect_timeout)
             .timeout(settings.request_timeout)
@@ -137,7 +151,14 @@ impl ApiClient {
             current: AtomicUsize::new(0),
             paths: settings.paths.clone(),
             clock_offset: std::sync::Mutex::new(None),
+            peer_certificate: std::sync::Mutex::new(None),
         })
+    }
+
+    /// The certificate (DER) the server presented at the last answer over TLS, when
+    /// this client was built with [`inspecting`](Self::inspecting).
+    pub fn peer_certificate(&self) -> Option<Vec<u8>> {
+        self.peer_certificate.lock().expect("not poisoned").clone()
     }
 
     /// How far the control plane's clock (its `Date` header) was ahead of ours at
@@ -318,6 +339,13 @@ impl ApiClient {
         let response = request.send().await.map_err(transport)?;
         let status = response.status();
         self.note_date(response.headers());
+        if let Some(certificate) = response
+            .extensions()
+            .get::<reqwest::tls::TlsInfo>()
+            .and_then(reqwest::tls::TlsInfo::peer_certificate)
+        {
+            *self.peer_certificate.lock().expect("not poisoned") = Some(certificate.to_vec());
+        }
         // Reading the body consumes the response; a failure still needs its headers
         // (Retry-After, WWW-Authenticate, Location) to be classified.
         let headers = (!status.is_success()).then(|| response.headers().clone());

@@ -16,6 +16,18 @@ pub struct RegisterRequest {
     pub instance: Option<Instance>,
 }
 
+impl RegisterRequest {
+    /// This host's registration, as this version of hostbeat.
+    pub fn new(logical_agent_id: String, hostname: String) -> Self {
+        Self {
+            logical_agent_id,
+            hostname,
+            agent_version: env!("CARGO_PKG_VERSION"),
+            instance: None,
+        }
+    }
+}
+
 /// Cloud instance facts.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct Instance {

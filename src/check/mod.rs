@@ -4,13 +4,16 @@
 //! that fixes it.
 //!
 //! Order: the configuration and where each setting came from; the env file (owner,
-//! mode, the token's hygiene, byte positions only); then, per server, DNS, TCP, HTTP
-//! (TLS included); the clock; the credential (token exchange, validate). A later
-//! step that cannot run because an earlier one failed is skipped, saying so.
+//! mode, the token's hygiene, byte positions only); the proxy; per server, DNS and
+//! TCP; the credential (token exchange, validate) and with it HTTP and TLS (what the
+//! certificate says, or why it was refused); with `--heartbeat`, one heartbeat; the
+//! clock. A later step that cannot run because an earlier one failed is skipped,
+//! saying so.
 //!
 //! Invariants: no finding holds the token or any part of it (length and
-//! fingerprint only); nothing changes on the server (validate and the token
-//! exchange are reads; `--heartbeat`, when it exists, will say what it sends).
+//! fingerprint only); nothing changes on this host; nothing changes on the server
+//! beyond what `check` says it sends (validate and the token exchange are reads;
+//! `--heartbeat` registers when needed and sends one heartbeat, see `heartbeat`).
 
 use std::path::PathBuf;
 
@@ -19,7 +22,9 @@ use serde::Serialize;
 use crate::config::{ConfigInputs, Loaded};
 
 mod envfile;
+mod heartbeat;
 mod server;
+mod tls;
 
 /// How a finding weighs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
@@ -48,8 +53,8 @@ impl Level {
 pub struct Finding {
     /// Ok, warn or fail.
     pub level: Level,
-    /// What was checked: `config`, `env_file`, `token`, `dns`, `tcp`, `http`,
-    /// `clock`, `exchange`, `validate`.
+    /// What was checked: `config`, `env_file`, `token`, `proxy`, `dns`, `tcp`,
+    /// `http`, `tls`, `clock`, `exchange`, `validate`, `register`, `heartbeat`.
     pub area: &'static str,
     /// The finding, in one line.
     pub summary: String,
@@ -172,8 +177,17 @@ impl Report {
     }
 }
 
+/// Whether `check` ends with one real heartbeat (`--heartbeat`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Heartbeat {
+    /// Only reads: the token exchange and validate.
+    Skip,
+    /// Also registers when needed (idempotent) and sends one heartbeat `online`.
+    Send,
+}
+
 /// Runs every check for `inputs`, the configuration `hostbeat run` would load.
-pub async fn run(inputs: ConfigInputs) -> Report {
+pub async fn run(inputs: ConfigInputs, heartbeat: Heartbeat) -> Report {
     let mut report = Report::default();
     let env_file_hint = inputs.env_file_hint();
     let loaded = crate::config::load(inputs);
@@ -197,7 +211,7 @@ pub async fn run(inputs: ConfigInputs) -> Report {
     });
     envfile::check(&env_file, token_elsewhere, &mut report);
     if let Ok(loaded) = loaded {
-        server::check(&loaded.settings, &mut report).await;
+        server::check(&loaded.settings, heartbeat, &mut report).await;
     } else {
         report.push(Finding::warn(
             "server",

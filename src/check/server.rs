@@ -4,32 +4,45 @@
 //! the exact error or the server's own words.
 
 use std::net::SocketAddr;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
+use hyper_util::client::proxy::matcher::Matcher;
 use tokio::time::Instant;
 use url::Url;
 
-use super::{Finding, Report};
+use super::{Finding, Heartbeat, Report, heartbeat, tls};
 use crate::api::{ApiClient, ApiError, FailureClass};
 use crate::config::Settings;
-use crate::credentials::Credentials;
+use crate::credentials::{Bearer, Credentials};
 use crate::heartbeat::{CLOCK_SKEW_LIMIT, Connection};
 
-pub(super) async fn check(settings: &Settings, report: &mut Report) {
-    let proxied = proxy(report);
+pub(super) async fn check(settings: &Settings, send_heartbeat: Heartbeat, report: &mut Report) {
+    proxy_environment(report);
+    // The matcher reqwest itself uses, so that this says what the calls below do.
+    let proxies = Matcher::from_system();
     for server in &settings.servers {
-        if proxied {
+        let proxy = proxy_for(&proxies, server);
+        if let Some(proxy) = &proxy {
             report.push(Finding::ok(
-                "dns",
-                format!(
-                    "{server}: reached through the proxy; DNS and TCP from this host not checked"
-                ),
+                "proxy",
+                format!("{server} is reached through the proxy {proxy}; DNS and TCP below are to the proxy"),
             ));
-        } else if let Some(addresses) = resolve(server, settings.connect_timeout, report).await {
-            connect(server, &addresses, settings.connect_timeout, report).await;
+        }
+        let via_proxy = proxy.is_some();
+        let target = proxy.unwrap_or_else(|| server.clone());
+        if let Some(addresses) = resolve(&target, via_proxy, settings.connect_timeout, report).await
+        {
+            connect(
+                &target,
+                via_proxy,
+                &addresses,
+                settings.connect_timeout,
+                report,
+            )
+            .await;
         }
     }
-    let (api, credentials) = match Connection::new(settings) {
+    let (api, credentials) = match Connection::inspecting(settings) {
         Ok(connection) => connection.into_parts(),
         Err(e) => {
             report.push(Finding::fail(
@@ -41,13 +54,36 @@ pub(super) async fn check(settings: &Settings, report: &mut Report) {
             return;
         }
     };
-    credential(&api, &credentials, report).await;
+    let accepted = credential(settings, &api, &credentials, report).await;
+    if send_heartbeat == Heartbeat::Send {
+        match &accepted {
+            Some(bearer) => heartbeat::send(settings, &api, bearer, report).await,
+            None => report.push(Finding::warn(
+                "heartbeat",
+                "not sent: the credential failed above",
+                "a heartbeat needs a credential the control plane accepts",
+                "fix the failure above, then run hostbeat check --heartbeat again",
+            )),
+        }
+    }
     clock(&api, report);
 }
 
-/// The proxy reqwest takes from the environment, if any (its credentials hidden).
-fn proxy(report: &mut Report) -> bool {
-    let found: Vec<String> = ["HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy"]
+/// The proxy variables of this process's environment (passwords hidden). The
+/// daemon's come from its unit and env file: the same only when check runs with
+/// them.
+fn proxy_environment(report: &mut Report) {
+    const NAMES: [&str; 8] = [
+        "HTTPS_PROXY",
+        "https_proxy",
+        "HTTP_PROXY",
+        "http_proxy",
+        "ALL_PROXY",
+        "all_proxy",
+        "NO_PROXY",
+        "no_proxy",
+    ];
+    let found: Vec<String> = NAMES
         .iter()
         .filter_map(|name| {
             let value = std::env::var(name).ok().filter(|v| !v.is_empty())?;
@@ -64,22 +100,39 @@ fn proxy(report: &mut Report) -> bool {
         })
         .collect();
     if found.is_empty() {
-        report.push(Finding::ok("proxy", "none (direct connections)"));
-        return false;
+        report.push(Finding::ok("proxy", "none set (direct connections)"));
+    } else {
+        report.push(Finding::ok(
+            "proxy",
+            format!(
+                "{} (this process's environment; the daemon's is its unit's and env file's)",
+                found.join(", ")
+            ),
+        ));
     }
-    let no_proxy = std::env::var("NO_PROXY")
-        .or_else(|_| std::env::var("no_proxy"))
-        .unwrap_or_default();
-    report.push(Finding::ok(
-        "proxy",
-        format!("{} in effect (NO_PROXY={no_proxy:?})", found.join(", ")),
-    ));
-    true
 }
 
-async fn resolve(server: &Url, limit: Duration, report: &mut Report) -> Option<Vec<SocketAddr>> {
-    let host = server.host_str()?.trim_matches(['[', ']']).to_owned();
-    let port = server.port_or_known_default()?;
+/// The proxy `server` is reached through, if any (NO_PROXY applied).
+fn proxy_for(proxies: &Matcher, server: &Url) -> Option<Url> {
+    let uri: http::Uri = server.as_str().parse().ok()?;
+    let intercept = proxies.intercept(&uri)?;
+    Url::parse(&intercept.uri().to_string()).ok()
+}
+
+/// `target` is the server, or the proxy it is reached through (`via_proxy`).
+async fn resolve(
+    target: &Url,
+    via_proxy: bool,
+    limit: Duration,
+    report: &mut Report,
+) -> Option<Vec<SocketAddr>> {
+    let setting = if via_proxy {
+        "the proxy variable"
+    } else {
+        "server_url"
+    };
+    let host = target.host_str()?.trim_matches(['[', ']']).to_owned();
+    let port = target.port_or_known_default()?;
     let started = Instant::now();
     let lookup = tokio::time::timeout(limit, tokio::net::lookup_host((host.as_str(), port))).await;
     let took = ms(started.elapsed());
@@ -99,7 +152,7 @@ async fn resolve(server: &Url, limit: Duration, report: &mut Report) -> Option<V
                 format!("{host} does not resolve: {e} ({took})"),
                 "no heartbeat can leave this host for this server",
                 format!(
-                    "check the name in server_url and this host's resolver: resolvectl query {host}"
+                    "check the name in {setting} and this host's resolver: resolvectl query {host}"
                 ),
             ));
             None
@@ -116,7 +169,13 @@ async fn resolve(server: &Url, limit: Duration, report: &mut Report) -> Option<V
     }
 }
 
-async fn connect(server: &Url, addresses: &[SocketAddr], limit: Duration, report: &mut Report) {
+async fn connect(
+    target: &Url,
+    via_proxy: bool,
+    addresses: &[SocketAddr],
+    limit: Duration,
+    report: &mut Report,
+) {
     let mut errors = Vec::new();
     for address in addresses {
         let started = Instant::now();
@@ -135,16 +194,35 @@ async fn connect(server: &Url, addresses: &[SocketAddr], limit: Duration, report
             )),
         }
     }
+    let (meaning, fix) = if via_proxy {
+        (
+            "the proxy is down, its port is wrong, or a firewall drops the connection",
+            "check the proxy variable above, and that the proxy listens".to_owned(),
+        )
+    } else {
+        (
+            "the server is down, the port is wrong, or a firewall drops the connection",
+            format!(
+                "check server_url's port, and that the control plane listens: curl -sv {target}"
+            ),
+        )
+    };
     report.push(Finding::fail(
         "tcp",
-        format!("cannot connect to {server}: {}", errors.join("; ")),
-        "the server is down, the port is wrong, or a firewall drops the connection",
-        format!("check server_url's port, and that the control plane listens: curl -sv {server}"),
+        format!("cannot connect to {target}: {}", errors.join("; ")),
+        meaning,
+        fix,
     ));
 }
 
-/// The token exchange (exchange mode), then validate with the bearer token.
-async fn credential(api: &ApiClient, credentials: &Credentials, report: &mut Report) {
+/// The token exchange (exchange mode), then validate with the bearer token; the
+/// bearer when the control plane accepts it.
+async fn credential(
+    settings: &Settings,
+    api: &ApiClient,
+    credentials: &Credentials,
+    report: &mut Report,
+) -> Option<Bearer> {
     let started = Instant::now();
     let bearer = match credentials.bearer().await {
         Ok(bearer) => {
@@ -168,7 +246,7 @@ async fn credential(api: &ApiClient, credentials: &Credentials, report: &mut Rep
         }
         Err(error) => {
             report.push(failure("exchange", &error, started.elapsed()));
-            return;
+            return None;
         }
     };
     let started = Instant::now();
@@ -183,20 +261,26 @@ async fn credential(api: &ApiClient, credentials: &Credentials, report: &mut Rep
             "http",
             format!("{} answers over {}", api.server(), api.server().scheme()),
         ));
+        if let Some(certificate) = api.peer_certificate() {
+            report.push(tls::accepted(settings, &certificate, SystemTime::now()));
+        }
     }
     match validated {
-        Ok(answer) if answer.valid => report.push(Finding::ok(
-            "validate",
-            format!(
-                "the control plane accepts the credential (client {}{}) ({})",
-                answer.client_id.as_deref().unwrap_or("?"),
-                answer
-                    .name
-                    .map(|n| format!(", {n:?}"))
-                    .unwrap_or_default(),
-                ms(took)
-            ),
-        )),
+        Ok(answer) if answer.valid => {
+            report.push(Finding::ok(
+                "validate",
+                format!(
+                    "the control plane accepts the credential (client {}{}) ({})",
+                    answer.client_id.as_deref().unwrap_or("?"),
+                    answer
+                        .name
+                        .map(|n| format!(", {n:?}"))
+                        .unwrap_or_default(),
+                    ms(took)
+                ),
+            ));
+            return Some(bearer);
+        }
         Ok(_) => report.push(Finding::fail(
             "validate",
             "the control plane answered 200 but \"valid\": false",
@@ -205,11 +289,12 @@ async fn credential(api: &ApiClient, credentials: &Credentials, report: &mut Rep
         )),
         Err(error) => report.push(failure("validate", &error, took)),
     }
+    None
 }
 
 /// A failed call as a finding: the class decides the meaning and the fix; the
 /// summary carries the status and the server's own words.
-fn failure(area: &'static str, error: &ApiError, took: Duration) -> Finding {
+pub(super) fn failure(area: &'static str, error: &ApiError, took: Duration) -> Finding {
     let summary = format!("{error} ({})", ms(took));
     let (area, meaning, fix) = match error.class {
         FailureClass::CredentialRejected | FailureClass::TokenExpired => (
@@ -227,11 +312,10 @@ fn failure(area: &'static str, error: &ApiError, took: Duration) -> Finding {
             "the server got no token although hostbeat sends one: something in between (a proxy, a load balancer) strips the Authorization header",
             "let the Authorization header through every proxy and load balancer in front of the control plane",
         ),
-        FailureClass::Tls => (
-            "tls",
-            "the TLS handshake failed: a certificate from an unknown CA, an expired one, or one for another name",
-            "check the certificate (openssl s_client -connect HOST:443 -servername HOST); for a private CA set ca_file",
-        ),
+        FailureClass::Tls => {
+            let (meaning, fix) = tls::refused(error);
+            return Finding::fail("tls", summary, meaning, fix);
+        }
         FailureClass::Connect | FailureClass::Timeout | FailureClass::Dns => (
             "http",
             "no HTTP answer from the control plane",
@@ -274,6 +358,6 @@ fn clock(api: &ApiClient, report: &mut Report) {
     }
 }
 
-fn ms(elapsed: Duration) -> String {
+pub(super) fn ms(elapsed: Duration) -> String {
     format!("{} ms", elapsed.as_millis())
 }

@@ -137,9 +137,11 @@ impl Agent {
             ),
         }
         let mut state_unwritable = false;
-        let logical_id = identity::from_machine_id(&settings.machine_id_file)
-            .or_else(|| state.generated_logical_id.clone())
-            .unwrap_or_else(|| {
+        let logical_id = identity::known_logical_id(
+            &settings.machine_id_file,
+            state.generated_logical_id.as_deref(),
+        )
+        .unwrap_or_else(|| {
                 let id = identity::generate().unwrap_or_else(|_| {
                     format!("{:032x}", fastrand::u128(..))
                 });
@@ -321,12 +323,7 @@ impl Agent {
     }
 
     async fn register(&mut self, bearer: &Bearer) -> Result<String, ApiError> {
-        let request = RegisterRequest {
-            logical_agent_id: self.logical_id.clone(),
-            hostname: self.hostname.clone(),
-            agent_version: env!("CARGO_PKG_VERSION"),
-            instance: None,
-        };
+        let request = RegisterRequest::new(self.logical_id.clone(), self.hostname.clone());
         let answer = self.api.register(&bearer.token, &request).await?;
         tracing::info!(
             event = "registered",

@@ -25,7 +25,20 @@ pub struct Connection {
 impl Connection {
     /// Builds the HTTP client (system roots, `ca_file`) and the credentials.
     pub fn new(settings: &Settings) -> Result<Self, ConfigError> {
-        let api = Arc::new(ApiClient::new(settings)?);
+        Ok(Self::with_client(settings, ApiClient::new(settings)?))
+    }
+
+    /// Like [`new`](Self::new), with a client that keeps the server's certificate
+    /// ([`ApiClient::inspecting`]), for `check`.
+    pub fn inspecting(settings: &Settings) -> Result<Self, ConfigError> {
+        Ok(Self::with_client(
+            settings,
+            ApiClient::inspecting(settings)?,
+        ))
+    }
+
+    fn with_client(settings: &Settings, api: ApiClient) -> Self {
+        let api = Arc::new(api);
         let credentials = Arc::new(Credentials::new(
             api.clone(),
             &settings.auth,
@@ -34,7 +47,7 @@ impl Connection {
             settings.refresh_margin,
             settings.backoff,
         ));
-        Ok(Self { api, credentials })
+        Self { api, credentials }
     }
 
     /// The client and the credentials, for a caller outside the loop (`check`).

@@ -1,13 +1,14 @@
 //! `hostbeat check`: each finding produced for real (a crafted env file, a control
-//! plane that refuses, a closed port, a skewed clock), with its line, its fix and
-//! the exit status; and the real binary's `--json`, scanned for the token.
+//! plane that refuses, a closed port, a skewed clock, TLS servers with certificates
+//! from an unknown CA, expired, for another name and about to expire), with its
+//! line, its fix and the exit status; and the real binary's `--json`, scanned for the token.
 
 use std::os::unix::fs::PermissionsExt;
 
-use hostbeat::check::{Level, Report};
+use hostbeat::check::{Heartbeat, Level, Report};
 use hostbeat_refplane::PlaneConfig;
 
-use crate::support::{CLIENT_ID, SECRET, World, contains};
+use crate::support::{CLIENT_ID, SECRET, World, contains, tls};
 
 /// The finding of `area` whose summary contains `text`; panics with the report.
 fn finding<'a>(report: &'a Report, area: &str, text: &str) -> &'a hostbeat::check::Finding {
@@ -26,7 +27,7 @@ fn assert_no_token(report: &Report) {
 #[tokio::test]
 async fn all_ok_exits_0_and_shows_the_token_only_as_length_and_fingerprint() {
     let world = World::start().await;
-    let report = hostbeat::check::run(world.inputs()).await;
+    let report = hostbeat::check::run(world.inputs(), Heartbeat::Skip).await;
     assert_eq!(report.exit_status(), 0, "{}", report.render());
     let token = finding(&report, "config", "client_token: 32 bytes, fingerprint");
     assert!(
@@ -54,7 +55,7 @@ async fn an_env_file_from_windows_with_a_readable_mode_warns_with_positions_and_
     std::fs::write(world.env_file(), file).unwrap();
     std::fs::set_permissions(world.env_file(), std::fs::Permissions::from_mode(0o644)).unwrap();
     let inputs = world.inputs().var("HOSTBEAT_CLIENT_TOKEN", "");
-    let report = hostbeat::check::run(without_token_var(inputs)).await;
+    let report = hostbeat::check::run(without_token_var(inputs), Heartbeat::Skip).await;
     assert_eq!(report.exit_status(), 2, "{}", report.render());
     let bom = finding(&report, "token", "byte order mark (bytes 1-3)");
     assert_eq!(bom.level, Level::Warn);
@@ -88,7 +89,7 @@ async fn an_unmatched_quote_fails_at_its_byte() {
     )
     .unwrap();
     std::fs::set_permissions(world.env_file(), std::fs::Permissions::from_mode(0o600)).unwrap();
-    let report = hostbeat::check::run(without_token_var(world.inputs())).await;
+    let report = hostbeat::check::run(without_token_var(world.inputs()), Heartbeat::Skip).await;
     assert_eq!(report.exit_status(), 1, "{}", report.render());
     let quote = finding(
         &report,
@@ -105,7 +106,11 @@ async fn an_unmatched_quote_fails_at_its_byte() {
 async fn an_invalid_token_and_an_inactive_client_fail_in_the_servers_words() {
     let world = World::start().await;
     let wrong = "ct_NotTheRightToken-000000000";
-    let report = hostbeat::check::run(world.inputs().var("HOSTBEAT_CLIENT_TOKEN", wrong)).await;
+    let report = hostbeat::check::run(
+        world.inputs().var("HOSTBEAT_CLIENT_TOKEN", wrong),
+        Heartbeat::Skip,
+    )
+    .await;
     assert_eq!(report.exit_status(), 1, "{}", report.render());
     let invalid = finding(&report, "validate", "401");
     assert!(
@@ -125,7 +130,7 @@ async fn an_invalid_token_and_an_inactive_client_fail_in_the_servers_words() {
     finding(&report, "http", "answers over http");
 
     world.plane.deactivate(CLIENT_ID);
-    let report = hostbeat::check::run(world.inputs()).await;
+    let report = hostbeat::check::run(world.inputs(), Heartbeat::Skip).await;
     assert_eq!(report.exit_status(), 1, "{}", report.render());
     let inactive = finding(&report, "validate", "Client account is not active");
     assert!(inactive.meaning.as_deref().unwrap().contains("deactivated"));
@@ -149,7 +154,7 @@ async fn a_closed_port_fails_tcp_and_http_with_the_error() {
     let inputs = world
         .inputs()
         .var("HOSTBEAT_SERVER_URL", format!("http://{closed}"));
-    let report = hostbeat::check::run(inputs).await;
+    let report = hostbeat::check::run(inputs, Heartbeat::Skip).await;
     assert_eq!(report.exit_status(), 1, "{}", report.render());
     let tcp = finding(&report, "tcp", "Connection refused");
     assert!(tcp.summary.contains(" ms)"), "{}", tcp.summary);
@@ -166,24 +171,198 @@ async fn a_skewed_clock_warns_with_the_offset() {
         ..PlaneConfig::default()
     })
     .await;
-    let report = hostbeat::check::run(world.inputs()).await;
+    let report = hostbeat::check::run(world.inputs(), Heartbeat::Skip).await;
     assert_eq!(report.exit_status(), 2, "{}", report.render());
     let clock = finding(&report, "clock", "s behind the control plane's");
     assert_eq!(clock.level, Level::Warn);
     assert!(clock.fix.as_deref().unwrap().contains("timedatectl"));
 }
 
-/// The real binary: `hostbeat check --json` is JSON with the findings and the exit
-/// status it exits with, and no token in anything it prints.
-#[test]
-fn the_binary_prints_json_and_exits_with_its_status() {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-        .unwrap();
-    let world = runtime.block_on(World::start());
+/// A TLS plane presenting a certificate for `names` from a private CA.
+async fn tls_world(names: &[&str], validity: tls::Validity) -> (World, tls::Authority) {
+    let authority = tls::Authority::new("hostbeat test CA");
+    let world = World::with_tls(&authority.issue(names, validity)).await;
+    (world, authority)
+}
+
+fn with_ca_file(world: &World, authority: &tls::Authority) -> hostbeat::ConfigInputs {
+    let ca_file = world.write_ca(authority);
+    world
+        .inputs()
+        .var("HOSTBEAT_CA_FILE", ca_file.to_str().unwrap())
+}
+
+#[tokio::test]
+async fn a_certificate_from_an_unknown_ca_fails_tls_until_ca_file_names_the_ca() {
+    let (world, authority) = tls_world(&["127.0.0.1"], tls::Validity::Current).await;
+    let report = hostbeat::check::run(world.inputs(), Heartbeat::Skip).await;
+    assert_eq!(report.exit_status(), 1, "{}", report.render());
+    let refused = finding(&report, "tls", "UnknownIssuer");
+    assert_eq!(refused.level, Level::Fail);
+    assert!(refused.summary.contains(" ms)"), "{}", refused.summary);
+    assert!(
+        refused
+            .meaning
+            .as_deref()
+            .unwrap()
+            .contains("a CA this host does not trust")
+    );
+    assert!(refused.fix.as_deref().unwrap().contains("HOSTBEAT_CA_FILE"));
+
+    let report = hostbeat::check::run(with_ca_file(&world, &authority), Heartbeat::Skip).await;
+    assert_eq!(report.exit_status(), 0, "{}", report.render());
+    let accepted = finding(
+        &report,
+        "tls",
+        "verified against the system roots and ca_file",
+    );
+    assert_eq!(accepted.level, Level::Ok);
+    assert!(
+        accepted.summary.contains("CN=127.0.0.1")
+            && accepted.summary.contains("CN=hostbeat test CA"),
+        "{}",
+        accepted.summary
+    );
+    assert!(
+        accepted.summary.contains("(in 364 days)"),
+        "{}",
+        accepted.summary
+    );
+    finding(&report, "http", "answers over https");
+    finding(&report, "validate", "accepts the credential");
+}
+
+#[tokio::test]
+async fn an_expired_certificate_and_one_for_another_name_fail_each_with_its_fix() {
+    let (world, authority) = tls_world(&["127.0.0.1"], tls::Validity::ExpiredDaysAgo(3)).await;
+    let report = hostbeat::check::run(with_ca_file(&world, &authority), Heartbeat::Skip).await;
+    assert_eq!(report.exit_status(), 1, "{}", report.render());
+    let expired = finding(&report, "tls", "expired");
+    assert!(expired.meaning.as_deref().unwrap().contains("has expired"));
+    assert!(expired.fix.as_deref().unwrap().contains("renew"));
+
+    let (world, authority) = tls_world(&["control.example.net"], tls::Validity::Current).await;
+    let report = hostbeat::check::run(with_ca_file(&world, &authority), Heartbeat::Skip).await;
+    assert_eq!(report.exit_status(), 1, "{}", report.render());
+    let wrong_name = finding(&report, "tls", "not valid for name");
+    assert!(
+        wrong_name
+            .meaning
+            .as_deref()
+            .unwrap()
+            .contains("does not name the host in server_url")
+    );
+    assert!(
+        wrong_name
+            .fix
+            .as_deref()
+            .unwrap()
+            .contains("subjectAltName")
+    );
+}
+
+#[tokio::test]
+async fn a_certificate_that_expires_within_two_weeks_warns() {
+    let (world, authority) = tls_world(&["127.0.0.1"], tls::Validity::ExpiresInDays(5)).await;
+    let report = hostbeat::check::run(with_ca_file(&world, &authority), Heartbeat::Skip).await;
+    assert_eq!(report.exit_status(), 2, "{}", report.render());
+    let soon = finding(&report, "tls", "in 4 days");
+    assert_eq!(soon.level, Level::Warn);
+    assert!(soon.fix.as_deref().unwrap().contains("renew"));
+}
+
+#[tokio::test]
+async fn without_heartbeat_check_only_reads_and_writes_nothing() {
+    let world = World::start().await;
+    let report = hostbeat::check::run(world.exchange_inputs(), Heartbeat::Skip).await;
+    assert_eq!(report.exit_status(), 0, "{}", report.render());
+    let paths: Vec<String> = world.requests().into_iter().map(|r| r.path).collect();
+    assert_eq!(paths, ["/oauth/token", "/api/v1/client/validate"]);
+    assert_eq!(world.plane.agent_count(), 0);
+    assert_eq!(std::fs::read_dir(world.state_dir()).unwrap().count(), 0);
+}
+
+#[tokio::test]
+async fn heartbeat_registers_and_sends_one_online_beat_with_the_daemons_id() {
+    let world = World::start().await;
+    let report = hostbeat::check::run(world.exchange_inputs(), Heartbeat::Send).await;
+    assert_eq!(report.exit_status(), 0, "{}", report.render());
+    let registered = finding(&report, "register", "idempotent");
+    let beat = finding(
+        &report,
+        "heartbeat",
+        "sent one heartbeat (status online, seq 1, uptime_s 0) for agent ",
+    );
+    assert!(beat.summary.contains("accepted"), "{}", beat.summary);
+    let heartbeats = world.heartbeats();
+    assert_eq!(heartbeats.len(), 1);
+    assert_eq!(heartbeats[0].status(), "online");
+    assert_eq!(heartbeats[0].seq(), 1);
+    assert_eq!(heartbeats[0].body["uptime_s"], 0);
+    assert!(registered.summary.contains(&heartbeats[0].agent_id));
+    // Registration is by logical id: again, it is the same agent, not a second one.
+    let again = hostbeat::check::run(world.exchange_inputs(), Heartbeat::Send).await;
+    assert_eq!(again.exit_status(), 0, "{}", again.render());
+    assert_eq!(world.plane.agent_count(), 1);
+    assert_eq!(world.heartbeats()[1].agent_id, heartbeats[0].agent_id);
+    // Nothing written on this host.
+    assert_eq!(std::fs::read_dir(world.state_dir()).unwrap().count(), 0);
+    assert_no_token(&report);
+}
+
+#[tokio::test]
+async fn heartbeat_uses_the_daemons_agent_id_and_registers_again_when_it_is_forgotten() {
+    let world = World::start().await;
+    let state = world.state_dir().join("state.json");
+    let content = "{\"agent_id\": \"ag-forgotten\"}\n";
+    std::fs::write(&state, content).unwrap();
+    let report = hostbeat::check::run(world.inputs(), Heartbeat::Send).await;
+    assert_eq!(report.exit_status(), 0, "{}", report.render());
+    finding(&report, "heartbeat", "does not know agent ag-forgotten");
+    finding(&report, "register", "registered logical id");
+    finding(&report, "heartbeat", "accepted");
+    assert_eq!(world.heartbeats().len(), 1);
+    // The daemon's file is the daemon's: untouched.
+    assert_eq!(std::fs::read_to_string(&state).unwrap(), content);
+}
+
+#[tokio::test]
+async fn heartbeat_is_not_sent_for_a_host_without_an_id_or_with_a_refused_credential() {
+    let world = World::start().await;
+    let inputs = world
+        .inputs()
+        .machine_id_file(world.dir.path().join("no-machine-id"));
+    let report = hostbeat::check::run(inputs, Heartbeat::Send).await;
+    assert_eq!(report.exit_status(), 2, "{}", report.render());
+    let no_id = finding(
+        &report,
+        "heartbeat",
+        "not sent: this host has no logical agent id",
+    );
+    assert!(
+        no_id
+            .fix
+            .as_deref()
+            .unwrap()
+            .contains("systemd-machine-id-setup")
+    );
+
     world.plane.deactivate(CLIENT_ID);
+    let report = hostbeat::check::run(world.inputs(), Heartbeat::Send).await;
+    assert_eq!(report.exit_status(), 1, "{}", report.render());
+    finding(
+        &report,
+        "heartbeat",
+        "not sent: the credential failed above",
+    );
+    assert_eq!(world.plane.agent_count(), 0);
+    assert!(world.heartbeats().is_empty());
+}
+
+/// Runs the real binary's `check --json` for `world`, with `env` added to a clean
+/// environment; returns the JSON and the exit status, after scanning all it
+/// printed for the token.
+fn check_binary(world: &World, env: &[(&str, String)]) -> (serde_json::Value, i32) {
     let output = std::process::Command::new(env!("CARGO_BIN_EXE_hostbeat"))
         .args(["check", "--json", "--config"])
         .arg(world.dir.path().join("hostbeat.toml"))
@@ -192,18 +371,45 @@ fn the_binary_prints_json_and_exits_with_its_status() {
         .env("HOSTBEAT_CLIENT_TOKEN", SECRET)
         .env("HOSTBEAT_ENV_FILE", world.env_file())
         .env("HOSTBEAT_STATE_DIR", world.state_dir())
+        .envs(env.iter().map(|(k, v)| (k, v)))
         .output()
         .unwrap();
     assert!(!contains(&output.stdout, SECRET) && !contains(&output.stderr, SECRET));
     let json: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
-    assert_eq!(output.status.code(), Some(1));
-    assert_eq!(json["exit_status"], 1);
-    let inactive = json["findings"]
+    let status = output.status.code().unwrap();
+    assert_eq!(json["exit_status"], status);
+    (json, status)
+}
+
+/// The JSON finding of `area` whose summary contains `text`.
+fn json_finding<'a>(json: &'a serde_json::Value, area: &str, text: &str) -> &'a serde_json::Value {
+    json["findings"]
         .as_array()
         .unwrap()
         .iter()
-        .find(|f| f["area"] == "validate")
-        .unwrap();
+        .find(|f| f["area"] == area && f["summary"].as_str().unwrap().contains(text))
+        .unwrap_or_else(|| panic!("no {area} finding with {text:?} in {json:#}"))
+}
+
+/// A runtime for the plane of a test that runs the binary (which blocks).
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+/// The real binary: `hostbeat check --json` is JSON with the findings and the exit
+/// status it exits with, and no token in anything it prints.
+#[test]
+fn the_binary_prints_json_and_exits_with_its_status() {
+    let runtime = runtime();
+    let world = runtime.block_on(World::start());
+    world.plane.deactivate(CLIENT_ID);
+    let (json, status) = check_binary(&world, &[]);
+    assert_eq!(status, 1);
+    let inactive = json_finding(&json, "validate", "");
     assert_eq!(inactive["level"], "fail");
     assert!(
         inactive["fix"]
@@ -211,6 +417,48 @@ fn the_binary_prints_json_and_exits_with_its_status() {
             .unwrap()
             .contains("activate the client")
     );
+}
+
+/// The proxy from the environment, as reqwest applies it: DNS and TCP go to the
+/// proxy, the calls through it, and NO_PROXY sends them direct again. The plane
+/// itself is the proxy (it serves absolute-form requests), and the server's own
+/// address is a closed port: only the proxy can make the calls succeed.
+#[test]
+fn a_proxy_in_the_environment_is_checked_and_used_and_no_proxy_bypasses_it() {
+    let runtime = runtime();
+    let world = runtime.block_on(World::start());
+    let unreachable = "http://localhost:9".to_owned();
+    let proxy = format!("http://{}", world.addr);
+    let (json, status) = check_binary(
+        &world,
+        &[
+            ("HOSTBEAT_SERVER_URL", unreachable.clone()),
+            ("HTTP_PROXY", proxy.clone()),
+        ],
+    );
+    assert_eq!(status, 0, "{json:#}");
+    json_finding(&json, "proxy", &format!("HTTP_PROXY={proxy}/"));
+    json_finding(
+        &json,
+        "proxy",
+        &format!("http://localhost:9/ is reached through the proxy {proxy}/"),
+    );
+    json_finding(&json, "tcp", &format!("connected to {}", world.addr));
+    json_finding(&json, "validate", "accepts the credential");
+    assert_eq!(world.requests_to("validate").len(), 1);
+
+    let (json, status) = check_binary(
+        &world,
+        &[
+            ("HOSTBEAT_SERVER_URL", unreachable),
+            ("HTTP_PROXY", proxy),
+            ("NO_PROXY", "localhost".to_owned()),
+        ],
+    );
+    assert_eq!(status, 1, "{json:#}");
+    let tcp = json_finding(&json, "tcp", "cannot connect to http://localhost:9/");
+    assert!(tcp["fix"].as_str().unwrap().contains("server_url"));
+    assert_eq!(world.requests_to("validate").len(), 1);
 }
 
 /// The world's inputs with the token left to the env file.

@@ -50,7 +50,7 @@ async fn main() -> std::io::Result<()> {
         listener.local_addr()?
     );
     tokio::select! {
-        () = plane.serve(listener) => {}
+        () = plane.serve(listener, None) => {}
         _ = tokio::signal::ctrl_c() => {}
     }
     Ok(())

@@ -15,6 +15,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use hostbeat::{ConfigInputs, RunError, Settings};
+pub use hostbeat_refplane::tls;
 use hostbeat_refplane::{ControlPlane, HeartbeatRecord, PlaneConfig, PlaneEvent, RecordedRequest};
 use tokio::sync::{Notify, broadcast};
 use tokio::task::JoinHandle;
@@ -32,6 +33,8 @@ pub struct World {
     pub plane: ControlPlane,
     pub addr: SocketAddr,
     pub dir: tempfile::TempDir,
+    /// `http` or, for a plane started with [`World::with_tls`], `https`.
+    scheme: &'static str,
     events: broadcast::Receiver<PlaneEvent>,
 }
 
@@ -43,10 +46,24 @@ impl World {
 
     /// A plane with `config` and the test client.
     pub async fn with(config: PlaneConfig) -> Self {
+        Self::serving(config, None).await
+    }
+
+    /// A plane over TLS presenting `identity` (see [`tls`]); its URL is
+    /// `https://127.0.0.1:PORT`.
+    pub async fn with_tls(identity: &tls::ServerIdentity) -> Self {
+        Self::serving(PlaneConfig::default(), Some(identity)).await
+    }
+
+    async fn serving(config: PlaneConfig, identity: Option<&tls::ServerIdentity>) -> Self {
         let plane = ControlPlane::new(config);
         plane.add_client(CLIENT_ID, SECRET);
         let events = plane.subscribe();
-        let addr = plane.start().await.expect("bind 127.0.0.1:0");
+        let addr = match identity {
+            None => plane.start().await,
+            Some(identity) => plane.start_tls(identity).await,
+        }
+        .expect("bind 127.0.0.1:0");
         let dir = tempfile::tempdir().expect("temp dir");
         // A machine id of its own, so that each test is a different host.
         let machine_id = hostbeat::identity::generate().expect("random id");
@@ -61,12 +78,20 @@ impl World {
             plane,
             addr,
             dir,
+            scheme: if identity.is_some() { "https" } else { "http" },
             events,
         }
     }
 
     pub fn url(&self) -> String {
-        format!("http://{}", self.addr)
+        format!("{}://{}", self.scheme, self.addr)
+    }
+
+    /// Writes `authority`'s certificate for `ca_file` and returns its path.
+    pub fn write_ca(&self, authority: &tls::Authority) -> PathBuf {
+        let path = self.dir.path().join("ca.pem");
+        std::fs::write(&path, authority.pem()).unwrap();
+        path
     }
 
     pub fn env_file(&self) -> PathBuf {

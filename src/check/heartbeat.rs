@@ -1,0 +1,151 @@
+//! `check --heartbeat`: one real heartbeat, as the daemon sends it, to prove the
+//! whole way end to end. It sends exactly this, and says so in its findings:
+//! - a registration when the agent id is not known yet (configured `agent_id`, or
+//!   the one in the daemon's state file): idempotent, the same logical id gets the
+//!   agent id the daemon has;
+//! - one heartbeat `"status": "online"` with `seq` 1 and `uptime_s` 0, which the
+//!   control plane sees as coming from an agent that has just started.
+//!
+//! It writes nothing on this host: the state file is read, never repaired or
+//! created, and a host that has no logical id yet (no machine id, and the daemon
+//! never ran) is not registered under a throwaway one.
+
+use std::time::SystemTime;
+
+use tokio::time::Instant;
+
+use super::server::{failure, ms};
+use super::{Finding, Report};
+use crate::api::wire::{HeartbeatRequest, RegisterRequest, Status};
+use crate::api::{ApiClient, ApiError, FailureClass};
+use crate::config::Settings;
+use crate::credentials::Bearer;
+use crate::identity;
+use crate::report::timestamp::rfc3339;
+use crate::state::{PersistedState, StateStore};
+
+pub(super) async fn send(
+    settings: &Settings,
+    api: &ApiClient,
+    bearer: &Bearer,
+    report: &mut Report,
+) {
+    let store = StateStore::new(&settings.state_dir);
+    let state = match store.peek() {
+        Ok(state) => state.unwrap_or_default(),
+        Err(why) => {
+            report.push(Finding::warn(
+                "heartbeat",
+                format!("the state file {} is not usable: {why}", store.path().display()),
+                "check registers again (idempotent) instead of using the daemon's agent id; the daemon sets a corrupt file aside at its next start",
+                format!("run check as root or as the hostbeat user; look at {}", store.path().display()),
+            ));
+            PersistedState::default()
+        }
+    };
+    let Some(logical_id) = identity::known_logical_id(
+        &settings.machine_id_file,
+        state.generated_logical_id.as_deref(),
+    ) else {
+        report.push(Finding::warn(
+            "heartbeat",
+            "not sent: this host has no logical agent id yet",
+            format!(
+                "there is no usable machine id ({}) and the daemon has not generated and kept an id yet; check does not make one up, so as not to register a host the daemon would not be",
+                settings.machine_id_file.display()
+            ),
+            "start the daemon once (systemctl start hostbeat), or give the host a machine id: systemd-machine-id-setup",
+        ));
+        return;
+    };
+    let known = settings.agent_id.clone().or(state.agent_id);
+    let agent_id = match known.clone() {
+        Some(agent_id) => agent_id,
+        None => match register(api, bearer, &logical_id, report).await {
+            Some(agent_id) => agent_id,
+            None => return,
+        },
+    };
+    let started = Instant::now();
+    let body = HeartbeatRequest {
+        status: Status::Online,
+        seq: 1,
+        sent_at: rfc3339(SystemTime::now()),
+        uptime_s: 0,
+        unreachable_since: None,
+        missed: None,
+    };
+    let mut result = api.heartbeat(&bearer.token, &agent_id, &body).await;
+    let mut agent_id = agent_id;
+    // As the daemon does: an agent id the control plane has forgotten is
+    // registered again, once (never a configured one).
+    if matches!(
+        &result,
+        Err(ApiError {
+            class: FailureClass::UnknownAgent,
+            ..
+        })
+    ) && settings.agent_id.is_none()
+        && known.is_some()
+    {
+        report.push(Finding::ok(
+            "heartbeat",
+            format!("the control plane does not know agent {agent_id} (from the state file); registering again, as the daemon would"),
+        ));
+        let Some(registered) = register(api, bearer, &logical_id, report).await else {
+            return;
+        };
+        agent_id = registered;
+        result = api.heartbeat(&bearer.token, &agent_id, &body).await;
+    }
+    let took = started.elapsed();
+    match result {
+        Ok(answer) if answer.success != Some(false) => report.push(Finding::ok(
+            "heartbeat",
+            format!(
+                "sent one heartbeat (status online, seq 1, uptime_s 0) for agent {agent_id}: accepted{} ({})",
+                answer
+                    .next_heartbeat_in
+                    .map(|s| format!("; the server asks for the next in {s} s"))
+                    .unwrap_or_default(),
+                ms(took)
+            ),
+        )),
+        Ok(_) => report.push(Finding::fail(
+            "heartbeat",
+            format!("sent one heartbeat for agent {agent_id}: the control plane answered 200 with \"success\": false"),
+            "the control plane did not take the heartbeat, without saying why",
+            "ask the control plane's operators what it refuses; check server_url and heartbeat_path",
+        )),
+        Err(error) => report.push(failure("heartbeat", &error, took)),
+    }
+}
+
+/// Registers `logical_id` (idempotent); the agent id, or `None` with a finding.
+async fn register(
+    api: &ApiClient,
+    bearer: &Bearer,
+    logical_id: &str,
+    report: &mut Report,
+) -> Option<String> {
+    let started = Instant::now();
+    let request = RegisterRequest::new(logical_id.to_owned(), identity::hostname());
+    match api.register(&bearer.token, &request).await {
+        Ok(answer) => {
+            report.push(Finding::ok(
+                "register",
+                format!(
+                    "registered logical id {logical_id} as {:?}: agent {} ({}; idempotent, the daemon gets the same id)",
+                    request.hostname,
+                    answer.agent_id,
+                    ms(started.elapsed())
+                ),
+            ));
+            Some(answer.agent_id)
+        }
+        Err(error) => {
+            report.push(failure("register", &error, started.elapsed()));
+            None
+        }
+    }
+}
