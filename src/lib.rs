@@ -10,7 +10,8 @@
 //!   ahead of expiry, one exchange at a time, rotation without restart.
 //! - [`retry`]: exponential backoff with full jitter that never gives up.
 //! - [`heartbeat`]: the loop: registration, cadence, reactions to failures, goodbye.
-//! - [`identity`], [`state`]: who this host is, and what it remembers across restarts.
+//! - [`identity`], [`state`]: who this host is, and what it remembers across restarts;
+//!   [`imds`]: the EC2 metadata service: instance identity, interruption notices.
 //! - [`report`]: the status file (`hostbeat status`) and the Prometheus textfile;
 //!   [`atomic_file`]: files replaced whole, never half-written.
 //! - [`logging`]: where log lines go; [`systemd`]: readiness, status and watchdog.
@@ -28,6 +29,7 @@ pub mod config;
 pub mod credentials;
 pub mod heartbeat;
 pub mod identity;
+pub mod imds;
 pub mod logging;
 pub mod report;
 pub mod retry;

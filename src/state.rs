@@ -24,6 +24,10 @@ pub struct PersistedState {
     /// The agent id the control plane assigned at registration.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub agent_id: Option<String>,
+    /// The logical id `agent_id` was registered under: when the logical id changes
+    /// (the instance id becomes known), the host registers again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub registered_logical_id: Option<String>,
 }
 
 /// The state file of one state directory.
@@ -128,6 +132,7 @@ mod tests {
         let state = PersistedState {
             generated_logical_id: None,
             agent_id: Some("agt-1".into()),
+            registered_logical_id: Some("i-0123456789abcdef0".into()),
         };
         store.save(&state).unwrap();
         assert_eq!(store.load().0, state);

@@ -1,14 +1,17 @@
 //! The hostbeat demo: the agent and the reference control plane on loopback, with
 //! short lifetimes, printing one timeline of both sides. It shows registration,
 //! heartbeats, an access token refreshed before it expires, an outage with backoff
-//! and recovery, and the goodbye. It ends by itself after about a minute, or on
-//! Ctrl-C (which also says goodbye).
+//! and recovery, a spot interruption notice from a mock metadata service (also on
+//! loopback), and the goodbye. It ends by itself after about a minute, or on Ctrl-C
+//! (which also says goodbye).
 
+use std::fmt::Write as _;
 use std::process::ExitCode;
 use std::time::Duration;
 
 use hostbeat::ConfigInputs;
 use hostbeat::secret::Token;
+use hostbeat_refplane::imds::MockImds;
 use hostbeat_refplane::{ControlPlane, Fault, PlaneConfig, PlaneEvent, Scope};
 
 /// The demo client's secret: a made-up value for loopback only.
@@ -17,6 +20,7 @@ const DEMO_SECRET: &str = "demo-client-secret-not-for-production";
 /// The script: (seconds after start, what happens).
 const OUTAGE_AT: Duration = Duration::from_secs(26);
 const OUTAGE_FOR: Duration = Duration::from_secs(12);
+const NOTICE_AT: Duration = Duration::from_secs(46);
 const STOP_AT: Duration = Duration::from_secs(56);
 
 #[tokio::main(flavor = "current_thread")]
@@ -48,12 +52,16 @@ async fn demo() -> Result<(), Box<dyn std::error::Error>> {
     });
     plane.add_client("hostbeat", DEMO_SECRET);
     let addr = plane.start().await?;
+    // A mock EC2 metadata service on loopback; never the real address.
+    let imds = MockImds::new();
+    let imds_addr = imds.start().await?;
     tokio::spawn(narrate(plane.clone()));
     tracing::info!(
         "▶ demo: control plane on http://{addr} (tokens live 20 s); agent beats every 2 s; \
-         outage at {}s for {}s; stop at {}s (Ctrl-C stops earlier)",
+         outage at {}s for {}s; spot interruption notice at {}s; stop at {}s (Ctrl-C stops earlier)",
         OUTAGE_AT.as_secs(),
         OUTAGE_FOR.as_secs(),
+        NOTICE_AT.as_secs(),
         STOP_AT.as_secs()
     );
 
@@ -69,6 +77,9 @@ async fn demo() -> Result<(), Box<dyn std::error::Error>> {
         .var("HOSTBEAT_CLIENT_TOKEN", DEMO_SECRET)
         .var("HOSTBEAT_HEARTBEAT_INTERVAL", "2s")
         .var("HOSTBEAT_BACKOFF_CAP", "8s")
+        .var("HOSTBEAT_IMDS", "on")
+        .var("HOSTBEAT_IMDS_URL", format!("http://{imds_addr}"))
+        .var("HOSTBEAT_INTERRUPTION_POLL_INTERVAL", "1s")
         .var(
             "HOSTBEAT_STATE_DIR",
             dir.path().join("state").to_string_lossy(),
@@ -92,7 +103,13 @@ async fn demo() -> Result<(), Box<dyn std::error::Error>> {
         tokio::time::sleep(OUTAGE_FOR).await;
         plane.clear_fault();
         tracing::info!("▶ demo: the control plane is back");
-        tokio::time::sleep(STOP_AT.saturating_sub(OUTAGE_AT + OUTAGE_FOR)).await;
+        tokio::time::sleep(NOTICE_AT.saturating_sub(OUTAGE_AT + OUTAGE_FOR)).await;
+        let reclaim_at = humantime::format_rfc3339_seconds(
+            std::time::SystemTime::now() + Duration::from_secs(120),
+        );
+        tracing::warn!("▶ demo: EC2 gives notice: this spot instance terminates at {reclaim_at}");
+        imds.give_interruption("terminate", &reclaim_at.to_string());
+        tokio::time::sleep(STOP_AT.saturating_sub(NOTICE_AT)).await;
         tracing::info!("▶ demo: stopping the agent (as SIGTERM would)");
     };
     tokio::select! {
@@ -145,12 +162,15 @@ async fn narrate(plane: ControlPlane) {
             ),
             PlaneEvent::Heartbeat(beat) => {
                 let fingerprint = Token::new(beat.bearer.clone()).fingerprint().to_string();
-                let extra = match (&beat.body["missed"], &beat.body["unreachable_since"]) {
+                let mut extra = match (&beat.body["missed"], &beat.body["unreachable_since"]) {
                     (serde_json::Value::Number(missed), serde_json::Value::String(since)) => {
                         format!(", missed {missed} since {since}")
                     }
                     _ => String::new(),
                 };
+                if let Some(notice) = beat.body.get("interruption") {
+                    let _ = write!(extra, ", notice {notice}");
+                }
                 tracing::info!(
                     "  control plane: heartbeat seq={} status={} from {} (token fp {fingerprint}){extra}",
                     beat.seq(),

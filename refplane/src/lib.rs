@@ -15,6 +15,7 @@
 
 mod auth;
 mod faults;
+pub mod imds;
 mod routes;
 pub mod tls;
 

@@ -425,12 +425,12 @@ fn classify_error_answer(
     error
 }
 
-enum BodyError {
+pub(crate) enum BodyError {
     TooLarge,
     Transport(reqwest::Error),
 }
 
-async fn read_limited(mut response: reqwest::Response) -> Result<Vec<u8>, BodyError> {
+pub(crate) async fn read_limited(mut response: reqwest::Response) -> Result<Vec<u8>, BodyError> {
     if response
         .content_length()
         .is_some_and(|n| n > BODY_LIMIT as u64)

@@ -29,7 +29,7 @@ impl RegisterRequest {
 }
 
 /// Cloud instance facts.
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Instance {
     /// The instance id.
     pub id: String,
@@ -63,6 +63,16 @@ pub enum Status {
     Offline,
 }
 
+/// A spot interruption notice (`action`: `terminate`, `stop` or `hibernate`) or a
+/// rebalance recommendation (`action`: `rebalance`), with its time (RFC 3339).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct InterruptionNotice {
+    /// What EC2 will do, or `rebalance`.
+    pub action: String,
+    /// When (the action), or when the recommendation was made.
+    pub time: String,
+}
+
 /// `POST heartbeat`.
 #[derive(Debug, Clone, Serialize)]
 pub struct HeartbeatRequest {
@@ -80,6 +90,10 @@ pub struct HeartbeatRequest {
     /// How many heartbeats that stretch missed.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub missed: Option<u64>,
+    /// A notice from the instance metadata service, until a heartbeat carrying it
+    /// is accepted.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub interruption: Option<InterruptionNotice>,
 }
 
 /// The answer to a heartbeat.

@@ -43,10 +43,15 @@ pub(super) async fn send(
             PersistedState::default()
         }
     };
-    let Some(logical_id) = identity::known_logical_id(
-        &settings.machine_id_file,
-        state.generated_logical_id.as_deref(),
-    ) else {
+    // The daemon's own logical id first: on EC2 it is the instance id, which check
+    // does not ask the metadata service for.
+    let logical_id = state.registered_logical_id.clone().or_else(|| {
+        identity::known_logical_id(
+            &settings.machine_id_file,
+            state.generated_logical_id.as_deref(),
+        )
+    });
+    let Some(logical_id) = logical_id else {
         report.push(Finding::warn(
             "heartbeat",
             "not sent: this host has no logical agent id yet",
@@ -74,6 +79,7 @@ pub(super) async fn send(
         uptime_s: 0,
         unreachable_since: None,
         missed: None,
+        interruption: None,
     };
     let mut result = api.heartbeat(&bearer.token, &agent_id, &body).await;
     let mut agent_id = agent_id;

@@ -20,7 +20,10 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
 
-pub use settings::{AuthMode, ClientAuth, Exchange, HEARTBEAT_FLOOR, KEYS, Paths, Settings};
+pub use settings::{
+    AuthMode, ClientAuth, Exchange, HEARTBEAT_FLOOR, INTERRUPTION_POLL_FLOOR, ImdsMode,
+    ImdsSettings, KEYS, Paths, Settings,
+};
 
 use self::envfile::EnvFile;
 use self::token::{CLIENT_TOKEN_VAR, RawToken};

@@ -52,6 +52,9 @@ pub const KEYS: &[(&str, Option<&str>)] = &[
     ("allow_insecure_http", Some("false")),
     ("log_level", Some("info")),
     ("metrics_textfile", None),
+    ("imds", Some("off")),
+    ("imds_url", Some("http://169.254.169.254")),
+    ("interruption_poll_interval", Some("5s")),
 ];
 
 /// The static name of a known setting.
@@ -126,7 +129,36 @@ pub struct Settings {
     pub machine_id_file: PathBuf,
     /// Where to write Prometheus metrics for node_exporter's textfile collector.
     pub metrics_textfile: Option<PathBuf>,
+    /// The EC2 instance metadata service: identity and interruption notices.
+    pub imds: ImdsSettings,
 }
+
+/// Whether and how the agent asks the EC2 instance metadata service (IMDSv2).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ImdsSettings {
+    /// Off, on, or decided by one probe at start.
+    pub mode: ImdsMode,
+    /// The service's base URL (link-local or loopback, plain http by design).
+    pub url: Url,
+    /// How often to ask for interruption notices.
+    pub poll_interval: Duration,
+}
+
+/// `imds = off | on | auto`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ImdsMode {
+    /// Never asked (the built-in default: no packet to a metadata address unless
+    /// configured).
+    Off,
+    /// Always asked; trouble is logged and retried.
+    On,
+    /// One quick probe at start decides: on EC2, as `on`; elsewhere, nothing after.
+    Auto,
+}
+
+/// The interruption poll interval's floor: the service answers in milliseconds,
+/// but a loop tighter than this is a typo.
+pub const INTERRUPTION_POLL_FLOOR: Duration = Duration::from_millis(500);
 
 /// How the agent authenticates.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -405,8 +437,61 @@ pub(super) fn validate(
         log_level,
         machine_id_file: host.machine_id_file.clone(),
         metrics_textfile,
+        imds: imds(layers)?,
     })
 }
+
+/// `imds`, `imds_url`, `interruption_poll_interval`. The URL may be plain http
+/// (the service speaks nothing else) but only to a link-local or loopback address:
+/// anything else is a typo that would send metadata requests across the network.
+fn imds(layers: &Layers) -> Result<ImdsSettings, ConfigError> {
+    let mode_field = field(layers, "imds");
+    let mode = match mode_field
+        .value
+        .map(|v| v.trim().to_ascii_lowercase())
+        .as_deref()
+    {
+        Some("off" | "false" | "no") => ImdsMode::Off,
+        Some("on" | "true" | "yes") => ImdsMode::On,
+        Some("auto") => ImdsMode::Auto,
+        other => {
+            return Err(mode_field.error(
+                format!("{:?} is not an IMDS mode", other.unwrap_or("")),
+                "write off, on or auto",
+            ));
+        }
+    };
+    let url_field = field(layers, "imds_url");
+    let text = url_field.value.unwrap_or_default().trim();
+    let url = Url::parse(text).map_err(|e| {
+        url_field.error(
+            format!("{text:?} is not a URL ({e})"),
+            "write http://169.254.169.254 (or http://[fd00:ec2::254] on IPv6-only instances)",
+        )
+    })?;
+    let link_local_or_loopback = match url.host() {
+        Some(url::Host::Ipv4(ip)) => ip.is_link_local() || ip.is_loopback(),
+        Some(url::Host::Ipv6(ip)) => ip.is_loopback() || ip == IMDS_IPV6,
+        Some(url::Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),
+        None => false,
+    };
+    if url.scheme() != "http" || !link_local_or_loopback {
+        return Err(url_field.error(
+            format!("{text:?} is not the instance metadata service"),
+            "write http://169.254.169.254 (or http://[fd00:ec2::254]); tests use a loopback address",
+        ));
+    }
+    let poll_interval =
+        field(layers, "interruption_poll_interval").duration_at_least(INTERRUPTION_POLL_FLOOR)?;
+    Ok(ImdsSettings {
+        mode,
+        url,
+        poll_interval,
+    })
+}
+
+/// The metadata service's IPv6 address on Nitro instances.
+const IMDS_IPV6: std::net::Ipv6Addr = std::net::Ipv6Addr::new(0xfd00, 0xec2, 0, 0, 0, 0, 0, 0x254);
 
 /// Static mode, or exchange mode when `token_url` is set.
 fn auth_mode(layers: &Layers, allow_insecure_http: bool) -> Result<AuthMode, ConfigError> {

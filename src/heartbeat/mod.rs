@@ -27,6 +27,7 @@ use tokio_util::sync::CancellationToken;
 
 mod failures;
 mod reload;
+mod spot;
 mod status;
 
 pub use failures::{CLOCK_SKEW_LIMIT, SUMMARY_EVERY};
@@ -35,10 +36,12 @@ pub use reload::Connection;
 use self::failures::Outage;
 use crate::Controls;
 
-use crate::api::wire::{HeartbeatAnswer, HeartbeatRequest, RegisterRequest, Status};
+use crate::api::wire::{
+    HeartbeatAnswer, HeartbeatRequest, InterruptionNotice, RegisterRequest, Status,
+};
 use crate::api::{ApiClient, ApiError, FailureClass};
 use crate::config::HEARTBEAT_FLOOR;
-use crate::config::Settings;
+use crate::config::{ImdsMode, Settings};
 use crate::credentials::{Bearer, Credentials, Reread};
 use crate::identity;
 use crate::report::timestamp::rfc3339;
@@ -81,6 +84,8 @@ pub struct Agent {
     last_failure: Option<Failure>,
     counters: Counters,
     reporter: Reporter,
+    /// The instance and its notices (`imds`).
+    spot: spot::Spot,
 }
 
 /// What the loop hears from outside: signals, the service manager, the watchdog.
@@ -91,6 +96,8 @@ struct Outside {
     reloader: Option<crate::Reloader>,
     /// Watchdog ticks at half `WATCHDOG_USEC`, when the unit arms a watchdog.
     watchdog: Option<tokio::time::Interval>,
+    /// Notices from the metadata service, when it is watched.
+    watcher: Option<crate::imds::Watcher>,
 }
 
 impl Outside {
@@ -106,6 +113,7 @@ impl Outside {
             notifier: controls.notifier,
             reloader: controls.reloader,
             watchdog,
+            watcher: None,
         }
     }
 }
@@ -114,6 +122,8 @@ impl Outside {
 enum Wake {
     Elapsed,
     Shutdown,
+    /// A notice from the metadata service: the next heartbeat goes at once.
+    Notice(crate::imds::Notice),
 }
 
 impl Agent {
@@ -180,6 +190,7 @@ impl Agent {
             last_failure: None,
             counters: Counters::default(),
             reporter,
+            spot: spot::Spot::default(),
         }
     }
 
@@ -188,6 +199,17 @@ impl Agent {
     /// watchdog pings from this loop, so that a stuck loop is restarted.
     pub async fn run(mut self, controls: Controls) {
         let mut outside = Outside::new(controls);
+        self.start_refresher(&outside.shutdown);
+        // Ready once configured and running; never waiting for the control plane,
+        // nor for the metadata service (whose answer decides the logical id, and so
+        // the splay).
+        let asks_imds = self.settings.imds.mode != ImdsMode::Off;
+        if asks_imds {
+            outside
+                .notifier
+                .ready("starting, asking the instance metadata service who this instance is");
+            outside.watcher = self.start_imds(&outside.shutdown).await;
+        }
         let splay = identity::splay(&self.logical_id, self.settings.heartbeat_interval);
         tracing::info!(
             event = "started",
@@ -195,23 +217,28 @@ impl Agent {
             agent_id = self.agent_id.as_deref(),
             server = %self.api.server(),
             token_fp = %self.credentials.client_token().fingerprint(),
-            "hostbeat {} started ({} mode); first heartbeat in {}",
+            "hostbeat {} started ({} mode{}); first heartbeat in {}",
             env!("CARGO_PKG_VERSION"),
             if self.credentials.is_exchange() { "token exchange" } else { "static token" },
+            self.spot.instance.as_ref().map(|i| format!(", instance {}", i.id)).unwrap_or_default(),
             show(splay)
         );
-        self.start_refresher(&outside.shutdown);
-        // Ready once configured and running; never waiting for the control plane.
         let line = self.status_line(splay);
-        outside.notifier.ready(&line);
+        if asks_imds {
+            outside.notifier.status(&line);
+        } else {
+            outside.notifier.ready(&line);
+        }
         self.publish(Some((splay, &line)));
         let mut next = splay;
         loop {
-            if let Wake::Shutdown = self.wait(next, &mut outside).await {
-                break;
+            match self.wait(next, &mut outside).await {
+                Wake::Shutdown => break,
+                Wake::Notice(notice) => self.on_notice(notice),
+                Wake::Elapsed => {}
             }
             let outcome = {
-                let beat = self.beat(Status::Online);
+                let beat = self.beat(self.spot.status());
                 tokio::pin!(beat);
                 loop {
                     // A beat may take several timeouts (token, register, retry): the
@@ -251,6 +278,7 @@ impl Agent {
                 () = outside.shutdown.cancelled() => return Wake::Shutdown,
                 () = tokio::time::sleep_until(deadline) => return Wake::Elapsed,
                 () = tick(&mut outside.watchdog) => outside.notifier.watchdog(),
+                Some(notice) = next_notice(&mut outside.watcher) => return Wake::Notice(notice),
                 () = outside.reload.notified() => {
                     outside.notifier.reloading();
                     let changed = self.reload(outside.reloader.as_ref(), &outside.shutdown);
@@ -273,7 +301,8 @@ impl Agent {
     async fn beat(&mut self, status: Status) -> Result<HeartbeatAnswer, ApiError> {
         let mut bearer = self.credentials.bearer().await?;
         self.seq += 1;
-        let body = self.heartbeat_body(status);
+        let notice = self.spot.carry();
+        let body = self.heartbeat_body(status, notice);
         let (mut refreshed, mut reregistered) = (false, false);
         loop {
             let result = match self.agent_id.clone() {
@@ -323,7 +352,8 @@ impl Agent {
     }
 
     async fn register(&mut self, bearer: &Bearer) -> Result<String, ApiError> {
-        let request = RegisterRequest::new(self.logical_id.clone(), self.hostname.clone());
+        let mut request = RegisterRequest::new(self.logical_id.clone(), self.hostname.clone());
+        request.instance.clone_from(&self.spot.instance);
         let answer = self.api.register(&bearer.token, &request).await?;
         tracing::info!(
             event = "registered",
@@ -335,11 +365,16 @@ impl Agent {
         );
         self.agent_id = Some(answer.agent_id.clone());
         self.state.agent_id = Some(answer.agent_id.clone());
+        self.state.registered_logical_id = Some(self.logical_id.clone());
         self.save_state();
         Ok(answer.agent_id)
     }
 
-    fn heartbeat_body(&self, status: Status) -> HeartbeatRequest {
+    fn heartbeat_body(
+        &self,
+        status: Status,
+        interruption: Option<InterruptionNotice>,
+    ) -> HeartbeatRequest {
         let outage = self.outage.as_ref().filter(|o| o.missed > 0);
         HeartbeatRequest {
             status,
@@ -348,11 +383,13 @@ impl Agent {
             uptime_s: self.started.elapsed().as_secs(),
             unreachable_since: outage.map(|o| rfc3339(o.since)),
             missed: outage.map(|o| o.missed),
+            interruption,
         }
     }
 
     /// Resets the backoff, logs a recovery, and returns the time to the next beat.
     fn on_success(&mut self, answer: &HeartbeatAnswer) -> Duration {
+        self.spot.delivered();
         if let Some(outage) = self.outage.take() {
             tracing::info!(
                 event = "recovered",
@@ -431,6 +468,7 @@ impl Agent {
     fn publish(&mut self, next: Option<(Duration, &str)>) {
         let now = SystemTime::now();
         let to_wall = |at: Instant| now + at.saturating_duration_since(Instant::now());
+        let (interruption, rebalance) = self.spot.reports();
         let snapshot = Snapshot {
             format: STATUS_FORMAT,
             pid: std::process::id(),
@@ -446,7 +484,9 @@ impl Agent {
             last_failure: self.last_failure.clone(),
             token_expires_at: self.credentials.current_expiry().map(to_wall),
             next_attempt_at: next.map(|(next, _)| now + next),
-            interruption: None,
+            instance: self.spot.instance.clone(),
+            interruption,
+            rebalance,
             counters: self.counters.clone(),
         };
         self.reporter.publish(&snapshot);
@@ -497,6 +537,14 @@ impl Agent {
                 show(deadline)
             ),
         }
+    }
+}
+
+/// The next notice from the watcher, or never when there is none.
+async fn next_notice(watcher: &mut Option<crate::imds::Watcher>) -> Option<crate::imds::Notice> {
+    match watcher {
+        Some(watcher) => watcher.notices.recv().await,
+        None => std::future::pending().await,
     }
 }
 

@@ -189,6 +189,13 @@ impl Agent {
             );
             new.state_dir.clone_from(&old.state_dir);
         }
+        if new.imds != old.imds {
+            tracing::warn!(
+                event = "config_warning",
+                "imds, imds_url or interruption_poll_interval changed; they take effect at the next restart"
+            );
+            new.imds.clone_from(&old.imds);
+        }
         let Changes {
             names: changed,
             connection,

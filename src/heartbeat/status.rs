@@ -12,7 +12,7 @@ impl Agent {
     /// The one-line state for `systemctl status`, given the time to the next attempt.
     pub(super) fn status_line(&self, next: Duration) -> String {
         let next = show(next);
-        match (&self.outage, &self.last_success) {
+        let line = match (&self.outage, &self.last_success) {
             (None, Some((at, seq))) => {
                 let token = self
                     .credentials
@@ -36,7 +36,8 @@ impl Agent {
                     outage.missed
                 )
             }
-        }
+        };
+        self.spot.status_prefix() + &line
     }
 }
 

@@ -155,6 +155,36 @@ pub const EVENTS: &[Event] = &[
         priority: None,
         meaning: "the local clock is more than 30 s off the control plane's",
     },
+    Event {
+        name: "interruption",
+        message_id: "bb24dad26ad9450386ec3d557c3f7064",
+        priority: None,
+        meaning: "the cloud will reclaim this spot instance: a notice was received and sent to the control plane",
+    },
+    Event {
+        name: "rebalance_recommendation",
+        message_id: "f8d908b45d6a4325966b96556be379e9",
+        priority: None,
+        meaning: "EC2 recommends moving work off this instance; sent to the control plane",
+    },
+    Event {
+        name: "imds_absent",
+        message_id: "a3e1d6a388094039a558b99ffc07f941",
+        priority: None,
+        meaning: "no instance metadata service answered the probe at start: not on EC2; spot awareness off",
+    },
+    Event {
+        name: "imds_unavailable",
+        message_id: "33db668890e44bbebd70a5d5d643855d",
+        priority: None,
+        meaning: "the instance metadata service cannot be read; heartbeats go on",
+    },
+    Event {
+        name: "imds_recovered",
+        message_id: "0dffdb26ace94406baca71e50676406b",
+        priority: Some(NOTICE),
+        meaning: "the instance metadata service answers again",
+    },
 ];
 
 /// The event called `name`.

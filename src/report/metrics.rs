@@ -109,7 +109,29 @@ pub fn render(snapshot: &Snapshot) -> String {
             out.gauge(name, help, unix_seconds(time));
         }
     }
+    notices(&mut out, snapshot);
     out.text
+}
+
+/// The metadata service's notices: when each action happens, by kind and action.
+fn notices(out: &mut Exposition, snapshot: &Snapshot) {
+    let current = [
+        ("spot_interruption", &snapshot.interruption),
+        ("rebalance_recommendation", &snapshot.rebalance),
+    ];
+    out.family(
+        "hostbeat_interruption_notice_timestamp_seconds",
+        "gauge",
+        "A notice from the instance metadata service: when the action happens (Unix time), by kind and action; absent without a notice.",
+        current.into_iter().filter_map(|(kind, notice)| {
+            let notice = notice.as_ref()?;
+            let at = humantime::parse_rfc3339_weak(&notice.time).ok()?;
+            Some((
+                labels(&[("kind", kind), ("action", &notice.action)]),
+                unix_seconds(at),
+            ))
+        }),
+    );
 }
 
 /// The file being written: one metric family after another.

@@ -93,6 +93,20 @@ pub struct Failure {
     pub description: String,
 }
 
+/// A notice from the metadata service, and what became of it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NoticeReport {
+    /// `terminate`, `stop`, `hibernate`, or `rebalance`.
+    pub action: String,
+    /// When, as the service wrote it (RFC 3339).
+    pub time: String,
+    /// When hostbeat saw it.
+    #[serde(with = "timestamp")]
+    pub noticed_at: SystemTime,
+    /// Whether a heartbeat carrying it was accepted by the control plane.
+    pub delivered: bool,
+}
+
 /// What happened since the daemon started.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Counters {
@@ -138,8 +152,15 @@ pub struct Snapshot {
     /// When the next attempt is due.
     #[serde(with = "timestamp::optional")]
     pub next_attempt_at: Option<SystemTime>,
-    /// A notice that this instance is about to be reclaimed, if any.
-    pub interruption: Option<String>,
+    /// The cloud instance, when the metadata service told (`imds`).
+    #[serde(default)]
+    pub instance: Option<crate::api::wire::Instance>,
+    /// The notice that this spot instance is about to be reclaimed, if any.
+    #[serde(default)]
+    pub interruption: Option<NoticeReport>,
+    /// EC2's recommendation to move work off this instance, if any.
+    #[serde(default)]
+    pub rebalance: Option<NoticeReport>,
     /// Totals since the daemon started.
     pub counters: Counters,
 }
@@ -303,7 +324,9 @@ mod tests {
             last_failure: None,
             token_expires_at: None,
             next_attempt_at: None,
+            instance: None,
             interruption: None,
+            rebalance: None,
             counters: Counters::default(),
         };
         reporter.publish(&snapshot);

@@ -168,8 +168,8 @@ pub fn render(snapshot: &Snapshot, daemon: Daemon, file: &Path, now: SystemTime)
     {
         row("next attempt", ago(now, at));
     }
-    if let Some(notice) = &snapshot.interruption {
-        row("interruption", notice.clone());
+    for (label, value) in cloud_rows(snapshot, now) {
+        row(label, value);
     }
     let counters = &snapshot.counters;
     row(
@@ -229,6 +229,47 @@ pub fn ago(now: SystemTime, then: SystemTime) -> String {
     }
 }
 
+/// The instance and its notices, when the metadata service told of them.
+fn cloud_rows(snapshot: &Snapshot, now: SystemTime) -> Vec<(&'static str, String)> {
+    let mut rows = Vec::new();
+    if let Some(instance) = &snapshot.instance {
+        let facts: Vec<&str> = [
+            &instance.instance_type,
+            &instance.lifecycle,
+            &instance.availability_zone,
+        ]
+        .into_iter()
+        .filter_map(|f| f.as_deref())
+        .collect();
+        rows.push((
+            "instance",
+            format!("{} ({})", instance.id, facts.join(", ")),
+        ));
+    }
+    for (label, notice) in [
+        ("interruption", &snapshot.interruption),
+        ("rebalance", &snapshot.rebalance),
+    ] {
+        if let Some(notice) = notice {
+            let delivered = if notice.delivered {
+                "the control plane has it"
+            } else {
+                "not delivered to the control plane yet"
+            };
+            rows.push((
+                label,
+                format!(
+                    "{} at {} (noticed {}; {delivered})",
+                    notice.action,
+                    notice.time,
+                    ago(now, notice.noticed_at)
+                ),
+            ));
+        }
+    }
+    rows
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -250,7 +291,9 @@ mod tests {
             last_failure: None,
             token_expires_at: None,
             next_attempt_at: Some(written_at + Duration::from_secs(30)),
+            instance: None,
             interruption: None,
+            rebalance: None,
             counters: Counters::default(),
         }
     }

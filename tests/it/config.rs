@@ -72,6 +72,49 @@ fn defaults_are_the_documented_ones() {
     );
     assert_eq!(settings.auth, AuthMode::Static);
     assert_eq!(settings.log_level, "info");
+    // No metadata requests unless configured (the package's env file says auto).
+    assert_eq!(settings.imds.mode, hostbeat::config::ImdsMode::Off);
+    assert_eq!(settings.imds.url.as_str(), "http://169.254.169.254/");
+    assert_eq!(settings.imds.poll_interval, secs(5));
+}
+
+#[test]
+fn imds_settings_accept_the_service_and_refuse_anything_else() {
+    let dir = Dir::new();
+    for (mode, expected) in [
+        ("auto", hostbeat::config::ImdsMode::Auto),
+        ("ON", hostbeat::config::ImdsMode::On),
+        ("off", hostbeat::config::ImdsMode::Off),
+    ] {
+        assert_eq!(
+            settings(dir.valid().var("HOSTBEAT_IMDS", mode)).imds.mode,
+            expected
+        );
+    }
+    for url in [
+        "http://169.254.169.254",
+        "http://[fd00:ec2::254]",
+        "http://127.0.0.1:9",
+    ] {
+        settings(dir.valid().var("HOSTBEAT_IMDS_URL", url));
+    }
+    let e = error(dir.valid().var("HOSTBEAT_IMDS", "maybe"));
+    assert_eq!(e.setting(), "imds");
+    assert!(e.to_string().contains("write off, on or auto"), "{e}");
+    for url in [
+        "http://10.0.0.1",
+        "https://169.254.169.254",
+        "169.254.169.254",
+    ] {
+        let e = error(dir.valid().var("HOSTBEAT_IMDS_URL", url));
+        assert_eq!(e.setting(), "imds_url", "{url}");
+        assert!(e.to_string().contains("http://169.254.169.254"), "{e}");
+    }
+    let e = error(
+        dir.valid()
+            .var("HOSTBEAT_INTERRUPTION_POLL_INTERVAL", "10ms"),
+    );
+    assert_eq!(e.setting(), "interruption_poll_interval");
 }
 
 #[test]

@@ -9,6 +9,7 @@ mod check;
 mod config;
 mod credentials;
 mod failures;
+mod imds;
 mod journal;
 mod notify;
 mod reload;

@@ -229,7 +229,7 @@ async fn wait_for_state(state_dir: &Path, state: AgentState) -> Snapshot {
 }
 
 /// The metrics file, parsed as Prometheus parses the text format.
-fn scrape(path: &Path) -> Scrape {
+pub(crate) fn scrape(path: &Path) -> Scrape {
     let text = std::fs::read_to_string(path).unwrap();
     Scrape::parse(text.lines().map(|l| Ok(l.to_owned()))).unwrap()
 }
@@ -243,7 +243,7 @@ fn sample<'a>(scrape: &'a Scrape, name: &str, labels: &[(&str, &str)]) -> &'a Va
         .value
 }
 
-fn gauge(scrape: &Scrape, name: &str, labels: &[(&str, &str)]) -> f64 {
+pub(crate) fn gauge(scrape: &Scrape, name: &str, labels: &[(&str, &str)]) -> f64 {
     match sample(scrape, name, labels) {
         Value::Gauge(v) => *v,
         other => panic!("{name} is not a gauge: {other:?}"),

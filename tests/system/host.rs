@@ -80,13 +80,25 @@ impl Host {
     }
 
     /// Configures as the README says (the env file, a drop-in) and starts the unit.
+    /// The packaged `HOSTBEAT_IMDS=auto` becomes `off` in the env file itself (it
+    /// overrides a drop-in's `Environment=`): the container shares the host's
+    /// network, and no test may send a packet to the metadata address.
     pub fn configure_and_start(&self) {
         let ct = &self.ct;
         ct.sh(&format!(
             "sed -i -e 's|^#HOSTBEAT_SERVER_URL=.*|HOSTBEAT_SERVER_URL={}|' \
-                    -e 's|^#HOSTBEAT_CLIENT_TOKEN=.*|HOSTBEAT_CLIENT_TOKEN={SECRET}|' {ENV_FILE}",
+                    -e 's|^#HOSTBEAT_CLIENT_TOKEN=.*|HOSTBEAT_CLIENT_TOKEN={SECRET}|' \
+                    -e 's|^HOSTBEAT_IMDS=.*|HOSTBEAT_IMDS=off|' {ENV_FILE}",
             self.plane.url
         ));
+        let env_file = std::fs::read_to_string(ct.path(ENV_FILE)).unwrap();
+        assert!(
+            env_file.lines().any(|l| l == "HOSTBEAT_IMDS=off")
+                && !env_file
+                    .lines()
+                    .any(|l| l.starts_with("HOSTBEAT_IMDS=") && l != "HOSTBEAT_IMDS=off"),
+            "the env file must turn IMDS off:\n{env_file}"
+        );
         assert_eq!(self.env_file_owner_and_mode(), "root:hostbeat 640");
         let dropin = ct.path("/etc/systemd/system/hostbeat.service.d/override.conf");
         std::fs::create_dir_all(dropin.parent().unwrap()).unwrap();

@@ -15,6 +15,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use hostbeat::{ConfigInputs, RunError, Settings};
+pub use hostbeat_refplane::imds::{Behaviour, MockImds};
 pub use hostbeat_refplane::tls;
 use hostbeat_refplane::{ControlPlane, HeartbeatRecord, PlaneConfig, PlaneEvent, RecordedRequest};
 use tokio::sync::{Notify, broadcast};
@@ -111,7 +112,19 @@ impl World {
             .var("HOSTBEAT_CLIENT_TOKEN", SECRET)
             .var("HOSTBEAT_STATE_DIR", self.state_dir().to_str().unwrap())
             .var("HOSTBEAT_ENV_FILE", self.env_file().to_str().unwrap())
+            // Off is the default; said here too, so that no test ever asks the real
+            // metadata address. Tests of IMDS use `imds_inputs` and a loopback mock.
+            .var("HOSTBEAT_IMDS", "off")
             .machine_id_file(self.dir.path().join("machine-id"))
+    }
+
+    /// The base configuration with the metadata service `mode` (`on`, `auto`) at
+    /// `imds` on loopback: the one way tests turn IMDS on.
+    pub fn imds_inputs(&self, mode: &str, imds: SocketAddr) -> ConfigInputs {
+        assert!(imds.ip().is_loopback(), "tests ask loopback only");
+        self.inputs()
+            .var("HOSTBEAT_IMDS", mode)
+            .var("HOSTBEAT_IMDS_URL", format!("http://{imds}"))
     }
 
     /// The base configuration in exchange mode.
