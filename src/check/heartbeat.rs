@@ -63,8 +63,10 @@ pub(super) async fn send(
         ));
         return;
     };
-    let known = settings.agent_id.clone().or(state.agent_id);
-    let agent_id = match known.clone() {
+    // Only an id from the state file is registered again when forgotten; a
+    // configured one never is (as the daemon does).
+    let from_state = settings.agent_id.is_none() && state.agent_id.is_some();
+    let mut agent_id = match settings.agent_id.clone().or(state.agent_id) {
         Some(agent_id) => agent_id,
         None => match register(api, bearer, &logical_id, report).await {
             Some(agent_id) => agent_id,
@@ -82,18 +84,14 @@ pub(super) async fn send(
         interruption: None,
     };
     let mut result = api.heartbeat(&bearer.token, &agent_id, &body).await;
-    let mut agent_id = agent_id;
-    // As the daemon does: an agent id the control plane has forgotten is
-    // registered again, once (never a configured one).
-    if matches!(
+    let forgotten = matches!(
         &result,
         Err(ApiError {
             class: FailureClass::UnknownAgent,
             ..
         })
-    ) && settings.agent_id.is_none()
-        && known.is_some()
-    {
+    );
+    if forgotten && from_state {
         report.push(Finding::ok(
             "heartbeat",
             format!("the control plane does not know agent {agent_id} (from the state file); registering again, as the daemon would"),

@@ -171,8 +171,8 @@ impl Agent {
                 && self.agent_id.is_some()
                 && registered_as != Some(instance.id.as_str())
             {
+                // Not an event of its own: the `registered` line that follows is.
                 tracing::info!(
-                    event = "config_warning",
                     agent_id = self.agent_id.as_deref(),
                     "the logical agent id is now the instance id {}; registering again under it",
                     instance.id

@@ -92,8 +92,9 @@ impl ImdsClient {
         }
     }
 
-    /// A new session token: the probe that tells an EC2 host from any other.
-    pub async fn open_session(&self) -> Result<(), ImdsError> {
+    /// A new session token (kept, and returned): the probe that tells an EC2 host
+    /// from any other.
+    pub async fn open_session(&self) -> Result<String, ImdsError> {
         let url = self.url("/latest/api/token");
         let response = self
             .http
@@ -124,10 +125,10 @@ impl ImdsClient {
             .filter(|d| *d >= granted / 2)
             .unwrap_or(granted / 2);
         *self.session.lock().expect("not poisoned") = Some(Session {
-            token,
+            token: token.clone(),
             renew_at: Instant::now() + renew_in,
         });
-        Ok(())
+        Ok(token)
     }
 
     /// `GET path`: the body, or `None` for 404 (how the service says "no such
@@ -171,9 +172,7 @@ impl ImdsClient {
                 return Ok(session.token.clone());
             }
         }
-        self.open_session().await?;
-        let session = self.session.lock().expect("not poisoned");
-        Ok(session.as_ref().expect("just opened").token.clone())
+        self.open_session().await
     }
 
     fn url(&self, path: &str) -> Url {
