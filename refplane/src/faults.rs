@@ -2,12 +2,14 @@
 //! request to the protocol routes.
 
 use std::convert::Infallible;
+use std::pin::Pin;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
-use axum::body::Body;
+use axum::body::{Body, Bytes};
 use axum::response::{IntoResponse, Response};
 use http_body_util::BodyExt;
-use hyper::body::Incoming;
+use hyper::body::{Frame, Incoming, SizeHint};
 use hyper::{Request, StatusCode};
 use serde::{Deserialize, Serialize};
 use tower::ServiceExt;
@@ -41,6 +43,9 @@ pub enum Fault {
     },
     /// `200` with a body that is not JSON.
     Garbage,
+    /// `200` announcing a 4 KiB body, of which the connection carries 16 bytes
+    /// before it is closed: a reset in the middle of the body.
+    CutMidBody,
     /// `200` with a body of this many bytes.
     Oversized {
         /// The size.
@@ -233,6 +238,14 @@ fn fixed_answer(fault: Fault) -> Response {
         )
             .into_response(),
         Fault::Oversized { bytes } => (StatusCode::OK, "x".repeat(bytes)).into_response(),
+        Fault::CutMidBody => (
+            StatusCode::OK,
+            [(hyper::header::CONTENT_TYPE, "application/json")],
+            Body::new(CutShort {
+                head: Some(Bytes::from_static(br#"{"agent_id":"agt"#)),
+            }),
+        )
+            .into_response(),
         Fault::Redirect { location } => (
             StatusCode::TEMPORARY_REDIRECT,
             [(hyper::header::LOCATION, location)],
@@ -241,6 +254,31 @@ fn fixed_answer(fault: Fault) -> Response {
         Fault::Outage | Fault::Slow { .. } => {
             unreachable!("outage and slow are handled by the caller")
         }
+    }
+}
+
+/// A body that sends its head, then fails: hyper closes the connection short of
+/// the length it announced.
+struct CutShort {
+    head: Option<Bytes>,
+}
+
+impl hyper::body::Body for CutShort {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        _: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        Poll::Ready(Some(match self.head.take() {
+            Some(head) => Ok(Frame::data(head)),
+            None => Err("simulated reset in the middle of the body".into()),
+        }))
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        SizeHint::with_exact(4096)
     }
 }
 
@@ -255,6 +293,7 @@ fn describe(fault: &Fault) -> String {
         Fault::Status { status, .. } => format!("HTTP {status}"),
         Fault::Slow { delay_ms } => format!("answer delayed {delay_ms} ms"),
         Fault::Garbage => "garbage body".into(),
+        Fault::CutMidBody => "connection closed in the middle of the body".into(),
         Fault::Oversized { bytes } => format!("{bytes}-byte body"),
         Fault::Redirect { location } => format!("redirect to {location}"),
     }

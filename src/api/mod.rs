@@ -368,17 +368,8 @@ impl ApiClient {
             })
         })?;
         if status.is_success() {
-            return serde_json::from_slice(&body).map_err(|e| {
-                with_status(ApiError::new(
-                    FailureClass::Protocol,
-                    endpoint,
-                    url,
-                    format!(
-                        "the {}-byte answer is not the expected JSON ({})",
-                        body.len(),
-                        clean_for_log(&e.to_string(), 120)
-                    ),
-                ))
+            return decode_answer(&body).map_err(|why| {
+                with_status(ApiError::new(FailureClass::Protocol, endpoint, url, why))
             });
         }
         Err(with_status(classify_error_answer(
@@ -449,4 +440,38 @@ pub(crate) async fn read_limited(mut response: reqwest::Response) -> Result<Vec<
 
 fn form_encode(text: &str) -> String {
     url::form_urlencoded::byte_serialize(text.as_bytes()).collect()
+}
+
+/// Decodes a success answer; the error says what was wrong in words fit for the
+/// log, quoting nothing of the answer (see [`json_fault`]).
+pub fn decode_answer<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, String> {
+    serde_json::from_slice(body).map_err(|e| {
+        format!(
+            "the {}-byte answer is not the expected JSON ({})",
+            body.len(),
+            json_fault(&e)
+        )
+    })
+}
+
+/// What was wrong with a JSON answer, without quoting the answer: serde's message
+/// for a value of the wrong type quotes the value (`invalid type: string "..."`),
+/// and an answer may echo anything, a token included. A missing field's message
+/// names only the field, which is ours.
+fn json_fault(e: &serde_json::Error) -> String {
+    let what = match e.classify() {
+        serde_json::error::Category::Data => {
+            let message = e.to_string();
+            if message.starts_with("missing field") {
+                clean_for_log(&message, 120)
+            } else {
+                "a value of the wrong type".to_owned()
+            }
+        }
+        serde_json::error::Category::Syntax | serde_json::error::Category::Eof => {
+            "not JSON".to_owned()
+        }
+        serde_json::error::Category::Io => "unreadable".to_owned(),
+    };
+    format!("{what}, at line {} column {}", e.line(), e.column())
 }

@@ -25,6 +25,13 @@ pub struct EnvFile {
     pub client_token: Option<RawToken>,
 }
 
+/// The permission bits of `path` when every user may read it.
+pub fn world_readable(path: &Path) -> Option<u32> {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(path).ok()?.permissions().mode() & 0o7777;
+    (mode & 0o004 != 0).then_some(mode)
+}
+
 impl EnvFile {
     /// Reads `path`; a file that does not exist is an empty file (like systemd's
     /// `EnvironmentFile=-path`), any other read error is reported.

@@ -293,6 +293,14 @@ pub fn load(inputs: ConfigInputs) -> Result<Loaded, ConfigError> {
         .or_else(|| values.get("env_file").map(|(v, _)| PathBuf::from(v)))
         .unwrap_or_else(|| PathBuf::from(DEFAULT_ENV_FILE));
     let env_file = EnvFile::read(&env_file_path)?;
+    if env_file.client_token.is_some()
+        && let Some(mode) = envfile::world_readable(&env_file_path)
+    {
+        let shown = env_file_path.display();
+        warnings.push(format!(
+            "env_file: {shown} holds the client token and every user on this host can read it (mode {mode:04o}); fix: chown root:hostbeat {shown} && chmod 0640 {shown}"
+        ));
+    }
     let snapshot = EnvFileSnapshot {
         vars: env_file.vars.clone(),
         token: env_file.client_token.as_ref().map(RawToken::fingerprint),

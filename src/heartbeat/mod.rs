@@ -409,6 +409,11 @@ impl Agent {
             );
         }
         self.ever_online = true;
+        // A full or read-only disk at registration must not cost the agent id for
+        // good: try again while the state is not saved.
+        if self.state_unwritable {
+            self.save_state();
+        }
         self.counters.heartbeats_accepted += 1;
         self.last_success = Some((SystemTime::now(), self.seq));
         self.backoff.reset();
@@ -494,16 +499,25 @@ impl Agent {
 
     fn save_state(&mut self) {
         match self.store.save(&self.state) {
-            Ok(()) => self.state_unwritable = false,
+            Ok(()) if self.state_unwritable => {
+                self.state_unwritable = false;
+                tracing::info!(
+                    event = "state_saved",
+                    agent_id = self.agent_id.as_deref(),
+                    "the state file {} is written again; the agent id will survive a restart",
+                    self.store.path().display()
+                );
+            }
             Err(e) if !self.state_unwritable => {
                 self.state_unwritable = true;
                 tracing::warn!(
                     event = "state_unwritable",
-                    "cannot save the state file {} ({e}); the agent id is kept in memory and registration repeats after a restart",
+                    "cannot save the state file {} ({e}); the agent id is kept in memory and the save is tried again after each heartbeat",
                     self.store.path().display()
                 );
             }
-            Err(_) => {}
+            // Saved as before, or failing as before: said already.
+            Ok(()) | Err(_) => {}
         }
     }
 

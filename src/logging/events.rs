@@ -120,6 +120,12 @@ pub const EVENTS: &[Event] = &[
         meaning: "the state file could not be written",
     },
     Event {
+        name: "state_saved",
+        message_id: "0ac12a208d5144d4a148841b87252b42",
+        priority: Some(NOTICE),
+        meaning: "the state file was written again after it could not be",
+    },
+    Event {
         name: "config_warning",
         message_id: "bfa32abad65c4a1aa9f019382e9d8352",
         priority: None,

@@ -117,9 +117,13 @@ async fn state_keeps_the_agent_id_and_registration_is_idempotent() {
 #[tokio::test(start_paused = true)]
 async fn a_corrupt_state_file_is_set_aside_not_overwritten() {
     let world = World::start().await;
-    std::fs::write(world.state_dir().join("state.json"), b"{\"agent_id\": tru").unwrap();
     let (logs, _guard) = Logs::capture();
     let agent = world.spawn_online(world.inputs()).await;
+    agent.stop().await;
+    let agent_id = world.heartbeats()[0].agent_id.clone();
+    std::fs::write(world.state_dir().join("state.json"), b"{\"agent_id\": tru").unwrap();
+    let agent = world.spawn(world.inputs());
+    assert!(until(mins(2), || world.heartbeats().len() >= 3).await);
     agent.stop().await;
     assert_eq!(logs.events("state_corrupt").len(), 1);
     let aside: Vec<_> = std::fs::read_dir(world.state_dir())
@@ -136,6 +140,22 @@ async fn a_corrupt_state_file_is_set_aside_not_overwritten() {
         std::fs::read(aside[0].path()).unwrap(),
         b"{\"agent_id\": tru"
     );
+    // Registration is idempotent on the logical id: the same agent id again.
+    assert!(world.heartbeats().iter().all(|h| h.agent_id == agent_id));
+    let state = std::fs::read_to_string(world.state_dir().join("state.json")).unwrap();
+    assert!(state.contains(&agent_id), "{state}");
+    Row::new("state-corrupt")
+        .figure(
+            "corrupt file",
+            "set aside as state.json.corrupt-*, bytes kept",
+        )
+        .figure(
+            "agent id after the restart",
+            "the same (registration by logical id)",
+        )
+        .figure("log entries about it", 1)
+        .scan(&world, &logs)
+        .done();
 }
 
 #[tokio::test(start_paused = true)]
@@ -259,12 +279,25 @@ async fn the_first_beat_after_an_outage_says_since_when_and_how_many_were_missed
 
 #[tokio::test(start_paused = true)]
 async fn an_hour_long_outage_costs_few_requests_and_recovery_is_within_one_cap() {
+    outage_and_recovery("outage-1h", 1).await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_day_long_outage_costs_few_requests_and_recovery_is_within_one_cap() {
+    outage_and_recovery("outage-24h", 24).await;
+}
+
+/// The control plane down (every connection closed unanswered) for `hours`, then
+/// back: requests bounded by the backoff schedule, logs by the summary period, and
+/// the agent back within one cap of the plane's return, with the same agent id.
+async fn outage_and_recovery(key: &'static str, hours: u64) {
     let world = World::start().await;
     let (logs, _guard) = Logs::capture();
     let agent = world.spawn_online(world.inputs()).await;
+    let agent_id = world.heartbeats()[0].agent_id.clone();
     world.plane.set_fault(Fault::Outage, Scope::All, None);
     let before = world.requests().len();
-    pass(mins(60)).await;
+    pass(mins(60 * hours)).await;
     let during = world.requests().len() - before;
     world.plane.clear_fault();
     let accepted = world.heartbeats().len();
@@ -272,21 +305,34 @@ async fn an_hour_long_outage_costs_few_requests_and_recovery_is_within_one_cap()
     assert!(until(mins(5) + secs(1), || world.heartbeats().len() > accepted).await);
     let recovery = back_at.elapsed();
     agent.stop().await;
-    // Base 1 s doubling to a 5 min cap with full jitter: about 30 attempts an hour
-    // on average (versus 120 at the plain interval).
+    // Base 1 s doubling to a 5 min cap with full jitter: about 24 attempts an hour
+    // once at the cap (a mean wait of 2.5 min), versus 120 at the plain interval.
+    let per_hour = during as u64 / hours;
     assert!(
-        (10..=60).contains(&during),
-        "{during} requests during the outage"
+        (10..=60).contains(&per_hour),
+        "{during} requests in {hours} h"
     );
     assert!(recovery <= mins(5), "back after {recovery:?}");
     // No flooding: the first failure, then a summary at most every 10 minutes.
     let failed = logs.events("heartbeat_failed");
+    let most = 1 + 6 * usize::try_from(hours).unwrap();
     assert!(
-        (2..=7).contains(&failed.len()),
+        (2..=most).contains(&failed.len()),
         "{} entries for one outage",
         failed.len()
     );
     assert_eq!(logs.events("recovered").len(), 1);
+    assert!(world.heartbeats().iter().all(|h| h.agent_id == agent_id));
+    Row::new(key)
+        .figure("requests during the outage", during)
+        .figure("requests per hour", per_hour)
+        .figure(
+            "back after the plane's return",
+            format!("{:.1} s", recovery.as_secs_f64()),
+        )
+        .figure("log entries about it", failed.len() + 1)
+        .scan(&world, &logs)
+        .done();
 }
 
 #[tokio::test(start_paused = true)]
@@ -348,11 +394,17 @@ async fn redirects_are_not_followed_so_the_token_stays_home() {
         "{}",
         failed[0]
     );
+    Row::new("redirect")
+        .figure("requests to the other origin", 0)
+        .figure("redirects answered in 10 min", world.faulted())
+        .scan(&world, &logs)
+        .done();
 }
 
 #[tokio::test(start_paused = true)]
 async fn shutdown_in_a_backoff_wait_says_goodbye_at_once() {
     let world = World::start().await;
+    let (logs, _guard) = Logs::capture();
     let agent = world
         .spawn_online(
             world
@@ -368,11 +420,20 @@ async fn shutdown_in_a_backoff_wait_says_goodbye_at_once() {
     let took = agent.stop().await;
     assert!(took < secs(1), "stop took {took:?}");
     assert_eq!(world.heartbeats().last().unwrap().status(), "offline");
+    Row::new("sigterm-backoff")
+        .figure(
+            "stopped after",
+            format!("{} ms (a wait of up to 10 min cut short)", took.as_millis()),
+        )
+        .figure("goodbye", "offline, accepted")
+        .scan(&world, &logs)
+        .done();
 }
 
 #[tokio::test(start_paused = true)]
 async fn shutdown_during_a_hung_request_ends_within_the_shutdown_timeout() {
     let world = World::start().await;
+    let (logs, _guard) = Logs::capture();
     let agent = world
         .spawn_online(
             world
@@ -403,6 +464,14 @@ async fn shutdown_during_a_hung_request_ends_within_the_shutdown_timeout() {
             .count(),
         1
     );
+    Row::new("sigterm-hung-request")
+        .figure(
+            "stopped after",
+            format!("{:.1} s (shutdown_timeout 5 s)", took.as_secs_f64()),
+        )
+        .figure("goodbye", "attempted once (and hung too)")
+        .scan(&world, &logs)
+        .done();
 }
 
 #[tokio::test(start_paused = true)]
@@ -424,10 +493,23 @@ async fn reload_rereads_a_rotated_token_without_waiting_for_a_rejection() {
 }
 
 #[tokio::test(start_paused = true)]
-async fn a_clock_far_from_the_control_planes_is_reported_once_and_refreshes_go_on() {
+async fn a_clock_an_hour_ahead_is_reported_once_and_refreshes_go_on() {
     // The control plane's clock is an hour behind ours: ours is an hour ahead.
+    clock_off_by("clock-ahead", -3600, "ahead of the control plane").await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_clock_an_hour_behind_is_reported_once_and_refreshes_go_on() {
+    clock_off_by("clock-behind", 3600, "behind the control plane").await;
+}
+
+/// Our clock `-plane_offset_s` seconds off the control plane's (seen in its `Date`
+/// header), with 10-minute tokens for 30 minutes: the skew is reported once, and
+/// tokens are refreshed before expiry anyway (lifetimes count on the monotonic
+/// clock from `expires_in`, never from our wall clock against `exp`).
+async fn clock_off_by(key: &'static str, plane_offset_s: i64, words: &str) {
     let mut world = World::with(PlaneConfig {
-        date_offset: -3600,
+        date_offset: plane_offset_s,
         token_lifetime: mins(10),
         ..PlaneConfig::default()
     })
@@ -438,16 +520,29 @@ async fn a_clock_far_from_the_control_planes_is_reported_once_and_refreshes_go_o
     agent.stop().await;
     let skew = logs.events("clock_skew");
     assert_eq!(skew.len(), 1, "{skew:?}");
-    assert!(skew[0].contains("offset_s=-360"), "{}", skew[0]);
-    assert!(
-        skew[0].contains("ahead of the control plane"),
-        "{}",
-        skew[0]
-    );
-    // Lifetimes are counted on the monotonic clock: no token expired on the way.
+    let offset: i64 = skew[0]
+        .split("offset_s=")
+        .nth(1)
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no offset_s in {}", skew[0]));
+    // The Date header has whole seconds.
+    assert!((offset - plane_offset_s).abs() <= 1, "{}", skew[0]);
+    assert!(skew[0].contains(words), "{}", skew[0]);
+    // No token expired on the way.
     assert_eq!(world.refusals(), vec![]);
-    assert!(world.requests_to("/oauth/token").len() >= 3);
+    let exchanges = world.requests_to("/oauth/token").len();
+    assert!(exchanges >= 3);
+    Row::new(key)
+        .figure("skew reported", format!("once, offset_s={offset}"))
+        .figure("token exchanges in 30 min (10 min tokens)", exchanges)
+        .figure("requests refused for an expired token", 0)
+        .scan(&world, &logs)
+        .done();
+}
 
+#[tokio::test(start_paused = true)]
+async fn a_clock_ten_seconds_off_is_not_reported() {
     // Ten seconds apart is not worth a word.
     let world = World::with(PlaneConfig {
         date_offset: 10,

@@ -237,6 +237,10 @@ fn plain_http_is_refused_off_loopback_unless_allowed() {
         e.to_string().contains("clear text") && e.to_string().contains("allow_insecure_http"),
         "{e}"
     );
+    Row::new("plain-http")
+        .figure("http://cp.example.com", "refused at start, exit 78")
+        .figure("loopback, or allow_insecure_http = true", "accepted")
+        .done();
     let e = error(
         dir.valid()
             .var("HOSTBEAT_TOKEN_URL", "http://10.1.2.3/token"),
@@ -384,4 +388,42 @@ fn every_setting_is_documented_with_its_default() {
             );
         }
     }
+}
+
+#[test]
+fn an_env_file_every_user_can_read_is_warned_about_at_start() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = Dir::new();
+    let env_file = dir.write("hostbeat.env", &format!("HOSTBEAT_CLIENT_TOKEN={SECRET}\n"));
+    let inputs = || {
+        dir.bare()
+            .var("HOSTBEAT_SERVER_URL", "https://cp.example.com")
+    };
+    std::fs::set_permissions(&env_file, std::fs::Permissions::from_mode(0o640)).unwrap();
+    assert!(config::load(inputs()).unwrap().warnings.is_empty());
+    std::fs::set_permissions(&env_file, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let warnings = config::load(inputs()).unwrap().warnings;
+    assert_eq!(warnings.len(), 1, "{warnings:?}");
+    assert!(
+        warnings[0].contains("every user on this host can read it (mode 0644)")
+            && warnings[0].contains("chmod 0640"),
+        "{}",
+        warnings[0]
+    );
+    assert!(!warnings[0].contains(SECRET));
+    // Without a token in it, the mode is nobody's business.
+    std::fs::write(&env_file, "HOSTBEAT_HEARTBEAT_INTERVAL=10s\n").unwrap();
+    assert!(
+        config::load(inputs().var("HOSTBEAT_CLIENT_TOKEN", SECRET))
+            .unwrap()
+            .warnings
+            .is_empty()
+    );
+    Row::new("env-file-mode")
+        .figure(
+            "env file with the token, mode 0644",
+            "config_warning at start with the chmod fix; `check` warns too",
+        )
+        .figure("mode 0640", "no warning")
+        .done();
 }

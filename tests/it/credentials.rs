@@ -208,14 +208,16 @@ fn an_outage_longer_than_the_token_lifetime_does_not_hammer_the_token_endpoint()
 }
 
 async fn outage_longer_than_the_token_lifetime() {
-    let world = World::with(lifetime(60)).await;
+    let mut world = World::with(lifetime(60)).await;
     let (logs, _guard) = Logs::capture();
     let agent = world.spawn_online(world.exchange_inputs()).await;
     world.plane.set_fault(Fault::Outage, Scope::All, None);
     pass(mins(60)).await;
     let exchanges = world.requests_to("/oauth/token").len();
     world.plane.clear_fault();
+    let back_at = tokio::time::Instant::now();
     assert!(until(mins(6), || world.heartbeats().len() >= 2).await);
+    let recovery = back_at.elapsed();
     agent.stop().await;
     // Heartbeat attempts over an hour of 5-minute-capped backoff: about 30; the
     // exchange attempts are bounded by them.
@@ -223,11 +225,24 @@ async fn outage_longer_than_the_token_lifetime() {
         exchanges <= 80,
         "{exchanges} token requests during a one-hour outage"
     );
+    let refresh_failed = logs.events("token_refresh_failed").len();
+    assert!(refresh_failed <= 20, "{}", logs.text());
+    // The expired token was not used: every accepted heartbeat carried a live one.
+    let refused = world.refusals();
     assert!(
-        logs.events("token_refresh_failed").len() <= 20,
-        "{}",
-        logs.text()
+        !refused.iter().any(|(_, e)| e == "token_expired"),
+        "{refused:?}"
     );
+    Row::new("token-expiry-mid-outage")
+        .figure("token lifetime", "60 s, in a 1 h outage")
+        .figure("token requests during the outage", exchanges)
+        .figure(
+            "back after the plane's return",
+            format!("{:.1} s", recovery.as_secs_f64()),
+        )
+        .figure("log entries about refreshes", refresh_failed)
+        .scan(&world, &logs)
+        .done();
 }
 
 /// A control plane that lost its token store refuses the access token as invalid:

@@ -1,6 +1,8 @@
 //! One test per row of protocol.md section 3: each failure class and what the agent
 //! does about it, against the reference control plane, in virtual time.
 
+use std::time::Duration;
+
 use hostbeat_refplane::{Fault, Scope};
 
 use crate::support::*;
@@ -116,6 +118,15 @@ async fn token_rotated_in_the_env_file_is_picked_up_after_the_first_rejection() 
     assert!(logs.events("auth_failure").is_empty());
     // Same agent, no new registration.
     assert_eq!(world.requests_to("register").len(), 1);
+    Row::new("token-rotated")
+        .figure("rejections before the new token was used", 1)
+        .figure(
+            "new token used after the rejection",
+            format!("{} ms", retried.at_ms - beats[rejected].at_ms),
+        )
+        .figure("registrations", 1)
+        .scan(&world, &logs)
+        .done();
 }
 
 /// Row 3: 401 missing_token -> auth failure logged (the start-up check is a
@@ -161,8 +172,10 @@ async fn inactive_client_backs_off_and_recovers_when_activated() {
     let during = world.requests().len() - before;
     let accepted = world.heartbeats().len();
     world.plane.activate(CLIENT_ID);
+    let activated = tokio::time::Instant::now();
     // Back within one auth cap (15 min) of the reactivation.
     assert!(until(mins(15) + secs(1), || world.heartbeats().len() > accepted).await);
+    let back_after = activated.elapsed();
     agent.stop().await;
 
     // Base 1 s doubling to 15 min: about 10 attempts in the first 17 minutes, then
@@ -180,6 +193,15 @@ async fn inactive_client_backs_off_and_recovers_when_activated() {
         failures[0]
     );
     assert_eq!(logs.events("recovered").len(), 1);
+    Row::new("client-deactivated")
+        .figure("requests in 30 min deactivated", during)
+        .figure("log entries about it", failures.len() + 1)
+        .figure(
+            "back after reactivation",
+            format!("{:.0} s", back_after.as_secs_f64()),
+        )
+        .scan(&world, &logs)
+        .done();
 }
 
 /// Row 5: 404 unknown agent -> register again, then go on.
@@ -205,6 +227,7 @@ async fn unknown_agent_registers_again() {
 #[tokio::test(start_paused = true)]
 async fn retry_after_seconds_is_honoured() {
     let world = World::start().await;
+    let (logs, _guard) = Logs::capture();
     let agent = world.spawn_online(world.inputs()).await;
     world
         .plane
@@ -215,12 +238,21 @@ async fn retry_after_seconds_is_honoured() {
     let limited = beats.iter().position(|r| r.fault.is_some()).unwrap();
     let gap = beats[limited + 1].at_ms - beats[limited].at_ms;
     assert!((119_900..=120_100).contains(&gap), "waited {gap} ms");
+    Row::new("retry-after-seconds")
+        .figure("asked", "429, Retry-After: 120")
+        .figure(
+            "waited",
+            format!("{:.1} s", Duration::from_millis(gap).as_secs_f64()),
+        )
+        .scan(&world, &logs)
+        .done();
 }
 
 /// Row 6: 503 with Retry-After as an HTTP date, bounded by retry_after_max.
 #[tokio::test(start_paused = true)]
 async fn retry_after_date_is_honoured_up_to_the_ceiling() {
     let world = World::start().await;
+    let (logs, _guard) = Logs::capture();
     let agent = world
         .spawn_online(world.inputs().var("HOSTBEAT_RETRY_AFTER_MAX", "10m"))
         .await;
@@ -237,6 +269,17 @@ async fn retry_after_date_is_honoured_up_to_the_ceiling() {
         (599_900..=600_100).contains(&gap),
         "waited {gap} ms, not the 10 min ceiling"
     );
+    Row::new("retry-after-date")
+        .figure("asked", "503, Retry-After: a date 2 h ahead")
+        .figure(
+            "waited",
+            format!(
+                "{:.1} s (retry_after_max)",
+                Duration::from_millis(gap).as_secs_f64()
+            ),
+        )
+        .scan(&world, &logs)
+        .done();
 }
 
 /// Row 7: 5xx -> exponential backoff with full jitter, capped, never giving up.
@@ -267,9 +310,16 @@ async fn server_errors_back_off_capped_and_never_give_up() {
     assert!((30_000..=90_000).contains(&mean), "mean gap {mean} ms");
     let warned = logs.events("heartbeat_failed");
     assert!(warned[0].contains("reason=\"server_error\"") && warned[0].contains("http_status=500"));
+    Row::new("server-errors")
+        .figure("attempts in 6 h of HTTP 500", failed.len())
+        .figure(
+            "mean gap at a 2 min cap",
+            format!("{:.0} s", Duration::from_millis(mean).as_secs_f64()),
+        )
+        .figure("log entries about it", warned.len())
+        .scan(&world, &logs)
+        .done();
 }
-
-use std::time::Duration;
 
 /// Row 7: an answer slower than the request timeout is a timeout, retried.
 #[tokio::test(start_paused = true)]
@@ -289,6 +339,11 @@ async fn slow_answers_time_out_and_are_retried() {
     assert_eq!(failed.len(), 1, "{failed:?}");
     assert!(failed[0].contains("reason=\"timeout\""));
     assert!(logs.events("recovered")[0].contains("consecutive_failures=2"));
+    Row::new("slow-answers")
+        .figure("timeouts before recovery", 2)
+        .figure("log entries about it", failed.len() + 1)
+        .scan(&world, &logs)
+        .done();
 }
 
 /// Row 7: connection refused -> connect class, retried.
@@ -340,26 +395,94 @@ async fn closed_connections_are_transient() {
     );
 }
 
-/// Row 8: a 2xx that is not the expected JSON, or too large, is a protocol error:
+/// Row 8: a 200 that is not JSON, or JSON of another shape, is a protocol error:
 /// counted like a transient failure, the body never logged.
 #[tokio::test(start_paused = true)]
-async fn garbage_and_oversized_answers_are_protocol_errors() {
+async fn invalid_json_and_json_of_the_wrong_shape_are_protocol_errors() {
     let world = World::start().await;
     let (logs, _guard) = Logs::capture();
     let agent = world.spawn_online(world.inputs()).await;
     world.plane.set_fault(Fault::Garbage, Scope::All, Some(1));
-    assert!(until(mins(5), || world.requests_to("/heartbeat").len() >= 3).await);
-    world
-        .plane
-        .set_fault(Fault::Oversized { bytes: 1 << 20 }, Scope::All, Some(1));
+    assert!(until(mins(5), || world.heartbeats().len() >= 2).await);
+    // A heartbeat answer of another shape: a string for `next_heartbeat_in`.
+    world.plane.set_fault(
+        Fault::status(200, r#"{"success":true,"next_heartbeat_in":"thirty"}"#),
+        Scope::All,
+        Some(1),
+    );
     assert!(until(mins(5), || world.heartbeats().len() >= 3).await);
     agent.stop().await;
     let failed = logs.events("heartbeat_failed");
     assert_eq!(failed.len(), 2, "{failed:?}");
     assert!(failed.iter().all(|l| l.contains("reason=\"protocol\"")));
-    assert!(failed[1].contains("64 KiB"), "{}", failed[1]);
     let text = logs.text();
-    assert!(!text.contains("Bad Gateway (not JSON)") && !text.contains("xxxxxxxx"));
+    assert!(!text.contains("Bad Gateway (not JSON)") && !text.contains("thirty"));
+    Row::new("invalid-json")
+        .figure("bad answers", world.faulted())
+        .figure(
+            "log entries about them",
+            failed.len() + logs.events("recovered").len(),
+        )
+        .scan(&world, &logs)
+        .done();
+}
+
+/// Row 8: an answer over the 64 KiB body limit is refused before it is read whole.
+#[tokio::test(start_paused = true)]
+async fn an_oversized_answer_is_a_protocol_error() {
+    let world = World::start().await;
+    let (logs, _guard) = Logs::capture();
+    let agent = world.spawn_online(world.inputs()).await;
+    world
+        .plane
+        .set_fault(Fault::Oversized { bytes: 16 << 20 }, Scope::All, Some(1));
+    assert!(until(mins(5), || world.heartbeats().len() >= 2).await);
+    agent.stop().await;
+    let failed = logs.events("heartbeat_failed");
+    assert_eq!(failed.len(), 1, "{failed:?}");
+    assert!(failed[0].contains("reason=\"protocol\"") && failed[0].contains("64 KiB"));
+    assert!(!logs.text().contains("xxxxxxxx"));
+    Row::new("oversized")
+        .figure("answer", "16 MiB on a 200")
+        .figure("retries before recovery", 1)
+        .scan(&world, &logs)
+        .done();
+}
+
+/// Row 7: the connection closed in the middle of the answer's body.
+#[tokio::test(start_paused = true)]
+async fn a_connection_cut_in_the_middle_of_the_body_is_retried() {
+    let world = World::start().await;
+    let (logs, _guard) = Logs::capture();
+    let agent = world.spawn_online(world.inputs()).await;
+    world
+        .plane
+        .set_fault(Fault::CutMidBody, Scope::All, Some(3));
+    assert!(until(mins(5), || world.heartbeats().len() >= 2).await);
+    agent.stop().await;
+    let failed = logs.events("heartbeat_failed");
+    assert_eq!(failed.len(), 1, "{failed:?}");
+    assert!(
+        failed[0].contains("reason=\"connect\"") || failed[0].contains("reason=\"protocol\""),
+        "{}",
+        failed[0]
+    );
+    let recovered = logs.events("recovered");
+    assert!(
+        recovered[0].contains("after 3 failed attempts"),
+        "{recovered:?}"
+    );
+    // The plane accepted none of the three cut ones; the agent went on counting.
+    let seqs = world.seqs();
+    assert!(
+        seqs.len() >= 2 && seqs.windows(2).all(|w| w[0] < w[1]),
+        "{seqs:?}"
+    );
+    Row::new("cut-mid-body")
+        .figure("cut answers", 3)
+        .figure("log entries about them", failed.len() + recovered.len())
+        .scan(&world, &logs)
+        .done();
 }
 
 /// A server that echoes the credential in its error must not get it into the logs.

@@ -113,6 +113,15 @@ async fn a_broken_configuration_is_refused_and_the_running_one_stays() {
     // Still at 30 s: about 10 beats in 5 minutes.
     let during = world.heartbeats().len() - before;
     assert!((8..=12).contains(&during), "{during} beats in 5 min");
+    let agent_ids: std::collections::BTreeSet<_> =
+        world.heartbeats().into_iter().map(|h| h.agent_id).collect();
+    assert_eq!(agent_ids.len(), 1);
+    Row::new("sighup-broken-config")
+        .figure("broken setting", "heartbeat_interval=often")
+        .figure("heartbeats in the 5 min after", during)
+        .figure("log entries about it", rejected.len())
+        .scan(&world, &logs)
+        .done();
 }
 
 /// systemd lets `EnvironmentFile=` override the unit's `Environment=` lines, and a

@@ -406,6 +406,9 @@ impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for ThreadWriter {
     }
 }
 
+mod figures;
+pub use figures::Row;
+
 /// The token scan, shared with tests/system.
 #[path = "../../common/scan.rs"]
 mod scan;
