@@ -146,11 +146,7 @@ impl Credentials {
         let client_token = self.client_token();
         let answer = self.api.exchange(exchange, &client_token).await?;
         let received = Instant::now();
-        let lifetime = answer
-            .expires_in
-            .filter(|s| s.is_finite() && *s > 0.0)
-            .map(Duration::from_secs_f64)
-            .or_else(|| jwt_remaining_lifetime(&answer.access_token, SystemTime::now()));
+        let lifetime = token_lifetime(answer.expires_in, &answer.access_token, SystemTime::now());
         let generation = self
             .generation
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
@@ -285,6 +281,25 @@ pub fn refresh_after(lifetime: Duration, margin: Duration) -> Duration {
     lifetime.saturating_sub(ahead).saturating_sub(jitter)
 }
 
+/// The longest lifetime believed. A server may answer anything (`expires_in:
+/// 1e300`), and the refresh point is an `Instant` that must not overflow; a token
+/// that truly lives longer is only refreshed earlier than it needs to be.
+pub const LIFETIME_CEILING: Duration = Duration::from_secs(30 * 24 * 3600);
+
+/// An access token's lifetime from the token answer: `expires_in` first, the JWT
+/// `exp` claim as fallback, at most [`LIFETIME_CEILING`]; `None` when neither says.
+pub fn token_lifetime(
+    expires_in: Option<f64>,
+    access_token: &str,
+    now: SystemTime,
+) -> Option<Duration> {
+    expires_in
+        .filter(|s| s.is_finite() && *s > 0.0)
+        .map(|s| Duration::try_from_secs_f64(s).unwrap_or(LIFETIME_CEILING))
+        .or_else(|| jwt_remaining_lifetime(access_token, now))
+        .map(|lifetime| lifetime.min(LIFETIME_CEILING))
+}
+
 /// The time left before a JWT's `exp`, read without verifying the signature (the
 /// agent cannot, and need not: the server verifies). `None` when the token is not a
 /// JWT or has no `exp`.
@@ -298,13 +313,53 @@ pub fn jwt_remaining_lifetime(token: &str, now: SystemTime) -> Option<Duration> 
     if !exp.is_finite() || exp <= 0.0 {
         return None;
     }
-    let expires = SystemTime::UNIX_EPOCH + Duration::from_secs_f64(exp);
+    // Checked: an `exp` past what a Duration or a SystemTime holds (found by the
+    // jwt_payload fuzz target, `1e300`) is no lifetime, not a panic.
+    let expires = SystemTime::UNIX_EPOCH.checked_add(Duration::try_from_secs_f64(exp).ok()?)?;
     Some(expires.duration_since(now).unwrap_or(Duration::ZERO))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Regression: the same for `expires_in`, which aborted the agent in
+    /// `Duration::from_secs_f64`, then in `Instant + lifetime`.
+    #[test]
+    fn any_expires_in_gives_a_lifetime_within_the_ceiling() {
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_795_000_000);
+        for (expires_in, expected) in [
+            (Some(1e300), Some(LIFETIME_CEILING)),
+            (Some(f64::MAX), Some(LIFETIME_CEILING)),
+            (Some(900.0), Some(Duration::from_secs(900))),
+            (Some(f64::NAN), None),
+            (Some(-1.0), None),
+            (None, None),
+        ] {
+            assert_eq!(
+                token_lifetime(expires_in, "opaque", now),
+                expected,
+                "{expires_in:?}"
+            );
+        }
+    }
+
+    /// Regression: fuzz/artifacts/jwt_payload crash, an `exp` too large for a
+    /// Duration, which aborted the agent.
+    #[test]
+    fn an_exp_beyond_any_clock_is_no_lifetime_not_a_panic() {
+        use base64::Engine;
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_795_000_000);
+        for exp in ["1e300", "18446744073709551615", "1.8e19", "9e18"] {
+            let payload = base64::engine::general_purpose::URL_SAFE_NO_PAD
+                .encode(format!(r#"{{"exp":{exp}}}"#));
+            let lifetime = jwt_remaining_lifetime(&format!("eyJhbGciOiJub25lIn0.{payload}."), now);
+            assert!(
+                lifetime.is_none_or(|l| l > Duration::from_secs(3600)),
+                "{exp}: {lifetime:?}"
+            );
+        }
+    }
 
     #[test]
     fn refresh_point_follows_the_protocol_examples() {
