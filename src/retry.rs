@@ -16,6 +16,18 @@ use backon::{BackoffBuilder, ExponentialBackoff, ExponentialBuilder};
 pub struct RetryPolicy {
     base: Duration,
     cap: Duration,
+    jitter: Jitter,
+}
+
+/// How a delay is drawn under its ceiling.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Jitter {
+    /// Uniformly from `0..=ceiling`: what hostbeat does, always.
+    Full,
+    /// The ceiling itself. Only for comparison: the fleet herd benchmark
+    /// (bench/src/bin/herd.rs) runs the agent with it to show the herd that plain
+    /// exponential backoff (base = cap: a fixed retry interval) makes.
+    None,
 }
 
 impl RetryPolicy {
@@ -27,6 +39,16 @@ impl RetryPolicy {
         Self {
             base,
             cap: cap.max(base),
+            jitter: Jitter::Full,
+        }
+    }
+
+    /// The same schedule with every delay at its ceiling (see [`Jitter::None`]).
+    #[must_use]
+    pub fn without_jitter(self) -> Self {
+        Self {
+            jitter: Jitter::None,
+            ..self
         }
     }
 
@@ -72,7 +94,10 @@ impl Backoff {
     /// The delay before the next attempt, after one more failure.
     pub fn next_delay(&mut self) -> Duration {
         let ceiling = self.next_ceiling();
-        ceiling.mul_f64(fastrand::f64())
+        match self.policy.jitter {
+            Jitter::Full => ceiling.mul_f64(fastrand::f64()),
+            Jitter::None => ceiling,
+        }
     }
 
     /// Counts a failure and returns its ceiling without drawing a delay; for waits
@@ -143,6 +168,17 @@ mod tests {
         assert!(draws.iter().all(|d| *d <= Duration::from_secs(8)));
         assert!(draws.iter().any(|d| *d < Duration::from_secs(2)));
         assert!(draws.iter().any(|d| *d > Duration::from_secs(6)));
+    }
+
+    #[test]
+    fn without_jitter_every_delay_is_its_ceiling() {
+        let policy = RetryPolicy::new(Duration::from_secs(1), Duration::from_secs(10));
+        let mut plain = policy.without_jitter().backoff();
+        let delays: Vec<u64> = (0..6).map(|_| plain.next_delay().as_secs()).collect();
+        assert_eq!(delays, [1, 2, 4, 8, 10, 10]);
+        let fixed = RetryPolicy::new(Duration::from_secs(10), Duration::from_secs(10));
+        let mut fixed = fixed.without_jitter().backoff();
+        assert!((0..5).all(|_| fixed.next_delay() == Duration::from_secs(10)));
     }
 
     #[test]

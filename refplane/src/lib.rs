@@ -328,6 +328,17 @@ impl ControlPlane {
         self.state().heartbeats.clone()
     }
 
+    /// Takes every request and accepted heartbeat recorded so far, leaving none: a
+    /// long run (the fleet herd benchmark, the soak) drains them as it goes, so that
+    /// the records do not grow without bound.
+    pub fn drain_records(&self) -> (Vec<RecordedRequest>, Vec<HeartbeatRecord>) {
+        let mut state = self.state();
+        (
+            std::mem::take(&mut state.requests),
+            std::mem::take(&mut state.heartbeats),
+        )
+    }
+
     /// How many agents are registered.
     pub fn agent_count(&self) -> usize {
         self.state().agents.len()

@@ -443,7 +443,7 @@ fn form_encode(text: &str) -> String {
 }
 
 /// Decodes a success answer; the error says what was wrong in words fit for the
-/// log, quoting nothing of the answer (see [`json_fault`]).
+/// log, quoting nothing of the answer (see `json_fault`).
 pub fn decode_answer<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, String> {
     serde_json::from_slice(body).map_err(|e| {
         format!(

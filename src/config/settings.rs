@@ -18,7 +18,14 @@ use crate::retry::RetryPolicy;
 use crate::secret::Token;
 
 /// The lowest heartbeat interval accepted, from the config and from the server.
+#[cfg(not(feature = "soak"))]
 pub const HEARTBEAT_FLOOR: Duration = Duration::from_secs(1);
+
+/// The soak build's floor (feature `soak`, built by scripts/reliability only; never
+/// in a package): 100,000 heartbeats of the real daemon in minutes, not days
+/// (bench/src/bin/soak.rs).
+#[cfg(feature = "soak")]
+pub const HEARTBEAT_FLOOR: Duration = Duration::from_millis(1);
 
 /// Every setting, with its default (`None`: no default). docs/configuration.md
 /// documents each; a test checks that it names them all.

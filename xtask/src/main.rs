@@ -1,8 +1,13 @@
-//! Build-time chores that need the CLI definition: `cargo run -p xtask -- assets DIR`
-//! writes the man pages (section 8, one per subcommand) and the bash, zsh and fish
-//! completions that the packages install (packaging/build.sh calls it). Generated
-//! from `hostbeat::cli::Cli`, the definition the binary parses, so they never drift
-//! from `--help`.
+//! Build-time chores.
+//!
+//! - `cargo run -p xtask -- assets DIR` writes the man pages (section 8, one per
+//!   subcommand) and the bash, zsh and fish completions that the packages install
+//!   (packaging/build.sh calls it). Generated from `hostbeat::cli::Cli`, the
+//!   definition the binary parses, so they never drift from `--help`.
+//! - `cargo run -p xtask -- reliability DIR OUT` renders docs/reliability.md from the
+//!   figures scripts/reliability gathered in DIR (see `reliability`).
+
+mod reliability;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -13,14 +18,36 @@ use clap_mangen::roff::{Roff, bold, roman};
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let [task, out] = args.as_slice() else {
-        eprintln!("usage: cargo run -p xtask -- assets DIR");
-        return ExitCode::from(2);
-    };
-    if task != "assets" {
-        eprintln!("xtask: unknown task {task:?}; the one task is `assets DIR`");
-        return ExitCode::from(2);
+    match args
+        .iter()
+        .map(String::as_str)
+        .collect::<Vec<_>>()
+        .as_slice()
+    {
+        ["assets", out] => assets(out),
+        ["reliability", figures, out] => {
+            match reliability::render(Path::new(figures), Path::new(out)) {
+                Ok(()) => {
+                    println!("{out}");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("xtask: reliability: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        _ => {
+            eprintln!(
+                "usage: cargo run -p xtask -- assets DIR\n       \
+                 cargo run -p xtask -- reliability FIGURES_DIR OUT.md"
+            );
+            ExitCode::from(2)
+        }
     }
+}
+
+fn assets(out: &str) -> ExitCode {
     match write_assets(Path::new(out)) {
         Ok(written) => {
             for path in written {

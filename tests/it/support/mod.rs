@@ -295,16 +295,21 @@ where
     F: std::future::Future<Output = ()>,
 {
     let (done, finished) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .start_paused(true)
-            .build()
-            .unwrap();
-        let outcome =
-            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| runtime.block_on(body())));
-        let _ = done.send(outcome);
-    });
+    // Named after the test, as libtest names the test's own thread (`Row` reads it).
+    let name = std::thread::current().name().unwrap_or("test").to_owned();
+    let runner = std::thread::Builder::new().name(name);
+    runner
+        .spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .start_paused(true)
+                .build()
+                .unwrap();
+            let outcome =
+                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| runtime.block_on(body())));
+            let _ = done.send(outcome);
+        })
+        .expect("spawn the test's runtime thread");
     match finished.recv_timeout(limit) {
         Ok(Ok(())) => {}
         Ok(Err(panic)) => std::panic::resume_unwind(panic),

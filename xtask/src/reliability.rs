@@ -1,0 +1,601 @@
+//! Renders docs/reliability.md from what scripts/reliability gathered:
+//!
+//! - `run.json`: when, on what, at which commit;
+//! - `matrix.jsonl`: one line per fault-matrix test that reached its end
+//!   (tests/it/support/figures.rs writes them when `HOSTBEAT_FIGURES` is set);
+//! - `fuzz.jsonl`: one line per fuzz target (scripts/fuzz with `FUZZ_REPORT`);
+//! - `soak.json` and `herd.json`: the two benchmarks of bench/;
+//! - `herd.png`: the herd plot, linked from the page.
+//!
+//! The matrix's rows, their order and their words live here, in [`ROWS`]; a row
+//! without figures (its test failed or is gone) or figures without a row (a test
+//! nobody described) is an error, so that the page never drops a fault quietly.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::path::Path;
+
+use serde::Deserialize;
+
+/// A group of rows: its heading and its rows as (key, fault, what hostbeat does).
+type Group = (
+    &'static str,
+    &'static [(&'static str, &'static str, &'static str)],
+);
+
+/// The fault matrix, in the order of the page.
+const ROWS: &[Group] = &[
+    (
+        "The control plane and the network",
+        &[
+            (
+                "outage-1h",
+                "Control plane down for 1 hour",
+                "Backs off exponentially with full jitter up to `backoff_cap` (5 min), never gives up; back within one cap of the return. One line when it starts, a summary every 10 min, one on recovery.",
+            ),
+            (
+                "outage-24h",
+                "Control plane down for 24 hours",
+                "The same, for a day: requests per hour stay at the cap's rate; the log grows by a summary every 10 min, not by every attempt.",
+            ),
+            (
+                "server-errors",
+                "HTTP 500 on every call for 6 hours",
+                "Transient: the same backoff, capped, never giving up.",
+            ),
+            (
+                "retry-after-seconds",
+                "429 with `Retry-After` in seconds",
+                "Waits what the server asked (instead of its own backoff).",
+            ),
+            (
+                "retry-after-date",
+                "503 with `Retry-After` as an HTTP date",
+                "Waits until that date, at most `retry_after_max`.",
+            ),
+            (
+                "slow-answers",
+                "Answers slower than `request_timeout`",
+                "Gives up on the call at the timeout and retries with backoff.",
+            ),
+            (
+                "cut-mid-body",
+                "Connection cut in the middle of the body",
+                "A transient failure: retried with backoff.",
+            ),
+            (
+                "oversized",
+                "An answer larger than the body limit, on a 200",
+                "Stops reading at the limit; a protocol error, retried; never buffered whole.",
+            ),
+            (
+                "invalid-json",
+                "Invalid JSON, and JSON of the wrong shape, on a 200",
+                "A protocol error, logged without quoting the answer (it may echo anything); retried.",
+            ),
+            (
+                "dns-failure",
+                "DNS failure (a network namespace with no resolver)",
+                "Retried with backoff; said once at info, each attempt at debug.",
+            ),
+            (
+                "redirect",
+                "A redirect to another origin",
+                "Not followed: the `Authorization` header never leaves the configured server.",
+            ),
+        ],
+    ),
+    (
+        "TLS (real rustls against a test server with generated certificates)",
+        &[
+            (
+                "tls-unknown-ca",
+                "Certificate from an unknown CA",
+                "Refused; no request reaches the server; the log says why.",
+            ),
+            (
+                "tls-ca-file",
+                "The same certificate with its CA in `ca_file`",
+                "Accepted.",
+            ),
+            (
+                "tls-expired",
+                "An expired certificate from a trusted CA",
+                "Refused.",
+            ),
+            (
+                "tls-wrong-name",
+                "A certificate for another host name",
+                "Refused.",
+            ),
+        ],
+    ),
+    (
+        "Credentials and clocks",
+        &[
+            (
+                "token-expiry-mid-outage",
+                "The access token expires in the middle of an outage",
+                "Refreshes are retried through the outage; after the return a fresh token first, then the heartbeat.",
+            ),
+            (
+                "client-deactivated",
+                "Client deactivated, then reactivated",
+                "Backs off on the auth schedule (`auth_backoff_cap`, 15 min), logs why with structured fields; resumes after reactivation.",
+            ),
+            (
+                "token-rotated",
+                "Client token rotated in the env file",
+                "The first rejection re-reads the token; the new one is used at once, without re-registering.",
+            ),
+            (
+                "clock-ahead",
+                "The system clock an hour ahead",
+                "Skew reported once; tokens still refreshed before expiry (lifetimes count on the monotonic clock).",
+            ),
+            (
+                "clock-behind",
+                "The system clock an hour behind",
+                "The same.",
+            ),
+        ],
+    ),
+    (
+        "The host",
+        &[
+            (
+                "state-read-only",
+                "State directory read-only (a read-only bind mount)",
+                "Warns once; heartbeats go on; the agent id survives a restart (registration is idempotent).",
+            ),
+            (
+                "state-full",
+                "State directory full (a 64 KiB tmpfs)",
+                "Warns; heartbeats go on; the state is saved again at the first heartbeat after room is made.",
+            ),
+            (
+                "state-corrupt",
+                "A corrupt state file",
+                "Set aside as `state.json.corrupt-*`, bytes kept, not overwritten; the same agent id.",
+            ),
+            (
+                "sighup-broken-config",
+                "SIGHUP with a broken configuration",
+                "Refused, naming the setting and the fix; the running configuration stays.",
+            ),
+            (
+                "sigterm-backoff",
+                "SIGTERM in the middle of a backoff wait",
+                "Stops waiting at once and says goodbye (`offline`).",
+            ),
+            (
+                "sigterm-hung-request",
+                "SIGTERM in the middle of a hung request",
+                "Exits within `shutdown_timeout`.",
+            ),
+        ],
+    ),
+    (
+        "Configuration checks that guard the token",
+        &[
+            (
+                "plain-http",
+                "Plain `http://` to a host that is not loopback",
+                "Refused at start (exit 78) unless `allow_insecure_http = true`.",
+            ),
+            (
+                "env-file-mode",
+                "The env file holding the token is readable by every user",
+                "Warned about at start with the `chmod` that fixes it; `hostbeat check` warns too.",
+            ),
+        ],
+    ),
+];
+
+/// What each fuzz target parses.
+const FUZZ_TARGETS: &[(&str, &str)] = &[
+    ("env_file", "the env file reader"),
+    (
+        "token_cleaner",
+        "the token cleaner (quotes, whitespace, `Bearer`)",
+    ),
+    ("jwt_payload", "the JWT payload decoder (for `exp`)"),
+    (
+        "server_answers",
+        "the control plane's answers (token, register, heartbeat, errors)",
+    ),
+    ("retry_after", "`Retry-After` (seconds and HTTP dates)"),
+    (
+        "imds_answers",
+        "the metadata service's answers (identity, spot notices)",
+    ),
+];
+
+#[derive(Deserialize)]
+struct Run {
+    date: String,
+    commit: String,
+    machine: String,
+}
+
+#[derive(Deserialize)]
+struct RowFigures {
+    row: String,
+    test: String,
+    figures: Vec<(String, String)>,
+}
+
+#[derive(Deserialize)]
+struct Fuzz {
+    target: String,
+    seconds: u64,
+    executions: u64,
+    corpus: u64,
+}
+
+#[derive(Deserialize)]
+struct Spread {
+    first: u64,
+    last: u64,
+    median: u64,
+    max: u64,
+    growth: i64,
+    flat: bool,
+}
+
+#[derive(Deserialize)]
+struct Soak {
+    heartbeats: u64,
+    interval_ms: u64,
+    token_exchanges: u64,
+    outages: u32,
+    reloads: u32,
+    rotations: u32,
+    real_seconds: f64,
+    log_lines: usize,
+    token_in_output: bool,
+    exit_status: String,
+    rss_kib: Spread,
+    fds: Spread,
+    threads: Spread,
+    pass: bool,
+}
+
+#[derive(Deserialize)]
+struct Herd {
+    agents: usize,
+    outage_start_s: u64,
+    outage_s: u64,
+    bucket_s: u64,
+    outcomes: Vec<HerdOutcome>,
+}
+
+#[derive(Deserialize)]
+struct HerdOutcome {
+    policy: String,
+    steady_rate: f64,
+    outage_peak_rate: f64,
+    return_peak_rate: f64,
+    peak_ratio: f64,
+    all_back_after_s: Option<f64>,
+    requests_during_outage: u64,
+}
+
+/// Reads the figures in `dir` and writes the page to `out`.
+pub fn render(dir: &Path, out: &Path) -> Result<(), String> {
+    let page = page(dir)?;
+    std::fs::write(out, page).map_err(|e| format!("{}: {e}", out.display()))
+}
+
+/// The page, from the figures in `dir` (which sits next to the page: the plot is
+/// linked as `DIR_NAME/herd.png`).
+fn page(dir: &Path) -> Result<String, String> {
+    let run: Run = read_json(&dir.join("run.json"))?;
+    let rows: Vec<RowFigures> = read_lines(&dir.join("matrix.jsonl"))?;
+    let fuzz: Vec<Fuzz> = read_lines(&dir.join("fuzz.jsonl"))?;
+    let soak: Soak = read_json(&dir.join("soak.json"))?;
+    let herd: Herd = read_json(&dir.join("herd.json"))?;
+    if !dir.join("herd.png").exists() {
+        return Err(format!("{} is missing", dir.join("herd.png").display()));
+    }
+    let plot = format!(
+        "{}/herd.png",
+        dir.file_name()
+            .map(|n| n.to_string_lossy())
+            .unwrap_or_default()
+    );
+    let mut page = String::new();
+    intro(&mut page, &run);
+    matrix(&mut page, rows)?;
+    fuzzing(&mut page, &fuzz)?;
+    soak_section(&mut page, &soak);
+    herd_section(&mut page, &herd, &plot)?;
+    Ok(page)
+}
+
+fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T, String> {
+    let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    serde_json::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))
+}
+
+fn read_lines<T: serde::de::DeserializeOwned>(path: &Path) -> Result<Vec<T>, String> {
+    let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    text.lines()
+        .filter(|l| !l.trim().is_empty())
+        .enumerate()
+        .map(|(i, l)| {
+            serde_json::from_str(l).map_err(|e| format!("{} line {}: {e}", path.display(), i + 1))
+        })
+        .collect()
+}
+
+fn intro(page: &mut String, run: &Run) {
+    let _ = write!(
+        page,
+        "# Reliability: faults, fuzzing, a soak and the fleet herd\n\n\
+         What hostbeat does when the network, the control plane, the host and the \
+         operator do their worst, with the figures that prove it. Every figure below \
+         comes from a test or a benchmark in this repository and is regenerated, page \
+         and all, by one script:\n\n\
+         ```sh\nscripts/reliability\n```\n\n\
+         It runs the fault-matrix tests (`cargo test --test it`, which assert the \
+         behaviour and record the figures), each fuzz target for five minutes \
+         (`scripts/fuzz`), the soak (`bench/src/bin/soak.rs`) and the herd simulation \
+         (`bench/src/bin/herd.rs`), then renders this page (`cargo run -p xtask -- \
+         reliability`) from the files it left in `docs/reliability/`. Do not edit it by \
+         hand.\n\n\
+         This run: {} at commit `{}`, on {}.\n\n",
+        run.date, run.commit, run.machine
+    );
+}
+
+fn matrix(page: &mut String, rows: Vec<RowFigures>) -> Result<(), String> {
+    let mut by_key: BTreeMap<String, RowFigures> = BTreeMap::new();
+    for row in rows {
+        if by_key.insert(row.row.clone(), row).is_some() {
+            return Err("a fault-matrix row was recorded twice".into());
+        }
+    }
+    page.push_str(
+        "## Fault matrix\n\n\
+         One test per row. Each asserts what the agent does, records what it cost \
+         (requests made, time to recovery, entries logged), and then scans everything \
+         the agent wrote (its log, the state directory with the status and metrics \
+         files) for the client token's bytes. Time is virtual (a paused tokio clock) \
+         except in the rows that run the real binary in a namespace of its own (DNS, \
+         read-only and full state directory). Nothing panics in any row, and the agent \
+         id survives every one.\n\n",
+    );
+    let mut missing = Vec::new();
+    for (heading, rows) in ROWS {
+        let _ = write!(
+            page,
+            "### {heading}\n\n| Fault | What hostbeat does | Figures | Token in output | Test |\n|---|---|---|---|---|\n"
+        );
+        for (key, fault, behaviour) in *rows {
+            let Some(found) = by_key.remove(*key) else {
+                missing.push(*key);
+                continue;
+            };
+            let scan = found
+                .figures
+                .iter()
+                .find(|(name, _)| name == "token in output")
+                .map_or("not applicable (no agent runs)", |(_, value)| {
+                    value.as_str()
+                });
+            let figures = found
+                .figures
+                .iter()
+                .filter(|(name, _)| name != "token in output")
+                .map(|(name, value)| format!("{name}: **{value}**"))
+                .collect::<Vec<_>>()
+                .join("; ");
+            let _ = writeln!(
+                page,
+                "| {fault} | {behaviour} | {figures} | {scan} | `{}` |",
+                found.test
+            );
+        }
+        page.push('\n');
+    }
+    if !missing.is_empty() {
+        return Err(format!(
+            "no figures for the rows {missing:?}: their tests failed or no longer record them"
+        ));
+    }
+    if let Some(unknown) = by_key.keys().next() {
+        return Err(format!(
+            "figures for the row {unknown:?}, which ROWS does not describe"
+        ));
+    }
+    Ok(())
+}
+
+fn fuzzing(page: &mut String, fuzz: &[Fuzz]) -> Result<(), String> {
+    page.push_str(
+        "## Fuzzing\n\n\
+         Every parser of outside input has a cargo-fuzz target (`fuzz/`); CI runs each \
+         for a minute (`.ci/run`), this run for longer. Each run starts from the seeds in \
+         `fuzz/seeds/`; any crash found becomes a regression test before it is fixed \
+         (the first runs found two: see CHANGELOG.md).\n\n\
+         | Target | Parses | Seconds | Executions | Corpus at the end | Crashes |\n\
+         |---|---|---|---|---|---|\n",
+    );
+    for (target, parses) in FUZZ_TARGETS {
+        let run = fuzz
+            .iter()
+            .find(|f| f.target == *target)
+            .ok_or_else(|| format!("no fuzz run for the target {target}"))?;
+        let _ = writeln!(
+            page,
+            "| `{target}` | {parses} | {} | {} | {} | none |",
+            run.seconds,
+            thousands(run.executions),
+            run.corpus
+        );
+    }
+    page.push('\n');
+    Ok(())
+}
+
+fn soak_section(page: &mut String, soak: &Soak) {
+    let verdict = if soak.pass { "**pass**" } else { "**FAIL**" };
+    let _ = write!(
+        page,
+        "## Soak\n\n\
+         The real daemon (`hostbeat run`, the release build with the heartbeat floor \
+         lowered for the soak: feature `soak`) against the reference control plane on \
+         loopback, in real time: {} heartbeats at a {} ms interval in {:.0} s, with {} \
+         token exchanges (20 s access tokens), {} outages of 5 s, {} reloads (SIGHUP) \
+         and {} token rotation, then SIGTERM (exit: {}). Sampled once a second from \
+         /proc after the first heartbeat. The pass mark is no growth: the median of the \
+         last tenth of the samples no higher than that of the first tenth (give or take \
+         256 KiB of resident memory, one descriptor): {verdict}.\n\n\
+         | Measure | First | Last | Median | Max | Growth (last tenth vs first) | Flat |\n\
+         |---|---|---|---|---|---|---|\n",
+        thousands(soak.heartbeats),
+        soak.interval_ms,
+        soak.real_seconds,
+        soak.token_exchanges,
+        soak.outages,
+        soak.reloads,
+        soak.rotations,
+        soak.exit_status,
+    );
+    for (name, spread) in [
+        ("Resident memory (KiB)", &soak.rss_kib),
+        ("Open file descriptors", &soak.fds),
+        ("Threads", &soak.threads),
+    ] {
+        let _ = writeln!(
+            page,
+            "| {name} | {} | {} | {} | {} | {:+} | {} |",
+            spread.first,
+            spread.last,
+            spread.median,
+            spread.max,
+            spread.growth,
+            if spread.flat { "yes" } else { "NO" }
+        );
+    }
+    let _ = write!(
+        page,
+        "\nThe log: {} lines in all (state changes only; a heartbeat is not one). The \
+         token in anything the agent wrote (stderr, state directory, metrics file): {}.\n\n",
+        soak.log_lines,
+        if soak.token_in_output {
+            "**FOUND**"
+        } else {
+            "none"
+        }
+    );
+}
+
+#[allow(clippy::cast_precision_loss, reason = "minutes of a run")]
+fn herd_section(page: &mut String, herd: &Herd, plot: &str) -> Result<(), String> {
+    let _ = write!(
+        page,
+        "## Fleet herd\n\n\
+         {} agents in one process tree, each the real `hostbeat::run` (heartbeat loop, \
+         backoff, token exchange and refresh with 15-minute tokens, state files) on \
+         virtual time, against the reference control plane on loopback. The plane goes \
+         away (connections closed) from minute {} to minute {}. The same fleet runs once \
+         per retry policy; nothing else differs. Rates are requests at the plane per \
+         second, in {}-second buckets; the steady rate is the mean from minute 3 to the \
+         outage. `bench/src/bin/herd.rs` says how it is built.\n\n\
+         ![Request rate at the control plane over time, per retry policy]({plot})\n\n\
+         | Policy | Steady | Peak while away | Peak after the return | Peak / steady | Every agent back after | Requests while away |\n\
+         |---|---|---|---|---|---|---|\n",
+        thousands(herd.agents as u64),
+        herd.outage_start_s / 60,
+        (herd.outage_start_s + herd.outage_s) / 60,
+        herd.bucket_s,
+    );
+    for o in &herd.outcomes {
+        let back = o
+            .all_back_after_s
+            .map_or_else(|| "**not all back**".to_owned(), |s| format!("{s:.0} s"));
+        let _ = writeln!(
+            page,
+            "| {} | {:.0}/s | {:.0}/s | {:.0}/s | **{:.2}** | {back} | {} |",
+            o.policy,
+            o.steady_rate,
+            o.outage_peak_rate,
+            o.return_peak_rate,
+            o.peak_ratio,
+            thousands(o.requests_during_outage)
+        );
+    }
+    let ours = herd
+        .outcomes
+        .iter()
+        .find(|o| o.policy.starts_with("hostbeat"))
+        .ok_or("the herd run has no hostbeat policy")?;
+    let met = ours.peak_ratio <= 1.5 && ours.all_back_after_s.is_some_and(|s| s <= 300.0);
+    let _ = writeln!(
+        page,
+        "\nThe goal: the peak after the return at most 1.5 times the steady rate, and \
+         every agent back within one backoff cap (300 s). hostbeat: {:.2} times, every \
+         agent back after {}: **{}**.",
+        ours.peak_ratio,
+        ours.all_back_after_s
+            .map_or_else(|| "never".to_owned(), |s| format!("{s:.0} s")),
+        if met { "met" } else { "NOT met" }
+    );
+    page.push_str(READING_THE_HERD);
+    Ok(())
+}
+
+/// What the plot shows, by design of each policy (true of any run; the figures are
+/// in the table above it).
+const READING_THE_HERD: &str = "
+How to read it:
+
+- **hostbeat.** The busiest stretch is the first minute or two of the outage, not
+  the return: with a 1 s `backoff_base` an agent makes about five attempts in its
+  first half-minute of failure, and the token refresher, failing too, retries on
+  the same schedule. Within minutes each agent is down to one attempt per 2.5
+  minutes on average (a full-jitter draw under the 5-minute cap), so a long outage
+  costs the plane less than its steady load. After the return the agents come back
+  spread over one cap, each with a token exchange and a heartbeat, and the rate
+  rises smoothly back to the steady one. A plane that wants a gentler first minute
+  can answer 429 or 503 with `Retry-After`, which every agent honours; an operator
+  can raise `backoff_base`.
+- **A fixed retry interval** keeps every agent trying every interval (the heartbeat
+  and the token refresh each) for the whole outage, and brings the whole fleet back
+  within one interval of the return: the same spike on the way down and on the way
+  back, and a fleet left beating in step, which the heartbeats' own 10% jitter takes
+  many minutes to spread again.
+- **Exponential backoff without jitter** is gentle on the way down, but every agent
+  keeps the phase it had when the outage began: the fleet comes back as it left, in
+  one burst, all its token exchanges and heartbeats together, and at the mercy of
+  anything that lines agents up (a fleet started at once, a plane whose restart
+  drops every connection together), which nothing ever spreads again.
+";
+
+/// `1234567` as `1,234,567`.
+fn thousands(n: u64) -> String {
+    let digits = n.to_string();
+    let mut out = String::new();
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn thousands_are_separated() {
+        assert_eq!(thousands(0), "0");
+        assert_eq!(thousands(999), "999");
+        assert_eq!(thousands(1000), "1,000");
+        assert_eq!(thousands(1_234_567), "1,234,567");
+    }
+}
