@@ -5,6 +5,7 @@
 
 use std::path::Path;
 
+pub mod figures;
 pub mod plot;
 
 /// Real time, for reporting how long a run took and for sampling a process: the

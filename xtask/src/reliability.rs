@@ -17,6 +17,16 @@ use std::path::Path;
 
 use serde::Deserialize;
 
+/// The benchmarks' figures, as bench/ writes them.
+#[allow(
+    dead_code,
+    reason = "the page shows some of what the benchmarks record"
+)]
+#[path = "../../bench/src/figures.rs"]
+mod figures;
+
+use figures::{HerdReport as Herd, SoakReport as Soak};
+
 /// A group of rows: its heading and its rows as (key, fault, what hostbeat does).
 type Group = (
     &'static str,
@@ -231,54 +241,6 @@ struct Fuzz {
     seconds: u64,
     executions: u64,
     corpus: u64,
-}
-
-#[derive(Deserialize)]
-struct Spread {
-    first: u64,
-    last: u64,
-    median: u64,
-    max: u64,
-    growth: i64,
-    flat: bool,
-}
-
-#[derive(Deserialize)]
-struct Soak {
-    heartbeats: u64,
-    interval_ms: u64,
-    token_exchanges: u64,
-    outages: u32,
-    reloads: u32,
-    rotations: u32,
-    real_seconds: f64,
-    log_lines: usize,
-    token_in_output: bool,
-    exit_status: String,
-    rss_kib: Spread,
-    fds: Spread,
-    threads: Spread,
-    pass: bool,
-}
-
-#[derive(Deserialize)]
-struct Herd {
-    agents: usize,
-    outage_start_s: u64,
-    outage_s: u64,
-    bucket_s: u64,
-    outcomes: Vec<HerdOutcome>,
-}
-
-#[derive(Deserialize)]
-struct HerdOutcome {
-    policy: String,
-    steady_rate: f64,
-    outage_peak_rate: f64,
-    return_peak_rate: f64,
-    peak_ratio: f64,
-    all_back_after_s: Option<f64>,
-    requests_during_outage: u64,
 }
 
 /// Reads the figures in `dir` and writes the page to `out`.

@@ -29,6 +29,7 @@ use std::time::Duration;
 use clap::{Parser, ValueEnum};
 use hostbeat::config::Settings;
 use hostbeat::retry::RetryPolicy;
+use hostbeat_bench::figures::{HerdOutcome as Outcome, HerdReport as Report};
 use hostbeat_bench::{plot, wall_clock};
 use hostbeat_refplane::{
     ControlPlane, Fault, HeartbeatRecord, PlaneConfig, RecordedRequest, Scope,
@@ -126,41 +127,6 @@ impl Policy {
     }
 }
 
-/// The figures of one policy's run.
-#[derive(Debug, Serialize)]
-struct Outcome {
-    policy: String,
-    agents: usize,
-    /// Mean requests per second from `STEADY_FROM` to the outage.
-    steady_rate: f64,
-    /// The highest 10-second rate while the plane was away.
-    outage_peak_rate: f64,
-    /// The highest 10-second rate from the return to the end.
-    return_peak_rate: f64,
-    /// `return_peak_rate / steady_rate`.
-    peak_ratio: f64,
-    /// Seconds from the return until the last agent had a heartbeat accepted; none
-    /// if some agent was not back by the end of the run.
-    all_back_after_s: Option<f64>,
-    /// Requests that reached the plane while it was away.
-    requests_during_outage: u64,
-    requests_total: u64,
-    /// Requests per second, one value per 10-second bucket from the start.
-    rate_series: Vec<f64>,
-    /// Real seconds the run took (for whoever sizes the next one).
-    real_seconds: f64,
-}
-
-/// The whole report.
-#[derive(Debug, Serialize)]
-struct Report {
-    agents: usize,
-    outage_start_s: u64,
-    outage_s: u64,
-    bucket_s: u64,
-    outcomes: Vec<Outcome>,
-}
-
 fn main() -> Result<(), String> {
     let args = Args::parse();
     if let Some(policy) = args.worker {
@@ -211,24 +177,19 @@ fn run_shards(args: &Args, policy: Policy) -> Result<Vec<Shard>, String> {
             .to_possible_value()
             .map(|v| v.get_name().to_owned())
             .unwrap_or_default();
-        let child = std::process::Command::new(&me)
-            .args(["--worker", &policy_name, "--agents", &agents.to_string()])
-            .args([
-                "--outage-start",
-                &humantime::format_duration(args.outage_start).to_string(),
-            ])
-            .args([
-                "--outage",
-                &humantime::format_duration(args.outage).to_string(),
-            ])
-            .args([
-                "--after",
-                &humantime::format_duration(args.after).to_string(),
-            ])
-            .args([
-                "--fixed-interval",
-                &humantime::format_duration(args.fixed_interval).to_string(),
-            ])
+        let mut command = std::process::Command::new(&me);
+        command.args(["--worker", &policy_name, "--agents", &agents.to_string()]);
+        for (flag, value) in [
+            ("--outage-start", args.outage_start),
+            ("--outage", args.outage),
+            ("--after", args.after),
+            ("--fixed-interval", args.fixed_interval),
+        ] {
+            command
+                .arg(flag)
+                .arg(humantime::format_duration(value).to_string());
+        }
+        let child = command
             .arg("--work-dir")
             .arg(&args.work_dir)
             .stdout(std::process::Stdio::piped())

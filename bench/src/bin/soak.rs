@@ -14,9 +14,9 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use clap::Parser;
+use hostbeat_bench::figures::{Sample, SoakReport as Report, Spread};
 use hostbeat_bench::{wall_clock, write_json};
 use hostbeat_refplane::{ControlPlane, Fault, PlaneConfig, Scope};
-use serde::Serialize;
 use tokio::process::{Child, Command};
 
 /// The token scan of the tests (tests/common/scan.rs).
@@ -58,49 +58,6 @@ struct Args {
     /// Write the figures and the samples here (JSON).
     #[arg(long)]
     json: Option<PathBuf>,
-}
-
-/// One look at the process.
-#[derive(Debug, Clone, Copy, Serialize)]
-struct Sample {
-    /// Real seconds since the first accepted heartbeat.
-    at_s: f64,
-    /// Accepted heartbeats so far.
-    heartbeats: u64,
-    rss_kib: u64,
-    fds: u64,
-    threads: u64,
-}
-
-/// First, last, median and max of one measure, and whether it grew.
-#[derive(Debug, Serialize)]
-struct Spread {
-    first: u64,
-    last: u64,
-    median: u64,
-    max: u64,
-    /// The median of the last tenth of the samples minus that of the first tenth.
-    growth: i64,
-    flat: bool,
-}
-
-#[derive(Debug, Serialize)]
-struct Report {
-    heartbeats: u64,
-    interval_ms: u64,
-    token_exchanges: u64,
-    outages: u32,
-    reloads: u32,
-    rotations: u32,
-    real_seconds: f64,
-    log_lines: usize,
-    token_in_output: bool,
-    exit_status: String,
-    rss_kib: Spread,
-    fds: Spread,
-    threads: Spread,
-    pass: bool,
-    samples: Vec<Sample>,
 }
 
 fn main() -> Result<(), String> {
