@@ -325,8 +325,11 @@ fn matrix(page: &mut String, rows: Vec<RowFigures>) -> Result<(), String> {
          the agent wrote (its log, the state directory with the status and metrics \
          files) for the client token's bytes. Time is virtual (a paused tokio clock) \
          except in the rows that run the real binary in a namespace of its own (DNS, \
-         read-only and full state directory). Nothing panics in any row, and the agent \
-         id survives every one.\n\n",
+         read-only and full state directory) and in the accepted-TLS row (a paused \
+         clock jumps in the middle of a handshake). Nothing panics in any row: an \
+         agent that panics fails its test. The rows that restart the agent (read-only \
+         and corrupt state) check that its id survives; in the others one agent runs \
+         throughout and keeps its id.\n\n",
     );
     let mut missing = Vec::new();
     for (heading, rows) in ROWS {
