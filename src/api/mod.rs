@@ -458,7 +458,7 @@ pub fn decode_answer<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, S
 /// for a value of the wrong type quotes the value (`invalid type: string "..."`),
 /// and an answer may echo anything, a token included. A missing field's message
 /// names only the field, which is ours.
-fn json_fault(e: &serde_json::Error) -> String {
+pub(crate) fn json_fault(e: &serde_json::Error) -> String {
     let what = match e.classify() {
         serde_json::error::Category::Data => {
             let message = e.to_string();

@@ -11,6 +11,7 @@
 
 use serde::Deserialize;
 
+use crate::api::json_fault;
 use crate::api::wire::Instance;
 
 pub mod client;
@@ -95,7 +96,7 @@ struct Rebalance {
 /// Reads `spot/instance-action`: `{"action": "terminate", "time": "..."}`.
 pub fn parse_instance_action(body: &str) -> Result<Notice, ImdsError> {
     let answer: InstanceAction = serde_json::from_str(body)
-        .map_err(|e| ImdsError::Garbage(format!("spot/instance-action: {e}")))?;
+        .map_err(|e| ImdsError::Garbage(format!("spot/instance-action: {}", json_fault(&e))))?;
     if !matches!(answer.action.as_str(), "terminate" | "stop" | "hibernate") {
         return Err(ImdsError::Garbage(format!(
             "spot/instance-action: unknown action {:?}",
@@ -111,8 +112,8 @@ pub fn parse_instance_action(body: &str) -> Result<Notice, ImdsError> {
 
 /// Reads `events/recommendations/rebalance`: `{"noticeTime": "..."}`.
 pub fn parse_rebalance(body: &str) -> Result<Notice, ImdsError> {
-    let answer: Rebalance =
-        serde_json::from_str(body).map_err(|e| ImdsError::Garbage(format!("rebalance: {e}")))?;
+    let answer: Rebalance = serde_json::from_str(body)
+        .map_err(|e| ImdsError::Garbage(format!("rebalance: {}", json_fault(&e))))?;
     Ok(Notice {
         kind: NoticeKind::Rebalance,
         action: "rebalance".to_owned(),
@@ -134,6 +135,22 @@ fn clip(text: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_answer_of_the_wrong_shape_is_not_quoted_in_the_error() {
+        // Found by the fuzzer (imds_answers): serde's message for a string where an
+        // object belongs quoted the whole string, so a megabyte answer made a
+        // megabyte log line.
+        let answer = format!("\"{}\"", "x".repeat(4000));
+        for error in [
+            parse_instance_action(&answer).unwrap_err(),
+            parse_rebalance(&answer).unwrap_err(),
+        ] {
+            let said = error.to_string();
+            assert!(!said.contains("xxxx"), "{said}");
+            assert!(said.contains("a value of the wrong type"), "{said}");
+        }
+    }
 
     #[test]
     fn instance_action_is_read_and_checked() {
