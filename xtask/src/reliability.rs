@@ -556,6 +556,42 @@ fn thousands(n: u64) -> String {
 mod tests {
     use super::*;
 
+    fn committed() -> std::path::PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs")
+    }
+
+    #[test]
+    fn the_committed_page_is_what_the_committed_figures_render() {
+        let rendered = page(&committed().join("reliability")).unwrap();
+        let on_disk = std::fs::read_to_string(committed().join("reliability.md")).unwrap();
+        assert!(
+            rendered == on_disk,
+            "docs/reliability.md differs from what its figures render: run \
+             `cargo run -p xtask -- reliability docs/reliability docs/reliability.md`"
+        );
+    }
+
+    #[test]
+    fn a_row_without_figures_is_refused_by_name() {
+        let figures = tempfile::Builder::new().tempdir().unwrap();
+        let dir = figures.path().join("reliability");
+        std::fs::create_dir(&dir).unwrap();
+        for entry in std::fs::read_dir(committed().join("reliability")).unwrap() {
+            let path = entry.unwrap().path();
+            std::fs::copy(&path, dir.join(path.file_name().unwrap())).unwrap();
+        }
+        let matrix = std::fs::read_to_string(dir.join("matrix.jsonl")).unwrap();
+        let without_dns = matrix
+            .lines()
+            .filter(|l| !l.contains("\"dns-failure\""))
+            .collect::<Vec<_>>()
+            .join("\n");
+        assert_ne!(matrix, without_dns, "the committed matrix has a DNS row");
+        std::fs::write(dir.join("matrix.jsonl"), without_dns).unwrap();
+        let error = page(&dir).unwrap_err();
+        assert!(error.contains("dns-failure"), "{error}");
+    }
+
     #[test]
     fn thousands_are_separated() {
         assert_eq!(thousands(0), "0");
