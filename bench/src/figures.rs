@@ -69,6 +69,31 @@ pub struct Spread {
     pub flat: bool,
 }
 
+impl Spread {
+    /// The spread of `values` in the order taken. `tolerance`: how much the late
+    /// median may exceed the early one and still be flat (RSS moves by allocator
+    /// pages; a reconnect after an outage is one fd).
+    pub fn of(values: &[u64], tolerance: u64) -> Self {
+        let median_of = |slice: &[u64]| {
+            let mut sorted = slice.to_vec();
+            sorted.sort_unstable();
+            sorted.get(sorted.len() / 2).copied().unwrap_or(0)
+        };
+        let tenth = (values.len() / 10).max(1);
+        let early = median_of(&values[..tenth.min(values.len())]);
+        let late = median_of(&values[values.len().saturating_sub(tenth)..]);
+        let growth = i64::try_from(late).unwrap_or(i64::MAX) - i64::try_from(early).unwrap_or(0);
+        Self {
+            first: values.first().copied().unwrap_or(0),
+            last: values.last().copied().unwrap_or(0),
+            median: median_of(values),
+            max: values.iter().copied().max().unwrap_or(0),
+            growth,
+            flat: late <= early + tolerance,
+        }
+    }
+}
+
 /// The soak's report (`soak.json`).
 #[derive(Debug, Serialize, Deserialize)]
 pub struct SoakReport {

@@ -1,12 +1,18 @@
 //! What the benchmarks share: the wall clock, JSON output, the open-files check,
-//! and the plot. The benchmarks themselves are the binaries in `src/bin`:
-//! `herd` (the fleet herd simulation) and `soak` (the long run of the real daemon).
-//! `scripts/reliability` runs both and renders docs/reliability.md.
+//! the plot, /proc readings, and the footprint benchmark's Zabbix server and page.
+//! The benchmarks themselves are the binaries in `src/bin`: `herd` (the fleet herd
+//! simulation) and `soak` (the long run of the real daemon), which
+//! `scripts/reliability` runs to render docs/reliability.md; and `footprint`
+//! (hostbeat beside peer agents), which `scripts/footprint` runs to render
+//! docs/performance.md.
 
 use std::path::Path;
 
 pub mod figures;
+pub mod footprint;
 pub mod plot;
+pub mod procfs;
+pub mod zabbix;
 
 /// Real time, for reporting how long a run took and for sampling a process: the
 /// one place the benchmarks read the wall clock (the daemon's code reads tokio's,

@@ -15,6 +15,7 @@ use std::time::Duration;
 
 use clap::Parser;
 use hostbeat_bench::figures::{Sample, SoakReport as Report, Spread};
+use hostbeat_bench::procfs::ProcessSample;
 use hostbeat_bench::{wall_clock, write_json};
 use hostbeat_refplane::{ControlPlane, Fault, PlaneConfig, Scope};
 use tokio::process::{Child, Command};
@@ -275,25 +276,13 @@ async fn stop(child: &mut Child, pid: u32) -> Result<String, String> {
 }
 
 fn sample(pid: u32, at_s: f64, heartbeats: u64) -> Result<Sample, String> {
-    let proc = PathBuf::from(format!("/proc/{pid}"));
-    let status = std::fs::read_to_string(proc.join("status"))
-        .map_err(|e| format!("{}/status: {e}", proc.display()))?;
-    let field = |name: &str| {
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix(name))
-            .and_then(|rest| rest.split_whitespace().next())
-            .and_then(|v| v.parse::<u64>().ok())
-            .unwrap_or(0)
-    };
-    let count =
-        |dir: &str| std::fs::read_dir(proc.join(dir)).map_or(0, |entries| entries.count() as u64);
+    let process = ProcessSample::read(pid)?;
     Ok(Sample {
         at_s,
         heartbeats,
-        rss_kib: field("VmRSS:"),
-        fds: count("fd"),
-        threads: count("task"),
+        rss_kib: process.rss_kib,
+        fds: process.fds,
+        threads: process.threads,
     })
 }
 
@@ -351,27 +340,8 @@ fn thinned(samples: &[Sample], keep: usize) -> Vec<Sample> {
         .collect()
 }
 
-/// `tolerance`: how much the late median may exceed the early one and still be
-/// flat (RSS moves by allocator pages; a reconnect after an outage is one fd).
 fn spread(samples: &[Sample], value: impl Fn(&Sample) -> u64, tolerance: u64) -> Spread {
-    let values: Vec<u64> = samples.iter().map(&value).collect();
-    let median_of = |slice: &[u64]| {
-        let mut sorted = slice.to_vec();
-        sorted.sort_unstable();
-        sorted.get(sorted.len() / 2).copied().unwrap_or(0)
-    };
-    let tenth = (values.len() / 10).max(1);
-    let early = median_of(&values[..tenth.min(values.len())]);
-    let late = median_of(&values[values.len().saturating_sub(tenth)..]);
-    let growth = i64::try_from(late).unwrap_or(i64::MAX) - i64::try_from(early).unwrap_or(0);
-    Spread {
-        first: values.first().copied().unwrap_or(0),
-        last: values.last().copied().unwrap_or(0),
-        median: median_of(&values),
-        max: values.iter().copied().max().unwrap_or(0),
-        growth,
-        flat: late <= early + tolerance,
-    }
+    Spread::of(&samples.iter().map(value).collect::<Vec<_>>(), tolerance)
 }
 
 #[cfg(test)]

@@ -1,0 +1,815 @@
+//! The footprint benchmark (docs/performance.md): hostbeat beside the agents an
+//! operator would otherwise put on every host, in one run on one machine.
+//!
+//! - hostbeat (the release build) against the reference control plane over TLS
+//!   (a private CA in `ca_file`), a heartbeat every second, 60-second access
+//!   tokens, a watchdog armed as the unit arms it (`WatchdogSec=2min`);
+//! - zabbix_agent2 (Go) and zabbix_agentd (C) in active mode against a minimal
+//!   Zabbix server in this process, which hands out one item, `agent.ping` every
+//!   second, with `BufferSend=1` so each value is sent as it is taken;
+//! - prometheus-node-exporter with its default collectors, scraped by this process
+//!   every 15 seconds (Prometheus's usual interval).
+//!
+//! First each agent is started and stopped a few times to time exec to started
+//! (hostbeat: `READY=1` on its notify socket with the server unreachable; the
+//! peers: their port accepting connections). Then all four run at once, settle,
+//! and are sampled once a second from /proc: memory, threads, files, CPU time,
+//! voluntary context switches (wake-ups). Writes the figures as JSON and renders
+//! docs/performance.md. Traffic stays on 127.0.0.1.
+
+#![allow(
+    clippy::cast_precision_loss,
+    reason = "counts, bytes and nanoseconds of a few minutes' run, far below 2^52"
+)]
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use clap::Parser;
+use hostbeat_bench::figures::Spread;
+use hostbeat_bench::footprint::{Agent, Mapping, Report, Run, Schedule};
+use hostbeat_bench::procfs::{TreeSample, executable_files, resident_by_mapping};
+use hostbeat_bench::zabbix::ZabbixServer;
+use hostbeat_bench::{wall_clock, write_json};
+use hostbeat_refplane::tls::{Authority, ServerIdentity, Validity};
+use hostbeat_refplane::{ControlPlane, PlaneConfig};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpStream, UnixDatagram};
+use tokio::process::{Child, Command};
+
+const CLIENT_ID: &str = "footprint";
+const SECRET: &str = "ct_FooTpRiNt-0123456789abcdefXYZ";
+/// The packaged unit's `WatchdogSec=2min`, as systemd passes it.
+const WATCHDOG_USEC: &str = "120000000";
+
+#[derive(Parser)]
+#[command(about = "Footprint: hostbeat beside zabbix_agent2, zabbix_agentd and node-exporter")]
+struct Args {
+    /// The hostbeat release build.
+    #[arg(long, required_unless_present = "render")]
+    hostbeat: Option<PathBuf>,
+    #[arg(long, default_value = "/usr/sbin/zabbix_agent2")]
+    zabbix_agent2: PathBuf,
+    #[arg(long, default_value = "/usr/sbin/zabbix_agentd")]
+    zabbix_agentd: PathBuf,
+    #[arg(long, default_value = "/usr/bin/prometheus-node-exporter")]
+    node_exporter: PathBuf,
+    /// How long to sample the steady state.
+    #[arg(long, default_value = "5m", value_parser = humantime::parse_duration)]
+    sample: Duration,
+    /// How long every agent runs before the sampling begins.
+    #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
+    warm_up: Duration,
+    /// Timed starts per agent.
+    #[arg(long, default_value_t = 7)]
+    starts: usize,
+    /// How often node-exporter is scraped.
+    #[arg(long, default_value = "15s", value_parser = humantime::parse_duration)]
+    scrape_interval: Duration,
+    /// Write the figures here (JSON).
+    #[arg(long)]
+    json: Option<PathBuf>,
+    /// Render docs/performance.md here.
+    #[arg(long)]
+    page: Option<PathBuf>,
+    /// Measure nothing: render `--page` from these figures (after a change to the
+    /// page's text).
+    #[arg(long, requires = "page")]
+    render: Option<PathBuf>,
+    /// For the page: the date, the commit and the machine of this run.
+    #[arg(long, default_value = "")]
+    date: String,
+    #[arg(long, default_value = "")]
+    commit: String,
+    #[arg(long, default_value = "")]
+    machine: String,
+}
+
+/// The four agents.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Kind {
+    Hostbeat,
+    /// hostbeat again, with nothing to do but its watchdog (steady run only).
+    HostbeatIdle,
+    ZabbixAgent2,
+    ZabbixAgentd,
+    NodeExporter,
+}
+
+const KINDS: [Kind; 4] = [
+    Kind::Hostbeat,
+    Kind::ZabbixAgent2,
+    Kind::ZabbixAgentd,
+    Kind::NodeExporter,
+];
+
+impl Kind {
+    fn name(self) -> &'static str {
+        match self {
+            Self::Hostbeat => "hostbeat",
+            Self::HostbeatIdle => "hostbeat-idle",
+            Self::ZabbixAgent2 => "zabbix_agent2",
+            Self::ZabbixAgentd => "zabbix_agentd",
+            Self::NodeExporter => "node-exporter",
+        }
+    }
+
+    fn binary(self, args: &Args) -> &Path {
+        match self {
+            Self::Hostbeat | Self::HostbeatIdle => {
+                args.hostbeat.as_deref().unwrap_or(Path::new("hostbeat"))
+            }
+            Self::ZabbixAgent2 => &args.zabbix_agent2,
+            Self::ZabbixAgentd => &args.zabbix_agentd,
+            Self::NodeExporter => &args.node_exporter,
+        }
+    }
+
+    fn language(self) -> &'static str {
+        match self {
+            Self::Hostbeat | Self::HostbeatIdle => "Rust",
+            Self::ZabbixAgent2 | Self::NodeExporter => "Go",
+            Self::ZabbixAgentd => "C",
+        }
+    }
+
+    fn report(self, args: &Args) -> String {
+        match self {
+            Self::Hostbeat => "a heartbeat every 1 s, HTTPS, one reused connection".into(),
+            Self::HostbeatIdle => "a heartbeat every 10 min, HTTPS".into(),
+            Self::ZabbixAgent2 | Self::ZabbixAgentd => {
+                "`agent.ping` every 1 s (active check), plain TCP, a connection each".into()
+            }
+            Self::NodeExporter => format!(
+                "a scrape of /metrics every {}, plain HTTP",
+                humantime::format_duration(args.scrape_interval)
+            ),
+        }
+    }
+
+    fn started_when(self) -> &'static str {
+        match self {
+            Self::Hostbeat | Self::HostbeatIdle => "`READY=1`, server unreachable",
+            _ => "its port accepts a connection",
+        }
+    }
+
+    /// What the program says its version is (first line).
+    fn version(self, args: &Args) -> String {
+        let flag = match self {
+            Self::ZabbixAgent2 | Self::ZabbixAgentd => "-V",
+            Self::Hostbeat | Self::HostbeatIdle | Self::NodeExporter => "--version",
+        };
+        std::process::Command::new(self.binary(args))
+            .arg(flag)
+            .output()
+            .ok()
+            .and_then(|out| {
+                let text = String::from_utf8_lossy(&out.stdout).into_owned()
+                    + &String::from_utf8_lossy(&out.stderr);
+                text.lines().next().map(str::to_owned)
+            })
+            .unwrap_or_default()
+    }
+}
+
+/// Where an agent is told to send its reports.
+enum Endpoint {
+    /// The reference control plane (or, for the timed starts, an address nothing
+    /// answers at), the CA that signed its certificate, the heartbeat interval.
+    Plane {
+        url: String,
+        ca_file: PathBuf,
+        interval: &'static str,
+    },
+    /// A Zabbix server (for the timed starts, an address nothing answers at).
+    Zabbix(std::net::SocketAddr),
+    /// Nothing: node-exporter listens and is scraped.
+    Listener,
+}
+
+/// One running agent.
+struct Running {
+    kind: Kind,
+    child: Child,
+    pid: u32,
+    dir: PathBuf,
+    listen: Option<std::net::SocketAddr>,
+    notify: Option<UnixDatagram>,
+}
+
+fn main() -> Result<(), String> {
+    let args = Args::parse();
+    if let (Some(figures), Some(page)) = (&args.render, &args.page) {
+        let text =
+            std::fs::read_to_string(figures).map_err(|e| format!("{}: {e}", figures.display()))?;
+        let report: Report =
+            serde_json::from_str(&text).map_err(|e| format!("{}: {e}", figures.display()))?;
+        return std::fs::write(page, hostbeat_bench::footprint::render_page(&report))
+            .map_err(|e| format!("{}: {e}", page.display()));
+    }
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("cannot start the runtime: {e}"))?;
+    let report = runtime.block_on(footprint(&args))?;
+    for agent in &report.agents {
+        println!(
+            "footprint: {:<14} RSS {:>6} KiB (PSS all {:>6} KiB), {:>3} threads, \
+             {:>7.1} CPU s/h, {:>6.3} ms/report, {:>6.1} wake-ups/min, start {:>6.1} ms",
+            agent.name,
+            agent.rss_kib.median,
+            agent.pss_all_kib.median,
+            agent.threads.max,
+            agent.cpu_s_per_hour,
+            agent.cpu_ms_per_report,
+            agent.wakeups_per_minute,
+            agent.start_median_ms(),
+        );
+    }
+    if let Some(path) = &args.json {
+        write_json(path, &report)?;
+    }
+    if let Some(path) = &args.page {
+        std::fs::write(path, hostbeat_bench::footprint::render_page(&report))
+            .map_err(|e| format!("{}: {e}", path.display()))?;
+    }
+    Ok(())
+}
+
+async fn footprint(args: &Args) -> Result<Report, String> {
+    for kind in KINDS {
+        let binary = kind.binary(args);
+        if !binary.is_file() {
+            return Err(format!(
+                "{} is not at {}: scripts/footprint installs the peers from Debian's \
+                 packages (or pass --{} PATH)",
+                kind.name(),
+                binary.display(),
+                kind.name().replace('_', "-")
+            ));
+        }
+    }
+    let dir = tempfile::tempdir().map_err(|e| format!("temp dir: {e}"))?;
+    let authority = Authority::new("hostbeat footprint CA");
+    let ca_file = dir.path().join("ca.pem");
+    std::fs::write(&ca_file, authority.pem()).map_err(|e| e.to_string())?;
+
+    let mut starts = timed_starts(args, dir.path(), &ca_file).await?;
+    let identity = authority.issue(&["127.0.0.1"], Validity::Current);
+    let mut steady = start_steady(args, dir.path(), &ca_file, &identity).await?;
+    tokio::time::sleep(args.warm_up).await;
+    let (samples, received, sampled_s) = sample(args, &mut steady).await?;
+    let hostbeat_resident = resident_by_mapping(steady[0].agent.pid)?
+        .into_iter()
+        .map(|(name, rss_kib, pss_kib)| Mapping {
+            name,
+            rss_kib,
+            pss_kib,
+        })
+        .collect();
+
+    let mut figures = Vec::new();
+    let mut schedules = Vec::new();
+    for ((one, series), received) in steady.iter().zip(&samples).zip(received) {
+        let kind = one.agent.kind;
+        if received.reports == 0 && kind != Kind::HostbeatIdle {
+            return Err(format!(
+                "{} reported nothing while sampled; its output: {}",
+                kind.name(),
+                std::fs::read_to_string(one.agent.dir.join("output.log")).unwrap_or_default()
+            ));
+        }
+        let mapped = executable_files(one.agent.pid)?;
+        figures.push(figures_of(
+            kind,
+            args,
+            series,
+            sampled_s,
+            received.reports,
+            std::fs::metadata(kind.binary(args)).map_or(0, |m| m.len()),
+            mapped.iter().map(|(_, size)| size).sum(),
+            starts.remove(&kind).unwrap_or_default(),
+        ));
+        let switches = |s: Option<&TreeSample>| s.map_or(0, |s| s.all.voluntary_switches);
+        schedules.push(Schedule {
+            heartbeats: received.reports,
+            token_exchanges: received.token_exchanges,
+            watchdog_pings: received.watchdog_pings,
+            wakeups: switches(series.last()) - switches(series.first()),
+        });
+    }
+    for one in &mut steady {
+        one.end();
+        stop(&mut one.agent).await?;
+    }
+    let hostbeat_idle = figures.pop().ok_or("no idle hostbeat")?;
+    let idle_schedule = schedules.pop().ok_or("no idle hostbeat")?;
+    Ok(Report {
+        run: Run {
+            date: args.date.clone(),
+            commit: args.commit.clone(),
+            machine: args.machine.clone(),
+            sampled_s,
+            warm_up_s: args.warm_up.as_secs(),
+            starts: args.starts,
+        },
+        agents: figures,
+        hostbeat_schedule: schedules.swap_remove(0),
+        hostbeat_idle,
+        idle_schedule,
+        hostbeat_resident,
+    })
+}
+
+/// Exec to started, `args.starts` times per agent, one agent at a time, each
+/// towards an address nothing answers at.
+async fn timed_starts(
+    args: &Args,
+    dir: &Path,
+    ca_file: &Path,
+) -> Result<BTreeMap<Kind, Vec<f64>>, String> {
+    let mut starts: BTreeMap<Kind, Vec<f64>> = BTreeMap::new();
+    let unreachable = format!("https://127.0.0.1:{}", free_port()?);
+    for round in 0..args.starts {
+        for kind in KINDS {
+            let endpoint = match kind {
+                Kind::Hostbeat | Kind::HostbeatIdle => Endpoint::Plane {
+                    url: unreachable.clone(),
+                    ca_file: ca_file.to_owned(),
+                    interval: "1s",
+                },
+                Kind::ZabbixAgent2 | Kind::ZabbixAgentd => {
+                    Endpoint::Zabbix(([127, 0, 0, 1], free_port()?).into())
+                }
+                Kind::NodeExporter => Endpoint::Listener,
+            };
+            let agent_dir = dir.join(format!("start-{}-{round}", kind.name()));
+            let began = wall_clock::now();
+            let mut agent = launch(kind, args, &agent_dir, &endpoint)?;
+            wait_started(&mut agent).await?;
+            starts
+                .entry(kind)
+                .or_default()
+                .push(wall_clock::seconds_since(began) * 1000.0);
+            stop(&mut agent).await?;
+        }
+    }
+    Ok(starts)
+}
+
+/// The steady run: every agent at once, each towards its endpoint, and a second
+/// hostbeat with nothing to do but its watchdog (a 10-minute heartbeat, hour-long
+/// tokens) to show it idle.
+async fn start_steady(
+    args: &Args,
+    dir: &Path,
+    ca_file: &Path,
+    identity: &ServerIdentity,
+) -> Result<Vec<Steady>, String> {
+    let mut steady = Vec::new();
+    for kind in KINDS.into_iter().chain([Kind::HostbeatIdle]) {
+        let (endpoint, counter) = match kind {
+            Kind::Hostbeat | Kind::HostbeatIdle => {
+                let idle = kind == Kind::HostbeatIdle;
+                let plane = ControlPlane::new(PlaneConfig {
+                    token_lifetime: Duration::from_secs(if idle { 3600 } else { 60 }),
+                    ..PlaneConfig::default()
+                });
+                plane.add_client(CLIENT_ID, SECRET);
+                let addr = plane
+                    .start_tls(identity)
+                    .await
+                    .map_err(|e| format!("cannot bind 127.0.0.1: {e}"))?;
+                let endpoint = Endpoint::Plane {
+                    url: format!("https://{addr}"),
+                    ca_file: ca_file.to_owned(),
+                    interval: if idle { "10m" } else { "1s" },
+                };
+                (endpoint, Counter::plane(plane))
+            }
+            Kind::ZabbixAgent2 | Kind::ZabbixAgentd => {
+                let server = ZabbixServer::start().await.map_err(|e| e.to_string())?;
+                (Endpoint::Zabbix(server.addr), Counter::Zabbix(server))
+            }
+            Kind::NodeExporter => (Endpoint::Listener, Counter::Scrapes(Arc::default())),
+        };
+        let mut agent = launch(kind, args, &dir.join(kind.name()), &endpoint)?;
+        wait_started(&mut agent).await?;
+        steady.push(Steady::begin(agent, counter, args));
+    }
+    Ok(steady)
+}
+
+/// Samples every agent once a second for `args.sample`: the samples, what each
+/// endpoint received meanwhile, and the seconds it took.
+async fn sample(
+    args: &Args,
+    steady: &mut [Steady],
+) -> Result<(Vec<Vec<TreeSample>>, Vec<Received>, f64), String> {
+    let mut samples: Vec<Vec<TreeSample>> = vec![Vec::new(); steady.len()];
+    let mut at_start = Vec::new();
+    let began = wall_clock::now();
+    let mut ticks = tokio::time::interval(Duration::from_secs(1));
+    for round in 0..=args.sample.as_secs().max(2) {
+        ticks.tick().await;
+        for (one, series) in steady.iter_mut().zip(&mut samples) {
+            if let Ok(Some(status)) = one.agent.child.try_wait() {
+                return Err(format!(
+                    "{} exited during the run: {status}",
+                    one.agent.kind.name()
+                ));
+            }
+            series.push(TreeSample::read(one.agent.pid)?);
+            let received = one.counter.received();
+            if round == 0 {
+                // What came before belongs to the warm-up.
+                at_start.push(received);
+            }
+        }
+    }
+    let sampled_s = wall_clock::seconds_since(began);
+    let received = steady
+        .iter_mut()
+        .zip(at_start)
+        .map(|(one, start)| one.counter.received().since(start))
+        .collect();
+    Ok((samples, received, sampled_s))
+}
+
+/// What an agent's endpoint received; for hostbeat, also its token exchanges and
+/// watchdog pings (its schedule).
+#[derive(Debug, Default, Clone, Copy)]
+struct Received {
+    reports: u64,
+    token_exchanges: u64,
+    watchdog_pings: u64,
+}
+
+impl Received {
+    fn since(self, start: Self) -> Self {
+        Self {
+            reports: self.reports - start.reports,
+            token_exchanges: self.token_exchanges - start.token_exchanges,
+            watchdog_pings: self.watchdog_pings - start.watchdog_pings,
+        }
+    }
+}
+
+/// Counts what an agent's endpoint receives.
+enum Counter {
+    Plane {
+        plane: ControlPlane,
+        /// Drained from the plane so far (its records would pile up otherwise).
+        drained: Received,
+        watchdog_pings: Arc<AtomicU64>,
+    },
+    Zabbix(ZabbixServer),
+    Scrapes(Arc<AtomicU64>),
+}
+
+impl Counter {
+    fn plane(plane: ControlPlane) -> Self {
+        Self::Plane {
+            plane,
+            drained: Received::default(),
+            watchdog_pings: Arc::default(),
+        }
+    }
+
+    /// Everything received so far.
+    fn received(&mut self) -> Received {
+        match self {
+            Self::Plane {
+                plane,
+                drained,
+                watchdog_pings,
+            } => {
+                let (requests, heartbeats) = plane.drain_records();
+                drained.reports += heartbeats.len() as u64;
+                drained.token_exchanges += requests
+                    .iter()
+                    .filter(|r| r.path.contains("/oauth/token") && r.fault.is_none())
+                    .count() as u64;
+                drained.watchdog_pings = watchdog_pings.load(Ordering::Relaxed);
+                *drained
+            }
+            Self::Zabbix(server) => Received {
+                reports: server.values(),
+                ..Received::default()
+            },
+            Self::Scrapes(scrapes) => Received {
+                reports: scrapes.load(Ordering::Relaxed),
+                ..Received::default()
+            },
+        }
+    }
+}
+
+/// An agent in the steady run, with the task that listens to it (hostbeat's
+/// notifications) or calls on it (node-exporter's scrapes).
+struct Steady {
+    agent: Running,
+    counter: Counter,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Steady {
+    fn begin(mut agent: Running, counter: Counter, args: &Args) -> Self {
+        let task = match (&counter, agent.notify.take(), agent.listen) {
+            // systemd reads every notification at once; so must the benchmark,
+            // or the agent blocks on a full socket (net.unix.max_dgram_qlen: 10).
+            (Counter::Plane { watchdog_pings, .. }, Some(socket), _) => Some(tokio::spawn(
+                read_notifications(socket, Arc::clone(watchdog_pings)),
+            )),
+            (Counter::Scrapes(scrapes), _, Some(addr)) => Some(tokio::spawn(scrape_forever(
+                addr,
+                args.scrape_interval,
+                Arc::clone(scrapes),
+            ))),
+            _ => None,
+        };
+        Self {
+            agent,
+            counter,
+            task,
+        }
+    }
+
+    fn end(&mut self) {
+        if let Some(task) = self.task.take() {
+            task.abort();
+        }
+    }
+}
+
+#[allow(clippy::too_many_arguments, reason = "one call, every figure named")]
+fn figures_of(
+    kind: Kind,
+    args: &Args,
+    samples: &[TreeSample],
+    sampled_s: f64,
+    reports: u64,
+    executable_bytes: u64,
+    mapped_code_bytes: u64,
+    start_ms: Vec<f64>,
+) -> Agent {
+    let spread = |value: fn(&TreeSample) -> u64, tolerance: u64| {
+        Spread::of(&samples.iter().map(value).collect::<Vec<_>>(), tolerance)
+    };
+    let delta = |value: fn(&TreeSample) -> u64| {
+        let first = samples.first().map_or(0, value);
+        samples.last().map_or(0, value).saturating_sub(first)
+    };
+    let cpu_s = delta(|s| s.all.cpu_ns) as f64 / 1e9;
+    let wakeups = delta(|s| s.all.voluntary_switches) as f64;
+    let per_report = |value: f64| {
+        if reports == 0 {
+            0.0
+        } else {
+            value / reports as f64
+        }
+    };
+    Agent {
+        name: kind.name().into(),
+        version: kind.version(args),
+        language: kind.language().into(),
+        report: kind.report(args),
+        started_when: kind.started_when().into(),
+        processes: samples.last().map_or(0, |s| s.processes),
+        rss_kib: spread(|s| s.main.rss_kib, 256),
+        pss_kib: spread(|s| s.main.pss_kib, 256),
+        rss_all_kib: spread(|s| s.all.rss_kib, 256),
+        pss_all_kib: spread(|s| s.all.pss_kib, 256),
+        threads: spread(|s| s.all.threads, 0),
+        fds: spread(|s| s.all.fds, 1),
+        cpu_s_per_hour: cpu_s * 3600.0 / sampled_s,
+        reports,
+        cpu_ms_per_report: per_report(cpu_s * 1000.0),
+        wakeups_per_minute: wakeups * 60.0 / sampled_s,
+        wakeups_per_report: per_report(wakeups),
+        executable_bytes,
+        mapped_code_bytes,
+        start_ms,
+    }
+}
+
+/// A port nothing listens on (bound, then released).
+fn free_port() -> Result<u16, String> {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .map_err(|e| format!("cannot bind 127.0.0.1: {e}"))
+}
+
+/// A free port the Zabbix agents accept for `ListenPort` (1024-32767: below the
+/// kernel's ephemeral range, so [`free_port`] cannot find one).
+fn free_zabbix_port() -> Result<u16, String> {
+    // Start somewhere that differs between runs, so that two runs do not race.
+    let offset = u16::try_from(std::process::id() % 10_000).unwrap_or(0);
+    (0..10_000u16)
+        .map(|i| 20_000 + (offset + i) % 10_000)
+        .find(|&port| std::net::TcpListener::bind(("127.0.0.1", port)).is_ok())
+        .ok_or_else(|| "no free port in 20000-29999 on 127.0.0.1".into())
+}
+
+/// Starts `kind` in `dir` towards `endpoint`.
+fn launch(kind: Kind, args: &Args, dir: &Path, endpoint: &Endpoint) -> Result<Running, String> {
+    std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    let file = |name: &str, text: &str| {
+        let path = dir.join(name);
+        std::fs::write(&path, text).map_err(|e| format!("{}: {e}", path.display()))?;
+        Ok::<_, String>(path)
+    };
+    let log = std::fs::File::create(dir.join("output.log")).map_err(|e| e.to_string())?;
+    let mut program = kind.binary(args).to_owned();
+    if kind == Kind::HostbeatIdle {
+        // A copy: two processes of one file share its pages, which would halve
+        // the other hostbeat's PSS.
+        let copy = dir.join("hostbeat");
+        std::fs::copy(&program, &copy).map_err(|e| format!("{}: {e}", copy.display()))?;
+        program = copy;
+    }
+    let mut command = Command::new(program);
+    command
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .stdin(Stdio::null())
+        .stdout(log.try_clone().map_err(|e| e.to_string())?)
+        .stderr(log)
+        .kill_on_drop(true);
+    let mut listen = None;
+    let mut notify = None;
+    match kind {
+        Kind::Hostbeat | Kind::HostbeatIdle => {
+            let Endpoint::Plane {
+                url,
+                ca_file,
+                interval,
+            } = endpoint
+            else {
+                return Err("hostbeat needs the plane".into());
+            };
+            let env_file = file("hostbeat.env", &format!("HOSTBEAT_CLIENT_TOKEN={SECRET}\n"))?;
+            set_mode(&env_file, 0o600)?;
+            let config = file("hostbeat.toml", "")?;
+            let socket_path = dir.join("notify.sock");
+            notify = Some(UnixDatagram::bind(&socket_path).map_err(|e| e.to_string())?);
+            command
+                .arg("run")
+                .arg("--config")
+                .arg(config)
+                .env("HOSTBEAT_SERVER_URL", url)
+                .env("HOSTBEAT_TOKEN_URL", format!("{url}/oauth/token"))
+                .env("HOSTBEAT_CLIENT_ID", CLIENT_ID)
+                .env("HOSTBEAT_CA_FILE", ca_file)
+                .env("HOSTBEAT_ENV_FILE", env_file)
+                .env("HOSTBEAT_STATE_DIR", dir.join("state"))
+                .env("HOSTBEAT_HEARTBEAT_INTERVAL", interval)
+                .env("HOSTBEAT_IMDS", "off")
+                .env("NOTIFY_SOCKET", socket_path)
+                .env("WATCHDOG_USEC", WATCHDOG_USEC);
+        }
+        Kind::ZabbixAgent2 | Kind::ZabbixAgentd => {
+            let Endpoint::Zabbix(server) = endpoint else {
+                return Err("a Zabbix agent needs a server".into());
+            };
+            let port = free_zabbix_port()?;
+            listen = Some(([127, 0, 0, 1], port).into());
+            let mut conf = format!(
+                "Hostname=footprint-{name}\nServer=127.0.0.1\nServerActive={server}\n\
+                 ListenIP=127.0.0.1\nListenPort={port}\nBufferSend=1\nLogType=console\n\
+                 PidFile={pid}\n",
+                name = kind.name(),
+                pid = dir.join("agent.pid").display(),
+            );
+            if kind == Kind::ZabbixAgent2 {
+                let _ = writeln!(conf, "ControlSocket={}", dir.join("agent.sock").display());
+                command.arg("-c").arg(file("agent.conf", &conf)?);
+            } else {
+                // As root it would switch to the zabbix user; the others run as the
+                // caller too.
+                conf += "AllowRoot=1\n";
+                command.arg("-f").arg("-c").arg(file("agent.conf", &conf)?);
+            }
+        }
+        Kind::NodeExporter => {
+            let port = free_port()?;
+            listen = Some(([127, 0, 0, 1], port).into());
+            command.arg(format!("--web.listen-address=127.0.0.1:{port}"));
+        }
+    }
+    let child = command
+        .spawn()
+        .map_err(|e| format!("cannot start {}: {e}", kind.name()))?;
+    let pid = child.id().ok_or("the agent exited at once")?;
+    Ok(Running {
+        kind,
+        child,
+        pid,
+        dir: dir.to_owned(),
+        listen,
+        notify,
+    })
+}
+
+fn set_mode(path: &Path, mode: u32) -> Result<(), String> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
+        .map_err(|e| format!("{}: {e}", path.display()))
+}
+
+/// Until hostbeat says `READY=1`, or a peer's port accepts a connection; ten
+/// seconds at most.
+async fn wait_started(agent: &mut Running) -> Result<(), String> {
+    let deadline = Duration::from_secs(10);
+    let started = async {
+        if let Some(socket) = &agent.notify {
+            let mut buffer = vec![0u8; 4096];
+            loop {
+                let n = socket.recv(&mut buffer).await.map_err(|e| e.to_string())?;
+                if buffer[..n]
+                    .split(|&b| b == b'\n')
+                    .any(|line| line == b"READY=1")
+                {
+                    return Ok::<_, String>(());
+                }
+            }
+        }
+        let addr = agent.listen.ok_or("nothing to wait for")?;
+        loop {
+            if TcpStream::connect(addr).await.is_ok() {
+                return Ok(());
+            }
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    };
+    match tokio::time::timeout(deadline, started).await {
+        Ok(result) => result,
+        Err(_) => Err(format!(
+            "{} did not start within {deadline:?}; its output: {}",
+            agent.kind.name(),
+            std::fs::read_to_string(agent.dir.join("output.log")).unwrap_or_default()
+        )),
+    }
+}
+
+/// SIGTERM, and the exit within ten seconds (then SIGKILL).
+async fn stop(agent: &mut Running) -> Result<(), String> {
+    let _ = std::process::Command::new("kill")
+        .arg(agent.pid.to_string())
+        .status();
+    if tokio::time::timeout(Duration::from_secs(10), agent.child.wait())
+        .await
+        .is_err()
+    {
+        agent.child.kill().await.map_err(|e| e.to_string())?;
+    }
+    Ok(())
+}
+
+/// Reads hostbeat's notifications as systemd would, counting `WATCHDOG=1`.
+async fn read_notifications(socket: UnixDatagram, watchdog_pings: Arc<AtomicU64>) {
+    let mut buffer = vec![0u8; 4096];
+    while let Ok(n) = socket.recv(&mut buffer).await {
+        if buffer[..n]
+            .split(|&b| b == b'\n')
+            .any(|line| line == b"WATCHDOG=1")
+        {
+            watchdog_pings.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
+/// GET /metrics every `interval`, counting the complete answers.
+async fn scrape_forever(addr: std::net::SocketAddr, interval: Duration, scrapes: Arc<AtomicU64>) {
+    let mut ticks = tokio::time::interval(interval);
+    loop {
+        ticks.tick().await;
+        if scrape(addr).await.is_ok() {
+            scrapes.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
+async fn scrape(addr: std::net::SocketAddr) -> std::io::Result<()> {
+    let mut stream = TcpStream::connect(addr).await?;
+    stream
+        .write_all(
+            format!("GET /metrics HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n")
+                .as_bytes(),
+        )
+        .await?;
+    let mut answer = Vec::new();
+    stream.read_to_end(&mut answer).await?;
+    if answer.starts_with(b"HTTP/1.1 200") {
+        Ok(())
+    } else {
+        Err(std::io::Error::other("not 200"))
+    }
+}
