@@ -5,7 +5,8 @@
 //!   validated into [`config::Settings`]; the client token and where to re-read it.
 //! - [`secret`]: the token types, which print only a fingerprint.
 //! - [`api`]: the control-plane client: one request builder that always sends the
-//!   bearer token, bounded answers, and the classification of every failure.
+//!   bearer token, bounded answers, and the classification of every failure;
+//!   [`http`]: how every HTTP client is built (rustls with ring).
 //! - [`credentials`]: static token or OAuth client-credentials exchange, refreshed
 //!   ahead of expiry, one exchange at a time, rotation without restart.
 //! - [`retry`]: exponential backoff with full jitter that never gives up.
@@ -28,6 +29,7 @@ pub mod cli;
 pub mod config;
 pub mod credentials;
 pub mod heartbeat;
+pub mod http;
 pub mod identity;
 pub mod imds;
 pub mod logging;

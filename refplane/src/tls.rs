@@ -102,7 +102,7 @@ impl ServerIdentity {
     /// The rustls configuration that presents this identity (HTTP/1.1 only, like the
     /// plane).
     pub fn server_config(&self) -> Arc<rustls::ServerConfig> {
-        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
         let mut config = rustls::ServerConfig::builder_with_provider(provider)
             .with_safe_default_protocol_versions()
             .expect("the provider supports the default versions")

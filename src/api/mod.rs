@@ -112,7 +112,7 @@ impl ApiClient {
     }
 
     fn build(settings: &Settings, keep_peer_certificate: bool) -> Result<Self, ConfigError> {
-        let mut builder = reqwest::Client::builder()
+        let mut builder = crate::http::client_builder()
             .tls_info(keep_peer_certificate)
             .user_agent(USER_AGENT)
             .connect_timeout(settings.connect_timeout)

@@ -77,7 +77,7 @@ impl std::fmt::Debug for ImdsClient {
 impl ImdsClient {
     /// A client for the service at `base` (`http://169.254.169.254`).
     pub fn new(base: Url) -> Self {
-        let http = reqwest::Client::builder()
+        let http = crate::http::client_builder()
             .no_proxy()
             .connect_timeout(REQUEST_TIMEOUT)
             .timeout(REQUEST_TIMEOUT)
