@@ -384,13 +384,10 @@ pub(super) fn validate(
     let auth_backoff_cap = field("auth_backoff_cap").duration_at_least(backoff_base)?;
 
     let log_level = field("log_level").value.unwrap_or("info").trim().to_owned();
-    if tracing_subscriber::EnvFilter::builder()
-        .parse(&log_level)
-        .is_err()
-    {
+    if let Err(problem) = crate::logging::parse_filter(&log_level) {
         return Err(field("log_level").error(
-            format!("{log_level:?} is not a log filter"),
-            "write error, warn, info, debug or trace",
+            format!("{log_level:?} is not a log filter: {problem}"),
+            "write error, warn, info, debug or trace, or target=level pairs like hostbeat=debug,warn",
         ));
     }
 

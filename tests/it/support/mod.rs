@@ -359,10 +359,17 @@ impl Logs {
     pub fn capture() -> (Self, CaptureGuard) {
         static INIT: std::sync::Once = std::sync::Once::new();
         INIT.call_once(|| {
+            use tracing_subscriber::layer::SubscriberExt;
+            use tracing_subscriber::util::SubscriberInitExt;
+            // The agent's own filter syntax (hyper's trace lines would drown the rest).
+            let filter = hostbeat::logging::parse_filter("trace,hyper=debug,hyper_util=debug")
+                .expect("a valid filter");
             tracing_subscriber::fmt()
                 .with_writer(ThreadWriter)
                 .with_ansi(false)
-                .with_env_filter("trace,hyper=debug,hyper_util=debug")
+                .with_max_level(tracing::Level::TRACE)
+                .finish()
+                .with(filter)
                 .init();
         });
         let logs = Self::default();
