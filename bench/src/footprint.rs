@@ -262,13 +262,16 @@ fn why_resident(report: &Report) -> String {
         "{over:.0} KiB over. Of the resident memory, {program} KiB are the program's own \
          pages: the kernel maps a file's pages in around each page touched (fault-around, \
          up to 64 KiB at a time), so most of the {size:.2} MiB program is resident \
-         although the steady state runs little of it. The C library and the loader are \
+         although the steady state runs little of it. The C library, the loader and libgcc are \
          {libraries} KiB, pages every process on the host shares (their PSS: \
          {libraries_pss} KiB); heap and stack are {anonymous} KiB. What would close it: \
-         a smaller program, which leaves fewer pages to fault in (its largest parts are \
-         the TLS stack with its crypto provider, the standard library, the HTTP client \
-         and the command line's parser), and fewer root certificates parsed onto the \
-         heap. Counted proportionally (PSS), hostbeat is {pss} KiB.",
+         linking the C library statically (musl), so that no shared C library, loader \
+         or libgcc is mapped: most of those {libraries} KiB, for some CPU (musl's \
+         allocator and string functions are slower) and a build that needs the musl \
+         target; or a smaller program, which leaves fewer pages to fault in (its \
+         largest parts are the standard library, rustls and ring, the HTTP client and \
+         the command line's parser). Counted proportionally (PSS), hostbeat is {pss} \
+         KiB.",
         size = hostbeat.executable_bytes as f64 / BYTES_PER_MIB,
         pss = hostbeat.pss_kib.median,
     )
