@@ -1,7 +1,10 @@
 //! The footprint benchmark's figures (`docs/performance/footprint.json`) and the
 //! page they render (`docs/performance.md`): hostbeat beside the agents an operator
-//! would otherwise install, measured in one run on one machine. The benchmark is
-//! `src/bin/footprint.rs`; `scripts/footprint` runs it.
+//! would otherwise install, measured side by side on one machine, in several runs.
+//! Each figure on the page is the median over the runs; each ratio is taken within
+//! a run (hostbeat's figure and the peer's, measured at the same time) and then the
+//! median over the runs. The benchmark is `src/bin/footprint.rs`;
+//! `scripts/footprint` runs it.
 
 #![allow(
     missing_docs,
@@ -24,8 +27,10 @@ pub struct Run {
     pub date: String,
     pub commit: String,
     pub machine: String,
-    /// Seconds of steady state sampled (after the warm-up).
+    /// Seconds of steady state sampled in each run (after the warm-up).
     pub sampled_s: f64,
+    /// Steady runs, one after the other, each with every agent started afresh.
+    pub runs: usize,
     /// Seconds each agent ran before the sampling began.
     pub warm_up_s: u64,
     /// Starts timed per agent.
@@ -95,6 +100,13 @@ impl Schedule {
 #[derive(Debug, Serialize, Deserialize)]
 pub struct Report {
     pub run: Run,
+    /// One per steady run.
+    pub runs: Vec<Measured>,
+}
+
+/// What one steady run measured.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Measured {
     /// hostbeat first.
     pub agents: Vec<Agent>,
     pub hostbeat_schedule: Schedule,
@@ -112,6 +124,45 @@ pub struct Mapping {
     pub name: String,
     pub rss_kib: u64,
     pub pss_kib: u64,
+}
+
+impl Report {
+    /// The agents as the first run saw them (names, versions: the same in all).
+    fn agents(&self) -> &[Agent] {
+        &self.runs[0].agents
+    }
+
+    /// The median over the runs of agent `i`'s `value`.
+    fn median(&self, i: usize, value: impl Fn(&Agent) -> f64) -> f64 {
+        median(
+            &self
+                .runs
+                .iter()
+                .map(|r| value(&r.agents[i]))
+                .collect::<Vec<_>>(),
+        )
+    }
+
+    /// The median over the runs of hostbeat's `value` divided by agent `i`'s in the
+    /// same run; none when the peer's is 0 in some run.
+    fn median_ratio(&self, i: usize, value: impl Fn(&Agent) -> f64) -> Option<f64> {
+        let ratios: Option<Vec<f64>> = self
+            .runs
+            .iter()
+            .map(|r| {
+                let peer = value(&r.agents[i]);
+                (peer > 0.0).then(|| value(&r.agents[0]) / peer)
+            })
+            .collect();
+        ratios.map(|ratios| median(&ratios))
+    }
+
+    /// The run whose hostbeat RSS is the median one (for what only one run can show).
+    fn typical(&self) -> &Measured {
+        let mut by_rss: Vec<&Measured> = self.runs.iter().collect();
+        by_rss.sort_by_key(|r| r.agents[0].rss_kib.median);
+        by_rss[by_rss.len() / 2]
+    }
 }
 
 /// The median of `values` (the mean of the middle two for an even count).
@@ -144,75 +195,56 @@ const WAKE_UPS_PER_EVENT: u64 = 5;
 const BYTES_PER_MIB: f64 = 1024.0 * 1024.0;
 
 fn goals(report: &Report) -> Vec<Goal> {
-    let hostbeat = &report.agents[0];
-    let peer = |name: &str| report.agents.iter().find(|a| a.name == name);
-    let rss = hostbeat.rss_kib.median;
+    let peer = |name: &str| report.agents().iter().position(|a| a.name == name);
+    let rss = report.median(0, |a| a.rss_kib.median as f64);
     let mut goals = vec![Goal {
         what: "Resident memory at steady state",
         target: "under 4 MiB",
-        measured: format!("{:.2} MiB (median VmRSS)", rss as f64 / KIB_PER_MIB),
-        met: (rss as f64) < 4.0 * KIB_PER_MIB,
+        measured: format!("{:.2} MiB (median VmRSS)", rss / KIB_PER_MIB),
+        met: rss < 4.0 * KIB_PER_MIB,
         why_missed: why_resident(report),
     }];
     if let Some(agent2) = peer("zabbix_agent2") {
-        let ratio = rss as f64 / agent2.rss_kib.median as f64;
+        let ratio = report
+            .median_ratio(agent2, |a| a.rss_kib.median as f64)
+            .unwrap_or(f64::INFINITY);
+        let theirs = report.median(agent2, |a| a.rss_kib.median as f64);
         goals.push(Goal {
             what: "Resident memory against zabbix_agent2",
             target: "at most a quarter",
-            measured: format!("{ratio:.2} of its {} KiB", agent2.rss_kib.median),
+            measured: format!("{ratio:.2} of its {theirs:.0} KiB"),
             met: ratio <= 0.25,
             why_missed: format!(
                 "hostbeat would need {:.0} KiB or less, {:.0} KiB fewer; see the \
                  resident memory above.",
-                agent2.rss_kib.median as f64 / 4.0,
-                rss as f64 - agent2.rss_kib.median as f64 / 4.0
+                theirs / 4.0,
+                rss - theirs / 4.0
             ),
         });
     }
     if let Some(agentd) = peer("zabbix_agentd") {
+        let theirs = report.median(agentd, |a| a.rss_kib.median as f64);
         goals.push(Goal {
             what: "Resident memory against zabbix_agentd's main process",
             target: "below it",
-            measured: format!("{rss} KiB against {} KiB", agentd.rss_kib.median),
-            met: rss < agentd.rss_kib.median,
+            measured: format!("{rss:.0} KiB against {theirs:.0} KiB"),
+            met: rss < theirs,
             why_missed: "see the resident memory above.".into(),
         });
     }
+    let cpu = report.median(0, |a| a.cpu_ms_per_report);
     goals.push(Goal {
         what: "CPU per heartbeat, TLS connection reused",
         target: "under 1 ms",
-        measured: format!("{:.3} ms", hostbeat.cpu_ms_per_report),
-        met: hostbeat.cpu_ms_per_report < 1.0,
+        measured: format!("{cpu:.3} ms"),
+        met: cpu < 1.0,
         why_missed: "the machine may have been busy (CPU time is the scheduler's count \
                      of this process alone, but a busy cache costs cycles); re-run it \
                      on a quiet machine before looking for a cause in the code."
             .into(),
     });
-    let idle = &report.idle_schedule;
-    let idle_minutes = report.run.sampled_s / 60.0;
-    // A scheduled event takes a few wake-ups (see WAKE_UPS_PER_EVENT); between events there
-    // must be none.
-    let allowed = WAKE_UPS_PER_EVENT * idle.events().max(1);
-    goals.push(Goal {
-        what: "No wake-ups at idle beyond the schedule",
-        target: "only the scheduled events' (5 an event at most)",
-        measured: format!(
-            "{:.1} a minute idle ({} wake-ups for {} scheduled events in {:.0} s)",
-            idle.wakeups as f64 / idle_minutes,
-            idle.wakeups,
-            idle.events(),
-            report.run.sampled_s
-        ),
-        met: idle.wakeups <= allowed,
-        why_missed: format!(
-            "{} wake-ups where the {} scheduled events account for {allowed} at most \
-             ({WAKE_UPS_PER_EVENT} each): something polls; `strace -tt -p PID` on the \
-             idle agent shows what.",
-            idle.wakeups,
-            idle.events()
-        ),
-    });
-    let size = hostbeat.executable_bytes as f64 / BYTES_PER_MIB;
+    goals.push(idle_goal(report));
+    let size = report.agents()[0].executable_bytes as f64 / BYTES_PER_MIB;
     goals.push(Goal {
         what: "Stripped binary",
         target: "under 6 MiB",
@@ -220,35 +252,87 @@ fn goals(report: &Report) -> Vec<Goal> {
         met: size < 6.0,
         why_missed: format!("{:.2} MiB over.", size - 6.0),
     });
-    let start = hostbeat.start_median_ms();
+    let start = report.agents()[0].start_median_ms();
     goals.push(Goal {
         what: "Exec to READY=1, server unreachable",
         target: "under 20 ms",
-        measured: format!("{start:.1} ms (median of {})", hostbeat.start_ms.len()),
+        measured: format!(
+            "{start:.1} ms (median of {})",
+            report.agents()[0].start_ms.len()
+        ),
         met: start < 20.0,
         why_missed: format!("{:.1} ms over.", start - 20.0),
     });
-    goals.push(Goal {
-        what: "Memory and file descriptors flat",
-        target: "no growth over the run",
+    goals.push(flat_goal(report));
+    goals
+}
+
+/// At idle, only the schedule's wake-ups.
+fn idle_goal(report: &Report) -> Goal {
+    // A scheduled event takes a few wake-ups (see WAKE_UPS_PER_EVENT); between
+    // events there must be none.
+    let idle_wakeups: u64 = report.runs.iter().map(|r| r.idle_schedule.wakeups).sum();
+    let idle_events: u64 = report
+        .runs
+        .iter()
+        .map(|r| r.idle_schedule.events().max(1))
+        .sum();
+    let idle_minutes = report.run.sampled_s * report.runs.len() as f64 / 60.0;
+    let allowed = WAKE_UPS_PER_EVENT * idle_events;
+    Goal {
+        what: "No wake-ups at idle beyond the schedule",
+        target: "only the scheduled events' (5 an event at most)",
         measured: format!(
-            "RSS {:+} KiB, PSS {:+} KiB, fds {:+}",
-            hostbeat.rss_kib.growth, hostbeat.pss_kib.growth, hostbeat.fds.growth
+            "{:.1} a minute idle ({idle_wakeups} wake-ups for {idle_events} scheduled \
+             events in {:.0} s)",
+            idle_wakeups as f64 / idle_minutes,
+            idle_minutes * 60.0
         ),
-        met: hostbeat.rss_kib.flat && hostbeat.pss_kib.flat && hostbeat.fds.flat,
+        met: idle_wakeups <= allowed,
+        why_missed: format!(
+            "{idle_wakeups} wake-ups where the {idle_events} scheduled events account for \
+             {allowed} at most ({WAKE_UPS_PER_EVENT} each): something polls; \
+             `strace -tt -p PID` on the idle agent shows what."
+        ),
+    }
+}
+
+/// No growth in hostbeat's memory or descriptors over any run.
+fn flat_goal(report: &Report) -> Goal {
+    let growth = |value: fn(&Agent) -> i64| {
+        report
+            .runs
+            .iter()
+            .map(|r| format!("{:+}", value(&r.agents[0])))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    Goal {
+        what: "Memory and file descriptors flat",
+        target: "no growth over a run",
+        measured: format!(
+            "RSS {} KiB, PSS {} KiB, fds {} (each run)",
+            growth(|a| a.rss_kib.growth),
+            growth(|a| a.pss_kib.growth),
+            growth(|a| a.fds.growth)
+        ),
+        met: report.runs.iter().all(|r| {
+            let hostbeat = &r.agents[0];
+            hostbeat.rss_kib.flat && hostbeat.pss_kib.flat && hostbeat.fds.flat
+        }),
         why_missed: "growth over a few minutes: run the soak (scripts/reliability soak) \
                      to see whether it goes on."
             .into(),
-    });
-    goals
+    }
 }
 
 /// Why hostbeat's resident memory is what it is, from where it lies.
 fn why_resident(report: &Report) -> String {
-    let hostbeat = &report.agents[0];
-    let over = hostbeat.rss_kib.median as f64 - 4.0 * KIB_PER_MIB;
+    let over = report.median(0, |a| a.rss_kib.median as f64) - 4.0 * KIB_PER_MIB;
+    let typical = report.typical();
+    let hostbeat = &typical.agents[0];
     let (mut program, mut libraries, mut libraries_pss, mut anonymous) = (0, 0, 0, 0);
-    for mapping in &report.hostbeat_resident {
+    for mapping in &typical.hostbeat_resident {
         if mapping.name.starts_with('[') {
             anonymous += mapping.rss_kib;
         } else if mapping.name.ends_with("/hostbeat") {
@@ -273,23 +357,29 @@ fn why_resident(report: &Report) -> String {
          the command line's parser). Counted proportionally (PSS), hostbeat is {pss} \
          KiB.",
         size = hostbeat.executable_bytes as f64 / BYTES_PER_MIB,
-        pss = hostbeat.pss_kib.median,
+        pss = report.median(0, |a| a.pss_kib.median as f64),
     )
 }
 
-/// One row of the comparison: what it measures, hostbeat's value and each
-/// peer's, and how a value is shown.
+/// One row of the comparison: what it measures, its value for each agent (the
+/// median over the runs), hostbeat's ratio to each peer (the median of the runs'
+/// ratios), and how a value is shown.
 struct Row {
     label: &'static str,
     values: Vec<f64>,
+    ratios: Vec<Option<f64>>,
     show: fn(f64) -> String,
 }
 
 fn rows(report: &Report) -> Vec<Row> {
-    let each = |f: fn(&Agent) -> f64| report.agents.iter().map(f).collect::<Vec<f64>>();
-    let row = |label, values, show| Row {
+    let row = |label, value: fn(&Agent) -> f64, show| Row {
         label,
-        values,
+        values: (0..report.agents().len())
+            .map(|i| report.median(i, value))
+            .collect(),
+        ratios: (1..report.agents().len())
+            .map(|i| report.median_ratio(i, value))
+            .collect(),
         show,
     };
     let whole: fn(f64) -> String = |v| format!("{v:.0}");
@@ -299,55 +389,51 @@ fn rows(report: &Report) -> Vec<Row> {
     vec![
         row(
             "VmRSS, main process, median (KiB)",
-            each(|a| a.rss_kib.median as f64),
+            |a| a.rss_kib.median as f64,
             whole,
         ),
         row(
             "VmRSS, main process, max (KiB)",
-            each(|a| a.rss_kib.max as f64),
+            |a| a.rss_kib.max as f64,
             whole,
         ),
         row(
             "PSS, main process, median (KiB)",
-            each(|a| a.pss_kib.median as f64),
+            |a| a.pss_kib.median as f64,
             whole,
         ),
         row(
             "PSS, all processes, median (KiB)",
-            each(|a| a.pss_all_kib.median as f64),
+            |a| a.pss_all_kib.median as f64,
             whole,
         ),
         row(
             "PSS, all processes, max (KiB)",
-            each(|a| a.pss_all_kib.max as f64),
+            |a| a.pss_all_kib.max as f64,
             whole,
         ),
-        row("Processes", each(|a| a.processes as f64), whole),
+        row("Processes", |a| a.processes as f64, whole),
         row(
             "Threads, all processes (max)",
-            each(|a| a.threads.max as f64),
+            |a| a.threads.max as f64,
             whole,
         ),
         row(
             "Open files, all processes (max)",
-            each(|a| a.fds.max as f64),
+            |a| a.fds.max as f64,
             whole,
         ),
-        row("CPU seconds per hour", each(|a| a.cpu_s_per_hour), one),
-        row("CPU ms per report", each(|a| a.cpu_ms_per_report), ms),
-        row("Wake-ups per minute", each(|a| a.wakeups_per_minute), one),
-        row("Wake-ups per report", each(|a| a.wakeups_per_report), one),
-        row("Program file", each(|a| a.executable_bytes as f64), mib),
+        row("CPU seconds per hour", |a| a.cpu_s_per_hour, one),
+        row("CPU ms per report", |a| a.cpu_ms_per_report, ms),
+        row("Wake-ups per minute", |a| a.wakeups_per_minute, one),
+        row("Wake-ups per report", |a| a.wakeups_per_report, one),
+        row("Program file", |a| a.executable_bytes as f64, mib),
         row(
             "Program + shared libraries mapped",
-            each(|a| a.mapped_code_bytes as f64),
+            |a| a.mapped_code_bytes as f64,
             mib,
         ),
-        row(
-            "Exec to started, median (ms)",
-            each(Agent::start_median_ms),
-            one,
-        ),
+        row("Exec to started, median (ms)", Agent::start_median_ms, one),
     ]
 }
 
@@ -390,16 +476,16 @@ fn intro(page: &mut String, report: &Report) {
          # Performance: hostbeat's footprint beside its peers\n\n\
          A host agent is a guest on every machine of the fleet, and its cost is paid \
          on each. This page sets hostbeat beside the agents an operator would \
-         otherwise install for the job, measured in one run on one machine by \
-         `scripts/footprint` (bench/src/bin/footprint.rs): on {date} at commit \
-         {commit}, on {machine}. All the agents ran at once, each against a local \
-         endpoint, were left {warm} s to settle, then sampled once a second for \
-         {sampled:.0} s. The machine is shared and noisy: read the ratios (hostbeat's \
-         figure divided by the peer's, from this one run, side by side) rather than \
-         the absolute times.\n\n\
+         otherwise install for the job, measured side by side on one machine by \
+         `scripts/footprint` (bench/src/bin/footprint.rs) on {date}, hostbeat built \
+         at commit {commit}, on {machine}. In each of {runs} runs all the agents were started \
+         at once, each against a local endpoint, left {warm} s to settle, then \
+         sampled once a second for {sampled:.0} s. The machine is shared and noisy: \
+         read the ratios (hostbeat's figure divided by the peer's, measured side by \
+         side in one run; the median over the runs) rather than the absolute times.\n\n\
          Re-run it with `scripts/footprint` (it installs the peers from Debian's \
-         packages; about 7 minutes after the builds; `FOOTPRINT_SAMPLE=1m` for a \
-         quick look).\n\n\
+         packages; about 12 minutes after the builds; `FOOTPRINT_SAMPLE=1m \
+         FOOTPRINT_RUNS=1` for a quick look).\n\n\
          ## The agents\n\n\
          | Agent | Version | Language | Reports | Started when |\n|---|---|---|---|---|\n",
         date = run.date,
@@ -407,8 +493,9 @@ fn intro(page: &mut String, report: &Report) {
         machine = run.machine,
         warm = run.warm_up_s,
         sampled = run.sampled_s,
+        runs = report.runs.len(),
     );
-    for agent in &report.agents {
+    for agent in report.agents() {
         let _ = writeln!(
             page,
             "| {} | {} | {} | {} | {} |",
@@ -438,19 +525,26 @@ fn intro(page: &mut String, report: &Report) {
 }
 
 fn comparison(page: &mut String, report: &Report) {
-    page.push_str("\n## Side by side\n\n| Measure |");
-    for agent in &report.agents {
+    let _ = write!(
+        page,
+        "\n## Side by side\n\nEach value is the median over the {} runs; each ratio, the \
+         median of the runs' ratios.\n\n| Measure |",
+        report.runs.len()
+    );
+    let agents = report.agents();
+    for agent in agents {
         let _ = write!(page, " {} |", agent.name);
     }
-    for peer in &report.agents[1..] {
+    for peer in &agents[1..] {
         let _ = write!(page, " hostbeat ÷ {} |", peer.name);
     }
     page.push_str("\n|---|");
-    page.push_str(&"---:|".repeat(report.agents.len() * 2 - 1));
+    page.push_str(&"---:|".repeat(agents.len() * 2 - 1));
     page.push('\n');
     for Row {
         label,
         values,
+        ratios,
         show,
     } in rows(report)
     {
@@ -458,25 +552,40 @@ fn comparison(page: &mut String, report: &Report) {
         for &value in &values {
             let _ = write!(page, " {} |", show(value));
         }
-        for &peer in &values[1..] {
-            if peer > 0.0 {
-                let _ = write!(page, " {:.2} |", values[0] / peer);
-            } else {
-                page.push_str(" – |");
+        for ratio in ratios {
+            match ratio {
+                Some(ratio) => {
+                    let _ = write!(page, " {ratio:.2} |");
+                }
+                None => page.push_str(" – |"),
             }
         }
         page.push('\n');
     }
-    let hostbeat = &report.agents[0];
+    page.push_str("\nhostbeat in each run:\n\n");
+    for (i, run) in report.runs.iter().enumerate() {
+        let hostbeat = &run.agents[0];
+        let _ = writeln!(
+            page,
+            "- run {}: VmRSS from {} to {} KiB (max {}), open files from {} to {}, \
+             {:.3} ms CPU per heartbeat ({:.2}x zabbix_agentd's per value)",
+            i + 1,
+            hostbeat.rss_kib.first,
+            hostbeat.rss_kib.last,
+            hostbeat.rss_kib.max,
+            hostbeat.fds.first,
+            hostbeat.fds.last,
+            hostbeat.cpu_ms_per_report,
+            run.agents
+                .iter()
+                .find(|a| a.name == "zabbix_agentd")
+                .map_or(0.0, |a| hostbeat.cpu_ms_per_report / a.cpu_ms_per_report),
+        );
+    }
+    let hostbeat = &agents[0];
     let _ = writeln!(
         page,
-        "\nOver the run hostbeat's VmRSS went from {} to {} KiB (max {}), its open \
-         files from {} to {}; exec to `READY=1` took {} ms over {} starts.",
-        hostbeat.rss_kib.first,
-        hostbeat.rss_kib.last,
-        hostbeat.rss_kib.max,
-        hostbeat.fds.first,
-        hostbeat.fds.last,
+        "\nExec to `READY=1` took {} ms over {} starts.",
         hostbeat
             .start_ms
             .iter()
@@ -492,12 +601,13 @@ fn comparison(page: &mut String, report: &Report) {
 /// much, and why.
 fn heavier(page: &mut String, report: &Report) {
     let mut lines = Vec::new();
-    for Row { label, values, .. } in rows(report) {
-        let lighter: Vec<String> = report.agents[1..]
+    for Row { label, ratios, .. } in rows(report) {
+        let lighter: Vec<String> = report.agents()[1..]
             .iter()
-            .zip(&values[1..])
-            .filter(|(_, peer)| **peer > 0.0 && values[0] > **peer * 1.05)
-            .map(|(agent, peer)| format!("{} ({:.2}x)", agent.name, values[0] / peer))
+            .zip(ratios)
+            .filter_map(|(agent, ratio)| Some((agent, ratio?)))
+            .filter(|(_, ratio)| *ratio > 1.05)
+            .map(|(agent, ratio)| format!("{} ({ratio:.2}x)", agent.name))
             .collect();
         if !lighter.is_empty() {
             lines.push(format!(
@@ -548,25 +658,49 @@ fn why_heavier(label: &str) -> &'static str {
 }
 
 fn schedule(page: &mut String, report: &Report) {
-    let busy = &report.hostbeat_schedule;
-    let idle = &report.idle_schedule;
-    let quiet = &report.hostbeat_idle;
     let minutes = report.run.sampled_s / 60.0;
     let per_event = |s: &Schedule| s.wakeups as f64 / s.events().max(1) as f64;
-    let _ = write!(
-        page,
+    page.push_str(
         "\n## What wakes hostbeat\n\n\
          Every wake-up of hostbeat should be one of its scheduled events: a heartbeat, \
          a token refresh, a watchdog ping (or an IMDS poll on EC2, off here). A second \
          hostbeat ran beside the first with a 10-minute heartbeat and hour-long tokens, \
          so that between its events it had nothing to do.\n\n\
-         | | Heartbeats | Token exchanges | Watchdog pings | Wake-ups | Per event | Per minute |\n\
-         |---|---:|---:|---:|---:|---:|---:|\n\
-         | hostbeat, 1 s heartbeat | {} | {} | {} | {} | {:.1} | {:.1} |\n\
-         | hostbeat, idle | {} | {} | {} | {} | {:.1} | {:.1} |\n\n\
-         Idle, hostbeat used {:.3} CPU seconds an hour (its first heartbeat and token \
-         exchange, splayed over the 10-minute interval, may fall in the window) and \
-         {} KiB resident.\n\n\
+         | Run | hostbeat | Heartbeats | Token exchanges | Watchdog pings | Wake-ups | Per event | Per minute |\n\
+         |---|---|---:|---:|---:|---:|---:|---:|\n",
+    );
+    for (i, run) in report.runs.iter().enumerate() {
+        for (which, s) in [
+            ("1 s heartbeat", &run.hostbeat_schedule),
+            ("idle", &run.idle_schedule),
+        ] {
+            let _ = writeln!(
+                page,
+                "| {} | {which} | {} | {} | {} | {} | {:.1} | {:.1} |",
+                i + 1,
+                s.heartbeats,
+                s.token_exchanges,
+                s.watchdog_pings,
+                s.wakeups,
+                per_event(s),
+                s.wakeups as f64 / minutes,
+            );
+        }
+    }
+    let idle = |value: fn(&Agent) -> f64| {
+        median(
+            &report
+                .runs
+                .iter()
+                .map(|r| value(&r.hostbeat_idle))
+                .collect::<Vec<_>>(),
+        )
+    };
+    let _ = write!(
+        page,
+        "\nIdle, hostbeat used {:.3} CPU seconds an hour (its first heartbeat and token \
+         exchange, splayed over the 10-minute interval, fall in the window) and \
+         {:.0} KiB resident (medians over the runs).\n\n\
          An event costs a few wake-ups, not one. tokio's timer wheel wakes the agent \
          once for each level a timer moves down on its way to firing: one or two for \
          a 1-second heartbeat, three for the 60-second watchdog tick, four for a \
@@ -576,30 +710,19 @@ fn schedule(page: &mut String, report: &Report) {
          may come from polling. `strace -tt -p PID` on the idle agent shows what each \
          one is: every `epoll_wait` that returns leads to a watchdog ping, a \
          heartbeat or a refresh.\n",
-        busy.heartbeats,
-        busy.token_exchanges,
-        busy.watchdog_pings,
-        busy.wakeups,
-        per_event(busy),
-        busy.wakeups as f64 / minutes,
-        idle.heartbeats,
-        idle.token_exchanges,
-        idle.watchdog_pings,
-        idle.wakeups,
-        per_event(idle),
-        idle.wakeups as f64 / minutes,
-        quiet.cpu_s_per_hour,
-        quiet.rss_kib.median,
+        idle(|a| a.cpu_s_per_hour),
+        idle(|a| a.rss_kib.median as f64),
     );
 }
 
 fn resident(page: &mut String, report: &Report) {
     page.push_str(
         "\n## Where hostbeat's resident memory is\n\n\
-         From `/proc/PID/smaps` at the end of the run: each mapped file, and the \
-         anonymous memory.\n\n| Mapping | RSS (KiB) | PSS (KiB) |\n|---|---:|---:|\n",
+         From `/proc/PID/smaps` at the end of the run with the median RSS: each mapped \
+         file, and the anonymous memory.\n\n\
+         | Mapping | RSS (KiB) | PSS (KiB) |\n|---|---:|---:|\n",
     );
-    for mapping in &report.hostbeat_resident {
+    for mapping in &report.typical().hostbeat_resident {
         // The program's path is the build's; its name is what matters.
         let name = if mapping.name.ends_with("/hostbeat") {
             "hostbeat (the program)"
@@ -670,14 +793,19 @@ mod tests {
     #[test]
     fn a_missed_memory_goal_says_by_how_much_and_where_the_memory_is() {
         let mut report = committed();
-        report.agents[0].rss_kib.median = 5000;
+        let set_rss = |report: &mut Report, kib| {
+            for run in &mut report.runs {
+                run.agents[0].rss_kib.median = kib;
+            }
+        };
+        set_rss(&mut report, 5000);
         let page = render_page(&report);
         assert!(goal_row(&page, "Resident memory at steady state").ends_with("| **no** |"));
         assert!(
             page.contains("**Resident memory at steady state**: 904 KiB over."),
             "{page}"
         );
-        report.agents[0].rss_kib.median = 3000;
+        set_rss(&mut report, 3000);
         let page = render_page(&report);
         assert!(goal_row(&page, "Resident memory at steady state").ends_with("| yes |"));
         assert!(!page.contains("**Resident memory at steady state**:"));
@@ -691,27 +819,34 @@ mod tests {
                 .find(|l| l.starts_with("- **CPU ms per report**"))
                 .map(str::to_owned)
         };
-        report.agents[0].cpu_ms_per_report = report.agents[2].cpu_ms_per_report * 2.0;
+        let set_cpu = |report: &mut Report, times: f64| {
+            for run in &mut report.runs {
+                run.agents[0].cpu_ms_per_report = run.agents[2].cpu_ms_per_report * times;
+            }
+        };
+        set_cpu(&mut report, 2.0);
         let page = render_page(&report);
         let said = line(&page).expect("hostbeat above zabbix_agentd is said");
         assert!(said.contains("zabbix_agentd (2.00x)"), "{said}");
         assert!(said.contains("HTTPS"), "{said}");
-        report.agents[0].cpu_ms_per_report = report.agents[2].cpu_ms_per_report;
+        set_cpu(&mut report, 1.0);
         assert_eq!(line(&render_page(&report)), None, "equal is not heavier");
     }
 
     #[test]
     fn wake_ups_at_idle_beyond_the_schedule_miss_the_goal() {
         let mut report = committed();
-        report.idle_schedule = Schedule {
-            heartbeats: 0,
-            token_exchanges: 0,
-            watchdog_pings: 5,
-            wakeups: 25,
-        };
+        for run in &mut report.runs {
+            run.idle_schedule = Schedule {
+                heartbeats: 0,
+                token_exchanges: 0,
+                watchdog_pings: 5,
+                wakeups: 25,
+            };
+        }
         let goal = "No wake-ups at idle beyond the schedule";
         assert!(goal_row(&render_page(&report), goal).ends_with("| yes |"));
-        report.idle_schedule.wakeups = 26;
+        report.runs[0].idle_schedule.wakeups = 26;
         let page = render_page(&report);
         assert!(goal_row(&page, goal).ends_with("| **no** |"));
         assert!(page.contains("something polls"), "{page}");

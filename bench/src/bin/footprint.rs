@@ -12,10 +12,11 @@
 //!
 //! First each agent is started and stopped a few times to time exec to started
 //! (hostbeat: `READY=1` on its notify socket with the server unreachable; the
-//! peers: their port accepting connections). Then all four run at once, settle,
-//! and are sampled once a second from /proc: memory, threads, files, CPU time,
-//! voluntary context switches (wake-ups). Writes the figures as JSON and renders
-//! docs/performance.md. Traffic stays on 127.0.0.1.
+//! peers: their port accepting connections). Then, in each of `--runs` runs, all
+//! four start afresh at once, settle, and are sampled once a second from /proc:
+//! memory, threads, files, CPU time, voluntary context switches (wake-ups). Writes
+//! the figures as JSON and renders docs/performance.md (medians over the runs).
+//! Traffic stays on 127.0.0.1.
 
 #![allow(
     clippy::cast_precision_loss,
@@ -32,7 +33,7 @@ use std::time::Duration;
 
 use clap::Parser;
 use hostbeat_bench::figures::Spread;
-use hostbeat_bench::footprint::{Agent, Mapping, Report, Run, Schedule};
+use hostbeat_bench::footprint::{Agent, Mapping, Measured, Report, Run, Schedule};
 use hostbeat_bench::procfs::{TreeSample, executable_files, resident_by_mapping};
 use hostbeat_bench::zabbix::ZabbixServer;
 use hostbeat_bench::{wall_clock, write_json};
@@ -59,9 +60,12 @@ struct Args {
     zabbix_agentd: PathBuf,
     #[arg(long, default_value = "/usr/bin/prometheus-node-exporter")]
     node_exporter: PathBuf,
-    /// How long to sample the steady state.
-    #[arg(long, default_value = "5m", value_parser = humantime::parse_duration)]
+    /// How long to sample the steady state in each run.
+    #[arg(long, default_value = "3m", value_parser = humantime::parse_duration)]
     sample: Duration,
+    /// Steady runs, one after the other (the page shows medians over them).
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u16).range(1..))]
+    runs: u16,
     /// How long every agent runs before the sampling begins.
     #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
     warm_up: Duration,
@@ -218,7 +222,7 @@ fn main() -> Result<(), String> {
         .build()
         .map_err(|e| format!("cannot start the runtime: {e}"))?;
     let report = runtime.block_on(footprint(&args))?;
-    for agent in &report.agents {
+    for agent in report.runs.iter().flat_map(|r| &r.agents) {
         println!(
             "footprint: {:<14} RSS {:>6} KiB (PSS all {:>6} KiB), {:>3} threads, \
              {:>7.1} CPU s/h, {:>6.3} ms/report, {:>6.1} wake-ups/min, start {:>6.1} ms",
@@ -260,9 +264,37 @@ async fn footprint(args: &Args) -> Result<Report, String> {
     let ca_file = dir.path().join("ca.pem");
     std::fs::write(&ca_file, authority.pem()).map_err(|e| e.to_string())?;
 
-    let mut starts = timed_starts(args, dir.path(), &ca_file).await?;
+    let starts = timed_starts(args, dir.path(), &ca_file).await?;
     let identity = authority.issue(&["127.0.0.1"], Validity::Current);
-    let mut steady = start_steady(args, dir.path(), &ca_file, &identity).await?;
+    let mut runs = Vec::new();
+    for run in 1..=args.runs {
+        let run_dir = dir.path().join(format!("run-{run}"));
+        runs.push(measure(args, &run_dir, &ca_file, &identity, &starts).await?);
+        eprintln!("footprint: run {run} of {} done", args.runs);
+    }
+    Ok(Report {
+        run: Run {
+            date: args.date.clone(),
+            commit: args.commit.clone(),
+            machine: args.machine.clone(),
+            sampled_s: args.sample.as_secs_f64(),
+            runs: usize::from(args.runs),
+            warm_up_s: args.warm_up.as_secs(),
+            starts: args.starts,
+        },
+        runs,
+    })
+}
+
+/// One steady run: every agent started afresh, settled, sampled, stopped.
+async fn measure(
+    args: &Args,
+    dir: &Path,
+    ca_file: &Path,
+    identity: &ServerIdentity,
+    starts: &BTreeMap<Kind, Vec<f64>>,
+) -> Result<Measured, String> {
+    let mut steady = start_steady(args, dir, ca_file, identity).await?;
     tokio::time::sleep(args.warm_up).await;
     let (samples, received, sampled_s) = sample(args, &mut steady).await?;
     let hostbeat_resident = resident_by_mapping(steady[0].agent.pid)?
@@ -294,7 +326,7 @@ async fn footprint(args: &Args) -> Result<Report, String> {
             received.reports,
             std::fs::metadata(kind.binary(args)).map_or(0, |m| m.len()),
             mapped.iter().map(|(_, size)| size).sum(),
-            starts.remove(&kind).unwrap_or_default(),
+            starts.get(&kind).cloned().unwrap_or_default(),
         ));
         let switches = |s: Option<&TreeSample>| s.map_or(0, |s| s.all.voluntary_switches);
         schedules.push(Schedule {
@@ -310,15 +342,7 @@ async fn footprint(args: &Args) -> Result<Report, String> {
     }
     let hostbeat_idle = figures.pop().ok_or("no idle hostbeat")?;
     let idle_schedule = schedules.pop().ok_or("no idle hostbeat")?;
-    Ok(Report {
-        run: Run {
-            date: args.date.clone(),
-            commit: args.commit.clone(),
-            machine: args.machine.clone(),
-            sampled_s,
-            warm_up_s: args.warm_up.as_secs(),
-            starts: args.starts,
-        },
+    Ok(Measured {
         agents: figures,
         hostbeat_schedule: schedules.swap_remove(0),
         hostbeat_idle,
