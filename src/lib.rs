@@ -38,6 +38,7 @@ pub mod retry;
 pub mod secret;
 pub mod state;
 pub mod systemd;
+pub mod trust;
 
 use std::sync::Arc;
 

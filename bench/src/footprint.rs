@@ -349,13 +349,17 @@ fn why_resident(report: &Report) -> String {
          although the steady state runs little of it. The C library, the loader and libgcc are \
          {libraries} KiB, pages every process on the host shares (their PSS: \
          {libraries_pss} KiB); heap and stack are {anonymous} KiB. What would close it: \
-         linking the C library statically (musl), so that no shared C library, loader \
-         or libgcc is mapped: most of those {libraries} KiB, for some CPU (musl's \
-         allocator and string functions are slower) and a build that needs the musl \
-         target; or a smaller program, which leaves fewer pages to fault in (its \
-         largest parts are the standard library, rustls and ring, the HTTP client and \
-         the command line's parser). Counted proportionally (PSS), hostbeat is {pss} \
-         KiB.",
+         a smaller program, which leaves fewer pages to fault in (its largest parts are \
+         the standard library, rustls and ring, the HTTP client and the command line's \
+         parser), or no shared C library, loader and libgcc mapped at all: a static \
+         build against musl, whose C library is small, for some CPU (musl's allocator \
+         and string functions are slower); this machine's toolchain has no musl target \
+         and cannot fetch one. Linking glibc statically instead \
+         (`FOOTPRINT_LINK=static-glibc scripts/footprint`) brings VmRSS under 4 MiB \
+         and is no gain: glibc's archive adds about 1 MiB of program whose pages are \
+         hostbeat's alone, so PSS, what the host pays, rises by about what VmRSS falls \
+         (and a static glibc resolves names only with the NSS modules of its own \
+         version). Counted proportionally (PSS), hostbeat is {pss} KiB.",
         size = hostbeat.executable_bytes as f64 / BYTES_PER_MIB,
         pss = report.median(0, |a| a.pss_kib.median as f64),
     )
@@ -748,6 +752,10 @@ Choices a reviewer can see in the code, not features left out:
 - **rustls, not OpenSSL**, and one HTTPS connection kept open and reused
   (`pool_max_idle_per_host(1)`): a heartbeat is one request on a warm connection,
   with no handshake.
+- **The system's CA roots read once** (`src/trust.rs`), from the distribution's
+  bundle, one certificate at a time: only their trust anchors stay on the heap.
+  reqwest's own loader read the bundle and the certificate directory both, and held
+  every root twice.
 - **Timers, not polling.** Every wait is a tokio timer or a socket; nothing wakes to
   check. The watchdog ping rides the same loop.
 - **Quiet logs.** One line per state change, never one per successful heartbeat; a

@@ -112,39 +112,37 @@ impl ApiClient {
     }
 
     fn build(settings: &Settings, keep_peer_certificate: bool) -> Result<Self, ConfigError> {
-        let mut builder = crate::http::client_builder()
+        let trusted = crate::trust::roots(settings.ca_file.as_deref()).map_err(|e| match e {
+            crate::trust::TrustError::CaFile(problem) => ConfigError::new(
+                "ca_file",
+                settings.ca_file.as_ref().map(|p| p.display().to_string()),
+                problem,
+                "point ca_file at a PEM file holding the CA certificate(s)",
+            ),
+            nothing @ crate::trust::TrustError::Nothing(_) => ConfigError::new(
+                "ca_file",
+                None,
+                nothing.to_string(),
+                "install the ca-certificates package, or set ca_file to the control plane's CA",
+            ),
+        })?;
+        let http = crate::http::client_builder(trusted)
             .tls_info(keep_peer_certificate)
             .user_agent(USER_AGENT)
             .connect_timeout(settings.connect_timeout)
             .timeout(settings.request_timeout)
             .redirect(reqwest::redirect::Policy::none())
             .pool_idle_timeout(Duration::from_secs(90))
-            .pool_max_idle_per_host(1);
-        if let Some(path) = &settings.ca_file {
-            let ca_error = |problem: String| {
+            .pool_max_idle_per_host(1)
+            .build()
+            .map_err(|e| {
                 ConfigError::new(
                     "ca_file",
-                    Some(path.display().to_string()),
-                    problem,
-                    "point ca_file at a PEM file holding the CA certificate(s)",
+                    None,
+                    format!("the HTTP client cannot start: {}", error_chain(&e)),
+                    "check ca_file and that the ca-certificates package is installed",
                 )
-            };
-            let pem = std::fs::read(path).map_err(|e| ca_error(format!("cannot read it: {e}")))?;
-            let certs = reqwest::Certificate::from_pem_bundle(&pem)
-                .map_err(|e| ca_error(format!("not a PEM certificate bundle: {e}")))?;
-            if certs.is_empty() {
-                return Err(ca_error("it holds no certificate".to_owned()));
-            }
-            builder = builder.tls_certs_merge(certs);
-        }
-        let http = builder.build().map_err(|e| {
-            ConfigError::new(
-                "ca_file",
-                None,
-                format!("the HTTP client cannot start: {}", error_chain(&e)),
-                "check ca_file and that the ca-certificates package is installed",
-            )
-        })?;
+            })?;
         Ok(Self {
             http,
             servers: settings.servers.clone(),

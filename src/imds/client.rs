@@ -77,7 +77,8 @@ impl std::fmt::Debug for ImdsClient {
 impl ImdsClient {
     /// A client for the service at `base` (`http://169.254.169.254`).
     pub fn new(base: Url) -> Self {
-        let http = crate::http::client_builder()
+        // The service is plain http on a link-local address: no roots to read.
+        let http = crate::http::client_builder(rustls::RootCertStore::empty())
             .no_proxy()
             .connect_timeout(REQUEST_TIMEOUT)
             .timeout(REQUEST_TIMEOUT)

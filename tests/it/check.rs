@@ -419,6 +419,37 @@ fn the_binary_prints_json_and_exits_with_its_status() {
     );
 }
 
+/// The system's roots are what OpenSSL would read: `SSL_CERT_FILE` (set in the
+/// unit's environment) replaces the distribution's bundle, so a private CA placed
+/// there is trusted without `ca_file`; a store with no root at all, and no
+/// `ca_file`, is refused by name with the fix.
+#[test]
+fn ssl_cert_file_replaces_the_system_roots_and_no_roots_at_all_is_named() {
+    let runtime = runtime();
+    let (world, authority) = runtime.block_on(tls_world(&["127.0.0.1"], tls::Validity::Current));
+    let bundle = world.write_ca(&authority);
+
+    let (json, status) = check_binary(&world, &[("SSL_CERT_FILE", bundle.display().to_string())]);
+    assert_eq!(status, 0, "{json:#}");
+    json_finding(&json, "tls", "verified against the system roots");
+
+    let empty = world.dir.path().join("no-roots.pem");
+    std::fs::write(&empty, "").unwrap();
+    let (json, status) = check_binary(&world, &[("SSL_CERT_FILE", empty.display().to_string())]);
+    assert_ne!(status, 0, "{json:#}");
+    let refused = json_finding(&json, "http", "no certificate authority to trust");
+    assert!(
+        refused
+            .to_string()
+            .contains("no-roots.pem, and ca_file is not set"),
+        "{refused:#}"
+    );
+    assert!(
+        refused.to_string().contains("ca-certificates"),
+        "{refused:#}"
+    );
+}
+
 /// The proxy from the environment, as reqwest applies it: DNS and TCP go to the
 /// proxy, the calls through it, and NO_PROXY sends them direct again. The plane
 /// itself is the proxy (it serves absolute-form requests), and the server's own
