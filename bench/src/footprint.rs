@@ -291,8 +291,11 @@ fn idle_goal(report: &Report) -> Goal {
         met: idle_wakeups <= allowed,
         why_missed: format!(
             "{idle_wakeups} wake-ups where the {idle_events} scheduled events account for \
-             {allowed} at most ({WAKE_UPS_PER_EVENT} each): something polls; \
-             `strace -tt -p PID` on the idle agent shows what."
+             {allowed} at most ({WAKE_UPS_PER_EVENT} each): either something polls, or \
+             the events cost more than {WAKE_UPS_PER_EVENT} each (a request on a new \
+             connection adds the round trips of its TCP and TLS handshakes). \
+             `strace -tt -p PID` on the idle agent tells which: polling is a wake-up \
+             that leads to no event."
         ),
     }
 }
@@ -857,7 +860,7 @@ mod tests {
         report.runs[0].idle_schedule.wakeups = 26;
         let page = render_page(&report);
         assert!(goal_row(&page, goal).ends_with("| **no** |"));
-        assert!(page.contains("something polls"), "{page}");
+        assert!(page.contains("a wake-up that leads to no event"), "{page}");
     }
 
     #[test]
