@@ -132,8 +132,18 @@ impl ApiClient {
             .connect_timeout(settings.connect_timeout)
             .timeout(settings.request_timeout)
             .redirect(reqwest::redirect::Policy::none())
-            .pool_idle_timeout(Duration::from_secs(90))
+            // One connection, kept for as long as the server keeps it: hyper's idle
+            // timer would wake the agent every 90 s to look for expired connections
+            // (three wake-ups each, src/wheel.rs). One the server closes is dropped
+            // when its FIN arrives; one that died silently (a NAT's table) is found
+            // by TCP keepalive within a minute, and a request stuck on it ends with
+            // the user timeout.
+            .pool_idle_timeout(None)
             .pool_max_idle_per_host(1)
+            .tcp_keepalive(Duration::from_secs(15))
+            .tcp_keepalive_interval(Duration::from_secs(15))
+            .tcp_keepalive_retries(3)
+            .tcp_user_timeout(Duration::from_secs(30))
             .build()
             .map_err(|e| {
                 ConfigError::new(

@@ -83,6 +83,8 @@ impl ImdsClient {
             .connect_timeout(REQUEST_TIMEOUT)
             .timeout(REQUEST_TIMEOUT)
             .redirect(reqwest::redirect::Policy::none())
+            // No idle timer waking the agent every 90 s; see `ApiClient`.
+            .pool_idle_timeout(None)
             .pool_max_idle_per_host(1)
             .build()
             .expect("a client without TLS settings always builds");
