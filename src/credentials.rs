@@ -26,6 +26,7 @@ use crate::config::token::TokenSource;
 use crate::config::{AuthMode, ConfigError, Exchange};
 use crate::retry::RetryPolicy;
 use crate::secret::Token;
+use crate::wheel::{self, Grid};
 
 /// A token to send, and which generation it is (to report it stale).
 #[derive(Debug, Clone)]
@@ -192,7 +193,9 @@ impl Credentials {
 
     /// Refreshes each access token ahead of its expiry until `shutdown`; a failed
     /// refresh is retried on the backoff schedule while the old token is still valid.
-    pub async fn run_refresher(self: Arc<Self>, shutdown: CancellationToken) {
+    /// A refresh goes a little early ([`wheel::reach`]), onto `grid`'s boundary,
+    /// where its timer costs one wake-up.
+    pub async fn run_refresher(self: Arc<Self>, shutdown: CancellationToken, grid: Grid) {
         let mut changes = self.access.subscribe();
         let mut backoff = self.retry.backoff();
         loop {
@@ -213,7 +216,10 @@ impl Credentials {
             tokio::select! {
                 () = shutdown.cancelled() => return,
                 result = changes.changed() => { if result.is_err() { return } continue }
-                () = tokio::time::sleep_until(refresh_at) => {}
+                () = tokio::time::sleep_until(grid.at_or_before(
+                    refresh_at,
+                    wheel::reach(refresh_at.saturating_duration_since(Instant::now())),
+                )) => {}
             }
             loop {
                 match self.refresh(Some(generation)).await {

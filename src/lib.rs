@@ -15,7 +15,8 @@
 //!   [`imds`]: the EC2 metadata service: instance identity, interruption notices.
 //! - [`report`]: the status file (`hostbeat status`) and the Prometheus textfile;
 //!   [`atomic_file`]: files replaced whole, never half-written.
-//! - [`logging`]: where log lines go; [`systemd`]: readiness, status and watchdog.
+//! - [`logging`]: where log lines go; [`systemd`]: readiness, status and watchdog;
+//!   [`wheel`]: deadlines placed where the runtime's timers wake anyway.
 //! - [`cli`]: the command line, also the source of the man pages and completions;
 //!   [`check`]: `hostbeat check`, the doctor.
 //!
@@ -39,6 +40,7 @@ pub mod secret;
 pub mod state;
 pub mod systemd;
 pub mod trust;
+pub mod wheel;
 
 use std::sync::Arc;
 
@@ -67,6 +69,10 @@ pub struct Controls {
     /// How a reload gets the new configuration; without one, a reload re-reads the
     /// client token only.
     pub reloader: Option<Reloader>,
+    /// The timer grid of the runtime the daemon runs on
+    /// ([`wheel::Grid::for_runtime_built_next`]); without one, every deadline is
+    /// exact and costs what tokio makes it cost.
+    pub timer_grid: wheel::Grid,
 }
 
 impl Controls {
@@ -77,6 +83,7 @@ impl Controls {
             reload: Arc::new(Notify::new()),
             notifier: Arc::new(systemd::Notifier::disabled()),
             reloader: None,
+            timer_grid: wheel::Grid::none(),
         }
     }
 }

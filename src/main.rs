@@ -98,6 +98,9 @@ fn run(config_file: Option<PathBuf>, log_target: hostbeat::logging::LogTarget) -
     for warning in &loaded.warnings {
         tracing::warn!(event = "config_warning", "{warning}");
     }
+    // Taken just before the runtime's clock starts, so that deadlines can be put on
+    // its timer wheel's boundaries (src/wheel.rs).
+    let timer_grid = hostbeat::wheel::Grid::for_runtime_built_next();
     let runtime = match runtime() {
         Ok(runtime) => runtime,
         Err(code) => return code,
@@ -117,6 +120,7 @@ fn run(config_file: Option<PathBuf>, log_target: hostbeat::logging::LogTarget) -
         let controls = hostbeat::Controls {
             notifier: Arc::new(hostbeat::systemd::Notifier::from_env()),
             reloader: Some(reloader),
+            timer_grid,
             ..hostbeat::Controls::new()
         };
         if let Err(e) = watch_signals(controls.shutdown.clone(), controls.reload.clone()) {

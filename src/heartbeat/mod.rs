@@ -16,7 +16,8 @@
 //!   debug only.
 //!
 //! Child modules: `failures` (what a failure does to the wait and the log),
-//! `status` (the line systemd shows), `reload` (SIGHUP).
+//! `status` (the line systemd shows), `reload` (SIGHUP), `spot` (interruption
+//! notices), `watchdog` (when to ping systemd).
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -29,11 +30,13 @@ mod failures;
 mod reload;
 mod spot;
 mod status;
+mod watchdog;
 
 pub use failures::{CLOCK_SKEW_LIMIT, SUMMARY_EVERY};
 pub use reload::Connection;
 
 use self::failures::Outage;
+use self::watchdog::Watchdog;
 use crate::Controls;
 
 use crate::api::wire::{
@@ -49,6 +52,7 @@ use crate::report::{AgentState, Counters, Failure, Reporter, STATUS_FORMAT, Snap
 use crate::retry::Backoff;
 use crate::state::{LoadNote, PersistedState, StateStore};
 use crate::systemd::Notifier;
+use crate::wheel::{self, Grid};
 
 /// The longest interval a server may ask for: a host never goes silent for longer.
 pub const SERVER_INTERVAL_MAX: Duration = Duration::from_secs(3600);
@@ -86,6 +90,8 @@ pub struct Agent {
     reporter: Reporter,
     /// The instance and its notices (`imds`).
     spot: spot::Spot,
+    /// Where the runtime's timers wake anyway (from [`Controls`]).
+    timer_grid: Grid,
 }
 
 /// What the loop hears from outside: signals, the service manager, the watchdog.
@@ -94,19 +100,18 @@ struct Outside {
     reload: Arc<Notify>,
     notifier: Arc<Notifier>,
     reloader: Option<crate::Reloader>,
-    /// Watchdog ticks at half `WATCHDOG_USEC`, when the unit arms a watchdog.
-    watchdog: Option<tokio::time::Interval>,
+    /// Watchdog pings within half `WATCHDOG_USEC`, when the unit arms a watchdog.
+    watchdog: Option<Watchdog>,
     /// Notices from the metadata service, when it is watched.
     watcher: Option<crate::imds::Watcher>,
 }
 
 impl Outside {
     fn new(controls: Controls) -> Self {
-        let watchdog = controls.notifier.watchdog_interval().map(|period| {
-            let mut ticks = tokio::time::interval(period);
-            ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            ticks
-        });
+        let watchdog = controls
+            .notifier
+            .watchdog_interval()
+            .map(|period| Watchdog::new(period, controls.timer_grid));
         Self {
             shutdown: controls.shutdown,
             reload: controls.reload,
@@ -114,6 +119,28 @@ impl Outside {
             reloader: controls.reloader,
             watchdog,
             watcher: None,
+        }
+    }
+
+    /// `WATCHDOG=1`, when the watchdog is armed.
+    fn ping(&mut self) {
+        if let Some(watchdog) = &mut self.watchdog {
+            self.notifier.watchdog();
+            watchdog.pinged(Instant::now());
+        }
+    }
+
+    /// `WATCHDOG=1` now, while the loop is at work, if its next wake-up (after
+    /// `next`) would come too late for the watchdog: the timer is then put off, and
+    /// the loop does not wake for it alone.
+    fn ping_before_waiting(&mut self, next: Duration) {
+        let now = Instant::now();
+        if self
+            .watchdog
+            .as_ref()
+            .is_some_and(|watchdog| watchdog.rides(now, now + next))
+        {
+            self.ping();
         }
     }
 }
@@ -191,6 +218,7 @@ impl Agent {
             counters: Counters::default(),
             reporter,
             spot: spot::Spot::default(),
+            timer_grid: Grid::none(),
         }
     }
 
@@ -198,6 +226,7 @@ impl Agent {
     /// (SIGHUP) reloads the configuration. systemd hears of every state change, and gets
     /// watchdog pings from this loop, so that a stuck loop is restarted.
     pub async fn run(mut self, controls: Controls) {
+        self.timer_grid = controls.timer_grid;
         let mut outside = Outside::new(controls);
         self.start_refresher(&outside.shutdown);
         // Ready once configured and running; never waiting for the control plane,
@@ -246,7 +275,7 @@ impl Agent {
                     tokio::select! {
                         outcome = &mut beat => break Some(outcome),
                         () = outside.shutdown.cancelled() => break None,
-                        () = tick(&mut outside.watchdog) => outside.notifier.watchdog(),
+                        () = ping_due(outside.watchdog.as_ref()) => outside.ping(),
                     }
                 }
             };
@@ -256,6 +285,7 @@ impl Agent {
                 Ok(answer) => self.on_success(&answer),
                 Err(error) => self.on_failure(&error),
             };
+            outside.ping_before_waiting(next);
             let line = self.status_line(next);
             outside.notifier.status(&line);
             self.publish(Some((next, &line)));
@@ -272,12 +302,16 @@ impl Agent {
     /// anything ends the wait, so that the new settings are tried at once; shutdown
     /// ends it.
     async fn wait(&mut self, duration: Duration, outside: &mut Outside) -> Wake {
-        let deadline = Instant::now() + duration;
+        // A little late, so that the wait ends on a boundary of the runtime's timer
+        // wheel: one wake-up, not two or three.
+        let deadline = self
+            .timer_grid
+            .at_or_after(Instant::now() + duration, wheel::reach(duration));
         loop {
             tokio::select! {
                 () = outside.shutdown.cancelled() => return Wake::Shutdown,
                 () = tokio::time::sleep_until(deadline) => return Wake::Elapsed,
-                () = tick(&mut outside.watchdog) => outside.notifier.watchdog(),
+                () = ping_due(outside.watchdog.as_ref()) => outside.ping(),
                 Some(notice) = next_notice(&mut outside.watcher) => return Wake::Notice(notice),
                 () = outside.reload.notified() => {
                     outside.notifier.reloading();
@@ -562,12 +596,10 @@ async fn next_notice(watcher: &mut Option<crate::imds::Watcher>) -> Option<crate
     }
 }
 
-/// The next watchdog tick, or never when the watchdog is off.
-async fn tick(watchdog: &mut Option<tokio::time::Interval>) {
+/// When the watchdog's timer must ping, or never when the watchdog is off.
+async fn ping_due(watchdog: Option<&Watchdog>) {
     match watchdog {
-        Some(ticks) => {
-            ticks.tick().await;
-        }
+        Some(watchdog) => watchdog.due().await,
         None => std::future::pending().await,
     }
 }

@@ -246,7 +246,11 @@ impl Agent {
     pub(super) fn start_refresher(&mut self, shutdown: &CancellationToken) {
         if self.credentials.is_exchange() {
             let stop = shutdown.child_token();
-            let task = tokio::spawn(self.credentials.clone().run_refresher(stop.clone()));
+            let task = tokio::spawn(
+                self.credentials
+                    .clone()
+                    .run_refresher(stop.clone(), self.timer_grid),
+            );
             self.refresher = Some(Refresher { stop, task });
         }
     }

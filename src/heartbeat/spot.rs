@@ -158,6 +158,7 @@ impl Agent {
             client,
             settings.poll_interval,
             shutdown.child_token(),
+            self.timer_grid,
         ))
     }
 

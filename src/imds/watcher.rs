@@ -12,10 +12,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::mpsc;
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::{ImdsClient, ImdsError, Notice, parse_instance_action, parse_rebalance};
 use crate::retry::RetryPolicy;
+use crate::wheel::{self, Grid};
 
 /// The most a poll is put off, beyond the interval, while the service misbehaves.
 pub const TROUBLE_BACKOFF_CAP: Duration = Duration::from_secs(60);
@@ -29,10 +31,15 @@ pub struct Watcher {
 }
 
 impl Watcher {
-    /// Starts polling `client` every `poll` until `shutdown`.
-    pub fn spawn(client: Arc<ImdsClient>, poll: Duration, shutdown: CancellationToken) -> Self {
+    /// Starts polling `client` every `poll` until `shutdown`, its waits on `grid`.
+    pub fn spawn(
+        client: Arc<ImdsClient>,
+        poll: Duration,
+        shutdown: CancellationToken,
+        grid: Grid,
+    ) -> Self {
         let (sender, notices) = mpsc::channel(4);
-        let task = tokio::spawn(watch(client, poll, sender, shutdown));
+        let task = tokio::spawn(watch(client, poll, sender, shutdown, grid));
         Self { notices, task }
     }
 }
@@ -48,6 +55,7 @@ async fn watch(
     poll: Duration,
     sender: mpsc::Sender<Notice>,
     shutdown: CancellationToken,
+    grid: Grid,
 ) {
     let mut backoff = RetryPolicy::new(poll, TROUBLE_BACKOFF_CAP).backoff();
     // The last notice of each kind handed over, and the trouble last logged.
@@ -89,7 +97,8 @@ async fn watch(
             }
         };
         tokio::select! {
-            () = tokio::time::sleep(wait) => {}
+            // A little late, on a boundary of the runtime's timer wheel.
+            () = tokio::time::sleep_until(grid.at_or_after(Instant::now() + wait, wheel::reach(wait))) => {}
             () = shutdown.cancelled() => return,
         }
     }

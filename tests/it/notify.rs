@@ -47,6 +47,13 @@ impl NotifySocket {
             .collect()
     }
 
+    /// Whether a heartbeat was accepted (the status line says so).
+    fn online(&self) -> bool {
+        self.statuses()
+            .iter()
+            .any(|s| s.starts_with("online, last heartbeat "))
+    }
+
     fn statuses(&self) -> Vec<String> {
         self.messages()
             .iter()
@@ -59,14 +66,36 @@ impl NotifySocket {
             .collect()
     }
 
-    fn pings_between(&self, from: Instant, to: Instant) -> usize {
+    /// When each `WATCHDOG=1` arrived between `from` and `to`.
+    fn pings_between(&self, from: Instant, to: Instant) -> Vec<Instant> {
         self.received
             .lock()
             .unwrap()
             .iter()
             .filter(|(at, m)| *at >= from && *at < to && m.lines().any(|l| l == "WATCHDOG=1"))
-            .count()
+            .map(|(at, _)| *at)
+            .collect()
     }
+}
+
+/// The real agent against `url`, a heartbeat every second, telling `notify`, with
+/// the watchdog armed (`WATCHDOG_USEC`) and `more` settings.
+fn beating_every_second(
+    host: &Host,
+    url: &str,
+    notify: &NotifySocket,
+    watchdog_usec: &str,
+    more: &[(&str, &str)],
+) -> Process {
+    let socket = notify.path.to_str().unwrap();
+    let mut vars = vec![
+        ("HOSTBEAT_SERVER_URL", url),
+        ("HOSTBEAT_HEARTBEAT_INTERVAL", "1s"),
+        ("NOTIFY_SOCKET", socket),
+        ("WATCHDOG_USEC", watchdog_usec),
+    ];
+    vars.extend_from_slice(more);
+    Process::spawn(host.command(&vars))
 }
 
 // One scenario in order: the order of the datagrams is what is tested.
@@ -76,33 +105,39 @@ async fn systemd_hears_ready_status_watchdog_reload_and_stopping_in_order() {
     let (plane, url) = plane(hostbeat_refplane::PlaneConfig::default()).await;
     let notify = NotifySocket::bind();
     let host = Host::new(&format!("HOSTBEAT_CLIENT_TOKEN={SECRET}\n"));
-    let socket = notify.path.to_str().unwrap().to_owned();
-    let mut agent = Process::spawn(host.command(&[
-        ("HOSTBEAT_SERVER_URL", &url),
-        ("HOSTBEAT_HEARTBEAT_INTERVAL", "1s"),
-        ("HOSTBEAT_BACKOFF_CAP", "2s"),
-        ("HOSTBEAT_AUTH_BACKOFF_CAP", "2s"),
-        ("NOTIFY_SOCKET", &socket),
-        // WatchdogSec=1s: a ping every 500 ms.
-        ("WATCHDOG_USEC", "1000000"),
-    ]));
-    let online = |n: &NotifySocket| {
-        n.statuses()
-            .iter()
-            .any(|s| s.starts_with("online, last heartbeat "))
-    };
+    // WatchdogSec=1s: a ping every 500 ms.
+    let mut agent = beating_every_second(
+        &host,
+        &url,
+        &notify,
+        "1000000",
+        &[
+            ("HOSTBEAT_BACKOFF_CAP", "2s"),
+            ("HOSTBEAT_AUTH_BACKOFF_CAP", "2s"),
+        ],
+    );
     assert!(
-        eventually(Duration::from_secs(20), || online(&notify)).await,
+        eventually(Duration::from_secs(20), || notify.online()).await,
         "{:?}\n{}",
         notify.messages(),
         agent.text()
     );
 
-    // Watchdog pings at half of WATCHDOG_USEC: 6 expected in 3 s.
+    // Watchdog pings within half of WATCHDOG_USEC (500 ms), some riding on the 1 s
+    // heartbeats, never sooner than 125 ms apart. The bounds allow for the
+    // datagrams' trip to this test's reader.
     let from = Instant::now();
     tokio::time::sleep(Duration::from_secs(3)).await;
     let pings = notify.pings_between(from, Instant::now());
-    assert!((4..=8).contains(&pings), "{pings} watchdog pings in 3 s");
+    let gaps: Vec<Duration> = pings.windows(2).map(|w| w[1] - w[0]).collect();
+    assert!(
+        (5..=13).contains(&pings.len())
+            && gaps
+                .iter()
+                .all(|gap| *gap >= Duration::from_millis(100) && *gap <= Duration::from_secs(1)),
+        "{} watchdog pings in 3 s, {gaps:?} apart",
+        pings.len()
+    );
 
     // SIGHUP: RELOADING=1 with MONOTONIC_USEC, then READY=1 again.
     let before = notify.messages().len();
@@ -237,4 +272,42 @@ async fn without_a_watchdog_no_pings_and_ready_does_not_wait_for_the_control_pla
     agent.signal("TERM");
     assert!(agent.wait(Duration::from_secs(10)).await.success());
     assert!(notify.messages().iter().all(|m| !m.contains("WATCHDOG=1")));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watchdog_pings_ride_on_heartbeats_when_they_come_often_enough() {
+    let (_plane, url) = plane(hostbeat_refplane::PlaneConfig::default()).await;
+    let notify = NotifySocket::bind();
+    let host = Host::new(&format!("HOSTBEAT_CLIENT_TOKEN={SECRET}\n"));
+    // A ping within 3 s: the timer's deadline is 1.5 s to 3 s after the last ping,
+    // and a heartbeat (1 s +-10%) whose next one would come later pings.
+    let mut agent = beating_every_second(&host, &url, &notify, "6000000", &[]);
+    assert!(
+        eventually(Duration::from_secs(20), || notify.online()).await,
+        "{}",
+        agent.text()
+    );
+    let from = Instant::now();
+    tokio::time::sleep(Duration::from_secs(7)).await;
+    agent.signal("TERM");
+    assert!(agent.wait(Duration::from_secs(10)).await.success());
+
+    // Each ping went out with a heartbeat's new status (the same turn of the loop),
+    // none on the timer's own wake-up.
+    let received = notify.received.lock().unwrap().clone();
+    let pings: Vec<usize> = (0..received.len())
+        .filter(|&i| received[i].0 >= from && received[i].1.lines().any(|l| l == "WATCHDOG=1"))
+        .collect();
+    assert!(
+        (2..=5).contains(&pings.len()),
+        "{} pings in 7 s: {received:?}",
+        pings.len()
+    );
+    for i in pings {
+        let (at, _) = received[i];
+        let beat = received[i + 1..].iter().find(|(then, m)| {
+            *then - at < Duration::from_millis(100) && m.contains("STATUS=online, last heartbeat")
+        });
+        assert!(beat.is_some(), "a ping with no heartbeat: {received:?}");
+    }
 }

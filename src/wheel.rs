@@ -1,0 +1,241 @@
+//! Deadlines that cost the runtime one wake-up, not three.
+//!
+//! tokio keeps its timers in a hierarchical wheel of 1 ms ticks, counted from the
+//! moment the runtime was built: level 0 holds the next 64 ms in 1 ms slots, level 1
+//! 64 ms slots, level 2 4.096 s slots, level 3 262.144 s slots, and so on. A timer
+//! due in a minute sits at level 2. The runtime sleeps until the start of its slot,
+//! wakes, moves it down to level 1, sleeps until the start of its 64 ms slot, wakes,
+//! moves it to level 0, and wakes a third time when it is due: three wake-ups for one
+//! event, which is most of what an idle agent costs (docs/performance.md counts
+//! them). A deadline that falls on a slot boundary is due when its slot starts, and
+//! costs one.
+//!
+//! Where a deadline may move a little (a watchdog ping may go early; a heartbeat may
+//! go 64 ms late), [`Grid`] moves it onto the coarsest boundary within that reach.
+//! How far a deadline may move is the caller's decision, and stays small where many
+//! hosts must not fall into step (heartbeats, token refreshes): a fleet's hosts start
+//! at different moments, so their grids differ, but only a reach much smaller than
+//! the jitter keeps that from mattering.
+//!
+//! The grid is tokio's private arithmetic, so a new tokio could move it. Nothing
+//! breaks then: an aligned deadline costs what any deadline costs. The tests below
+//! count the wake-ups of the tokio in Cargo.lock, so that such a change is noticed.
+
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+/// The wheel's slot widths above level 0, coarsest first (64^3, 64^2 and 64 ticks of
+/// 1 ms).
+const STEPS: [Duration; 3] = [
+    Duration::from_millis(262_144),
+    Duration::from_millis(4_096),
+    Duration::from_millis(64),
+];
+
+/// How far a deadline `wait` away may move for a boundary when many hosts must not
+/// fall into step (a heartbeat, a token refresh, an IMDS poll): a sixteenth of the
+/// wait, at most the finest slot (64 ms). Far below their jitter (10% of a
+/// heartbeat's interval, 5% of a token's lifetime); and a wait too short to have a
+/// boundary in reach (a soak's 10 ms heartbeat) stays exact.
+pub fn reach(wait: Duration) -> Duration {
+    (wait / 16).min(STEPS[STEPS.len() - 1])
+}
+
+/// The slot boundaries of one runtime's timer wheel, or none (deadlines stay where
+/// they are).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Grid {
+    /// When the runtime's clock started, or a moment less than 1 ms before it.
+    origin: Option<Instant>,
+}
+
+impl Grid {
+    /// No grid: every deadline stays exactly where it is (tests that look at exact
+    /// times, embedding in another runtime).
+    pub const fn none() -> Self {
+        Self { origin: None }
+    }
+
+    /// The grid of the runtime about to be built: call it just before
+    /// `tokio::runtime::Builder::build`. The wheel counts from a moment during the
+    /// build; a deadline a whole number of milliseconds from now lands on the same
+    /// tick as long as the build's first part takes under 1 ms (tokio rounds a
+    /// deadline up to the next tick).
+    pub fn for_runtime_built_next() -> Self {
+        Self {
+            origin: Some(Instant::now()),
+        }
+    }
+
+    /// The latest slot boundary, on the coarsest level that has one, between
+    /// `deadline - reach` and `deadline`: for what may happen early (a watchdog ping,
+    /// a refresh). `deadline` itself when there is no boundary in reach, or no grid.
+    pub fn at_or_before(&self, deadline: Instant, reach: Duration) -> Instant {
+        let Some(origin) = self.origin else {
+            return deadline;
+        };
+        let Some(since) = deadline.checked_duration_since(origin) else {
+            return deadline;
+        };
+        let earliest = deadline.checked_sub(reach).unwrap_or(origin);
+        STEPS
+            .iter()
+            .map(|&step| origin + step * whole_steps(since, step))
+            .find(|&boundary| boundary >= earliest)
+            .unwrap_or(deadline)
+    }
+
+    /// The earliest slot boundary, on the coarsest level that has one, between
+    /// `deadline` and `deadline + reach`: for what may happen a little late (a
+    /// heartbeat, a poll). `deadline` itself when there is none, or no grid.
+    pub fn at_or_after(&self, deadline: Instant, reach: Duration) -> Instant {
+        let Some(origin) = self.origin else {
+            return deadline;
+        };
+        let Some(since) = deadline.checked_duration_since(origin) else {
+            return deadline;
+        };
+        let latest = deadline + reach;
+        STEPS
+            .iter()
+            .map(|&step| {
+                let below = step * whole_steps(since, step);
+                origin + if below == since { below } else { below + step }
+            })
+            .find(|&boundary| boundary <= latest)
+            .unwrap_or(deadline)
+    }
+}
+
+/// How many whole `step`s fit in `span`.
+fn whole_steps(span: Duration, step: Duration) -> u32 {
+    // Spans of a process's lifetime: u32 steps of 64 ms cover 8 years.
+    u32::try_from(span.as_nanos() / step.as_nanos()).unwrap_or(u32::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::sync::Mutex;
+
+    use super::*;
+
+    const MS: Duration = Duration::from_millis(1);
+
+    #[test]
+    fn without_a_grid_deadlines_stay() {
+        let at = Instant::now() + Duration::from_secs(60);
+        let grid = Grid::none();
+        assert_eq!(grid.at_or_before(at, Duration::from_secs(30)), at);
+        assert_eq!(grid.at_or_after(at, Duration::from_secs(30)), at);
+    }
+
+    #[test]
+    fn the_coarsest_boundary_in_reach_is_chosen() {
+        let origin = Instant::now();
+        let grid = Grid {
+            origin: Some(origin),
+        };
+        // 60.5 s: 4.096 s boundaries at 57.344 and 61.44 s, none of 262 s in reach.
+        let at = origin + Duration::from_millis(60_500);
+        assert_eq!(
+            grid.at_or_before(at, Duration::from_secs(30)),
+            origin + 57_344 * MS
+        );
+        assert_eq!(
+            grid.at_or_after(at, Duration::from_secs(30)),
+            origin + 61_440 * MS
+        );
+        // With 64 ms of reach only the finest level has one.
+        assert_eq!(grid.at_or_before(at, 64 * MS), origin + 60_480 * MS);
+        assert_eq!(grid.at_or_after(at, 64 * MS), origin + 60_544 * MS);
+        // With 10 ms, none: the deadline stays.
+        assert_eq!(grid.at_or_before(at, 10 * MS), at);
+        assert_eq!(grid.at_or_after(at, 10 * MS), at);
+        // 270 s, a minute of reach: the 262.144 s boundary.
+        let at = origin + Duration::from_secs(270);
+        assert_eq!(
+            grid.at_or_before(at, Duration::from_secs(60)),
+            origin + 262_144 * MS
+        );
+        // A deadline on a boundary is its own.
+        let on = origin + 4_096 * MS;
+        assert_eq!(grid.at_or_after(on, 64 * MS), on);
+        assert_eq!(grid.at_or_before(on, 64 * MS), on);
+    }
+
+    #[test]
+    fn the_reach_is_a_sixteenth_of_the_wait_and_at_most_the_finest_slot() {
+        assert_eq!(reach(Duration::from_secs(30)), 64 * MS);
+        assert_eq!(reach(Duration::from_millis(800)), 50 * MS);
+        assert_eq!(reach(Duration::from_millis(10)), Duration::from_micros(625));
+    }
+
+    #[test]
+    fn a_deadline_before_the_origin_stays() {
+        let origin = Instant::now() + Duration::from_secs(10);
+        let grid = Grid {
+            origin: Some(origin),
+        };
+        let at = origin - Duration::from_secs(1);
+        assert_eq!(grid.at_or_before(at, Duration::from_secs(5)), at);
+        assert_eq!(grid.at_or_after(at, Duration::from_secs(5)), at);
+    }
+
+    /// The wake-ups of one sleep until the deadline `pick` chooses, on a runtime
+    /// built as the daemon builds its own: the distinct moments the runtime woke
+    /// while the sleep was pending. The clock is paused, so time jumps to each
+    /// wake-up, and the wheel wakes exactly as it would in real time.
+    fn wakeups_of(pick: fn(Grid, Instant) -> Instant) -> usize {
+        let woke = Arc::new(Mutex::new(Vec::new()));
+        let record = woke.clone();
+        let grid = Grid::for_runtime_built_next();
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .start_paused(true)
+            .on_thread_unpark(move || record.lock().unwrap().push(Instant::now()))
+            .build()
+            .unwrap();
+        runtime.block_on(async {
+            // Somewhere inside the wheel's 4.096 s slot, as a daemon's "now" is.
+            tokio::time::sleep(Duration::from_millis(1_234)).await;
+            let start = Instant::now();
+            let deadline = pick(grid, start + Duration::from_secs(60));
+            tokio::time::sleep_until(deadline).await;
+            let mut moments: Vec<Instant> = woke
+                .lock()
+                .unwrap()
+                .iter()
+                .copied()
+                .filter(|&at| at > start)
+                .collect();
+            moments.dedup();
+            moments.len()
+        })
+    }
+
+    #[test]
+    fn a_minute_away_costs_three_wake_ups_and_one_on_the_grid() {
+        let unaligned = wakeups_of(|_, at| at);
+        let early = wakeups_of(|grid, at| grid.at_or_before(at, Duration::from_secs(30)));
+        let late = wakeups_of(|grid, at| grid.at_or_after(at, Duration::from_secs(30)));
+        assert_eq!(
+            (unaligned, early, late),
+            (3, 1, 1),
+            "wake-ups for one sleep of a minute: unaligned, aligned early, aligned late \
+             (if tokio's wheel changed, see src/wheel.rs)"
+        );
+    }
+
+    #[test]
+    fn a_second_away_costs_two_wake_ups_and_one_a_tick_later() {
+        // What a 1 s heartbeat pays: a 64 ms level-1 slot, then the tick.
+        let unaligned = wakeups_of(|_, at| at - Duration::from_secs(59));
+        let late = wakeups_of(|grid, at| {
+            let at = at - Duration::from_secs(59);
+            grid.at_or_after(at, reach(Duration::from_secs(1)))
+        });
+        assert_eq!((unaligned, late), (2, 1));
+    }
+}
