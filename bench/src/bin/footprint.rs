@@ -389,7 +389,9 @@ async fn timed_starts(
 
 /// The steady run: every agent at once, each towards its endpoint, and a second
 /// hostbeat with nothing to do but its watchdog (a 10-minute heartbeat, hour-long
-/// tokens) to show it idle.
+/// tokens) to show it idle. That one starts with a 1 s heartbeat, so that its first
+/// contact (token exchange, registration, state saved) is over before the warm-up
+/// ends, and is then reloaded to the 10-minute interval (see [`settle_idle`]).
 async fn start_steady(
     args: &Args,
     dir: &Path,
@@ -413,7 +415,7 @@ async fn start_steady(
                 let endpoint = Endpoint::Plane {
                     url: format!("https://{addr}"),
                     ca_file: ca_file.to_owned(),
-                    interval: if idle { "10m" } else { "1s" },
+                    interval: "1s",
                 };
                 (endpoint, Counter::plane(plane))
             }
@@ -425,9 +427,49 @@ async fn start_steady(
         };
         let mut agent = launch(kind, args, &dir.join(kind.name()), &endpoint)?;
         wait_started(&mut agent).await?;
-        steady.push(Steady::begin(agent, counter, args));
+        let mut one = Steady::begin(agent, counter, args);
+        if kind == Kind::HostbeatIdle {
+            settle_idle(&mut one).await?;
+        }
+        steady.push(one);
     }
     Ok(steady)
+}
+
+/// The idle hostbeat: once its first heartbeat is in, its env file gets
+/// `HOSTBEAT_HEARTBEAT_INTERVAL=10m` and a reload (SIGHUP), as an operator would do
+/// it. The reload's heartbeat, which goes at once, is awaited too: from then on its
+/// only events are the watchdog's pings, and heartbeats and a token refresh that the
+/// schedule puts further apart than a run.
+async fn settle_idle(idle: &mut Steady) -> Result<(), String> {
+    heartbeats_by(idle, 1, "first heartbeat").await?;
+    let env_file = idle.agent.dir.join("hostbeat.env");
+    std::fs::write(
+        &env_file,
+        format!("HOSTBEAT_CLIENT_TOKEN={SECRET}\nHOSTBEAT_HEARTBEAT_INTERVAL=10m\n"),
+    )
+    .map_err(|e| format!("{}: {e}", env_file.display()))?;
+    let _ = std::process::Command::new("kill")
+        .args(["-HUP", &idle.agent.pid.to_string()])
+        .status();
+    let seen = idle.counter.received().reports;
+    heartbeats_by(idle, seen + 1, "heartbeat after its reload").await
+}
+
+/// Until `one`'s plane has received `count` heartbeats; 20 seconds at most.
+async fn heartbeats_by(one: &mut Steady, count: u64, what: &str) -> Result<(), String> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while one.counter.received().reports < count {
+        if tokio::time::Instant::now() > deadline {
+            return Err(format!(
+                "{} sent no {what} within 20 s; its output: {}",
+                one.agent.kind.name(),
+                std::fs::read_to_string(one.agent.dir.join("output.log")).unwrap_or_default()
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    Ok(())
 }
 
 /// Samples every agent once a second for `args.sample`: the samples, what each
