@@ -116,6 +116,17 @@ pub struct Measured {
     pub idle_schedule: Schedule,
     /// Where the first hostbeat's resident memory was at the end of the run.
     pub hostbeat_resident: Vec<Mapping>,
+    /// How much of each of the program's sections was resident then.
+    #[serde(default)]
+    pub hostbeat_sections: Vec<Section>,
+}
+
+/// One section of the program: its size and how much of it was resident.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Section {
+    pub name: String,
+    pub size_kib: u64,
+    pub resident_kib: u64,
 }
 
 /// One mapped file, or one kind of anonymous memory, of a process.
@@ -353,16 +364,29 @@ fn why_resident(report: &Report) -> String {
             libraries_pss += mapping.pss_kib;
         }
     }
+    let code = typical
+        .hostbeat_sections
+        .iter()
+        .find(|s| s.name == ".text")
+        .map(|text| {
+            format!(
+                " Its code (`.text`) is {} of {} KiB resident: what start-up and the \
+                 steady state run is spread all over it.",
+                text.resident_kib, text.size_kib
+            )
+        })
+        .unwrap_or_default();
     format!(
         "{over:.0} KiB over. Of the resident memory, {program} KiB are the program's own \
          pages: the kernel maps a file's pages in around each page touched (fault-around, \
          up to 64 KiB at a time), so most of the {size:.2} MiB program is resident \
-         although the steady state runs little of it. The C library, the loader and libgcc are \
+         although the steady state runs little of it.{code} The C library, the loader and libgcc are \
          {libraries} KiB, pages every process on the host shares (their PSS: \
          {libraries_pss} KiB); heap and stack are {anonymous} KiB. What would close it: \
          a smaller program, which leaves fewer pages to fault in (its largest parts are \
-         the standard library, rustls and ring, the HTTP client and the command line's \
-         parser), or no shared C library, loader and libgcc mapped at all: a static \
+         the standard library, which as the toolchain ships it keeps its backtrace \
+         printer even in a `panic = \"abort\"` build, rustls and ring, the HTTP client \
+         and the command line's parser), or no shared C library, loader and libgcc mapped at all: a static \
          build against musl, whose C library is small, for some CPU (musl's allocator \
          and string functions are slower); this machine's toolchain has no musl target \
          and cannot fetch one. Linking glibc statically instead \
@@ -757,6 +781,24 @@ fn resident(page: &mut String, report: &Report) {
             "| {name} | {} | {} |",
             mapping.rss_kib, mapping.pss_kib
         );
+    }
+    let sections = &report.typical().hostbeat_sections;
+    if !sections.is_empty() {
+        page.push_str(
+            "\nThe program's own pages by section (from its headers, and \
+             `/proc/PID/pagemap` at the same moment): `.text` is the code, `.rodata` \
+             the constants, `.eh_frame` the tables only a backtrace reads, `.rela.dyn` \
+             the relocations the loader applies at start and `.data.rel.ro` what they \
+             patch.\n\n\
+             | Section | Size (KiB) | Resident (KiB) |\n|---|---:|---:|\n",
+        );
+        for section in sections {
+            let _ = writeln!(
+                page,
+                "| `{}` | {} | {} |",
+                section.name, section.size_kib, section.resident_kib
+            );
+        }
     }
 }
 

@@ -186,6 +186,70 @@ pub fn resident_by_mapping(pid: u32) -> Result<Vec<(String, u64, u64)>, String> 
     Ok(resident)
 }
 
+/// How much of each of `program`'s loaded sections of 4 KiB or more is resident
+/// in process `pid`, which runs it: `(name, size KiB, resident KiB)` in address
+/// order. Resident is what `/proc/PID/pagemap` marks present, by whole pages (a
+/// page two sections share counts for both). The sections come from the program's
+/// own headers, which a stripped program keeps.
+pub fn resident_sections(pid: u32, program: &Path) -> Result<Vec<(String, u64, u64)>, String> {
+    use std::io::{Read, Seek, SeekFrom};
+
+    use object::{Object, ObjectSection, ObjectSegment};
+
+    let bytes = std::fs::read(program).map_err(|e| format!("{}: {e}", program.display()))?;
+    let elf = object::File::parse(&*bytes).map_err(|e| format!("{}: {e}", program.display()))?;
+    // Where the kernel put the program: its mapping of file offset 0 holds the
+    // segment that starts the file.
+    let path = std::fs::canonicalize(program).map_err(|e| format!("{}: {e}", program.display()))?;
+    let maps = read(Path::new(&format!("/proc/{pid}/maps")))?;
+    let first = maps
+        .lines()
+        .map(str::split_whitespace)
+        .find_map(|mut fields| {
+            let range = fields.next()?;
+            let offset = fields.nth(1)?;
+            let name = fields.nth(2)?;
+            (offset.trim_start_matches('0').is_empty() && Path::new(name) == path)
+                .then(|| u64::from_str_radix(range.split_once('-')?.0, 16).ok())
+                .flatten()
+        })
+        .ok_or_else(|| format!("{} is not mapped by process {pid}", path.display()))?;
+    let first_vaddr = elf
+        .segments()
+        .find(|segment| segment.file_range().0 == 0)
+        .map_or(0, |segment| segment.address());
+    let base = first - first_vaddr;
+
+    let pagemap_path = format!("/proc/{pid}/pagemap");
+    let mut pagemap =
+        std::fs::File::open(&pagemap_path).map_err(|e| format!("{pagemap_path}: {e}"))?;
+    let mut sections = Vec::new();
+    for section in elf.sections() {
+        // Loaded (an address) and in the file (not .bss): what the program maps.
+        if section.address() == 0 || section.file_range().is_none() || section.size() < PAGE {
+            continue;
+        }
+        let first_page = (base + section.address()) / PAGE;
+        let last_page = (base + section.address() + section.size() - 1) / PAGE;
+        let pages = last_page - first_page + 1;
+        let mut entries = vec![0u8; usize::try_from(pages * 8).map_err(|e| e.to_string())?];
+        pagemap
+            .seek(SeekFrom::Start(first_page * 8))
+            .and_then(|_| pagemap.read_exact(&mut entries))
+            .map_err(|e| format!("{pagemap_path}: {e}"))?;
+        // Bit 63 of each 8-byte entry: the page is present.
+        let present = entries
+            .chunks_exact(8)
+            .filter(|entry| entry[7] & 0x80 != 0)
+            .count() as u64;
+        let name = section.name().unwrap_or("?").to_owned();
+        sections.push((name, pages * PAGE / 1024, present * PAGE / 1024));
+    }
+    Ok(sections)
+}
+
+const PAGE: u64 = 4096;
+
 /// `start-end perms offset dev inode [path]`: the first line of each mapping.
 fn is_mapping_header(line: &str) -> bool {
     line.split_whitespace()
@@ -300,6 +364,28 @@ mod tests {
             "largest first"
         );
         assert_eq!(keep.iter().map(|&b| u64::from(b)).sum::<u64>(), 4 << 20);
+    }
+
+    #[test]
+    fn the_running_code_is_resident_in_the_program_s_text() {
+        let exe = std::env::current_exe().expect("current exe");
+        let sections = resident_sections(std::process::id(), &exe).expect("the sections");
+        let text = sections
+            .iter()
+            .find(|(name, ..)| name == ".text")
+            .expect("a .text section");
+        // This very test runs from it.
+        assert!(text.2 > 0 && text.2 <= text.1, "{text:?}");
+        assert!(
+            sections.iter().any(|(name, ..)| name == ".rodata"),
+            "{sections:?}"
+        );
+        assert!(
+            sections
+                .iter()
+                .all(|(_, size, resident)| *size >= 4 && resident <= size),
+            "{sections:?}"
+        );
     }
 
     #[test]

@@ -33,8 +33,10 @@ use std::time::Duration;
 
 use clap::Parser;
 use hostbeat_bench::figures::Spread;
-use hostbeat_bench::footprint::{Agent, Mapping, Measured, Report, Run, Schedule};
-use hostbeat_bench::procfs::{TreeSample, executable_files, resident_by_mapping};
+use hostbeat_bench::footprint::{Agent, Mapping, Measured, Report, Run, Schedule, Section};
+use hostbeat_bench::procfs::{
+    TreeSample, executable_files, resident_by_mapping, resident_sections,
+};
 use hostbeat_bench::zabbix::ZabbixServer;
 use hostbeat_bench::{wall_clock, write_json};
 use hostbeat_refplane::tls::{Authority, ServerIdentity, Validity};
@@ -305,6 +307,14 @@ async fn measure(
             pss_kib,
         })
         .collect();
+    let hostbeat_sections = resident_sections(steady[0].agent.pid, Kind::Hostbeat.binary(args))?
+        .into_iter()
+        .map(|(name, size_kib, resident_kib)| Section {
+            name,
+            size_kib,
+            resident_kib,
+        })
+        .collect();
 
     let mut figures = Vec::new();
     let mut schedules = Vec::new();
@@ -348,6 +358,7 @@ async fn measure(
         hostbeat_idle,
         idle_schedule,
         hostbeat_resident,
+        hostbeat_sections,
     })
 }
 
