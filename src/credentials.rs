@@ -213,13 +213,12 @@ impl Credentials {
                 }
                 continue;
             };
+            let ahead = wheel::reach(refresh_at.saturating_duration_since(Instant::now()));
+            let refresh_at = grid.at_or_before(refresh_at, ahead);
             tokio::select! {
                 () = shutdown.cancelled() => return,
                 result = changes.changed() => { if result.is_err() { return } continue }
-                () = tokio::time::sleep_until(grid.at_or_before(
-                    refresh_at,
-                    wheel::reach(refresh_at.saturating_duration_since(Instant::now())),
-                )) => {}
+                () = tokio::time::sleep_until(refresh_at) => {}
             }
             loop {
                 match self.refresh(Some(generation)).await {

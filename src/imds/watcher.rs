@@ -96,9 +96,10 @@ async fn watch(
                 wait
             }
         };
+        // A little late, on a boundary of the runtime's timer wheel.
+        let next_poll = grid.at_or_after(Instant::now() + wait, wheel::reach(wait));
         tokio::select! {
-            // A little late, on a boundary of the runtime's timer wheel.
-            () = tokio::time::sleep_until(grid.at_or_after(Instant::now() + wait, wheel::reach(wait))) => {}
+            () = tokio::time::sleep_until(next_poll) => {}
             () = shutdown.cancelled() => return,
         }
     }
