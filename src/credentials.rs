@@ -26,7 +26,7 @@ use crate::config::token::TokenSource;
 use crate::config::{AuthMode, ConfigError, Exchange};
 use crate::retry::RetryPolicy;
 use crate::secret::Token;
-use crate::wheel::{self, Grid};
+use crate::wheel::Grid;
 
 /// A token to send, and which generation it is (to report it stale).
 #[derive(Debug, Clone)]
@@ -193,8 +193,8 @@ impl Credentials {
 
     /// Refreshes each access token ahead of its expiry until `shutdown`; a failed
     /// refresh is retried on the backoff schedule while the old token is still valid.
-    /// A refresh goes a little early ([`wheel::reach`]), onto `grid`'s boundary,
-    /// where its timer costs one wake-up.
+    /// A refresh goes a little early ([`Grid::early`]), onto a boundary of the
+    /// runtime's timer wheel, where its timer costs one wake-up.
     pub async fn run_refresher(self: Arc<Self>, shutdown: CancellationToken, grid: Grid) {
         let mut changes = self.access.subscribe();
         let mut backoff = self.retry.backoff();
@@ -213,8 +213,7 @@ impl Credentials {
                 }
                 continue;
             };
-            let ahead = wheel::reach(refresh_at.saturating_duration_since(Instant::now()));
-            let refresh_at = grid.at_or_before(refresh_at, ahead);
+            let refresh_at = grid.early(refresh_at);
             tokio::select! {
                 () = shutdown.cancelled() => return,
                 result = changes.changed() => { if result.is_err() { return } continue }

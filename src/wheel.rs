@@ -38,7 +38,7 @@ const STEPS: [Duration; 3] = [
 /// wait, at most the finest slot (64 ms). Far below their jitter (10% of a
 /// heartbeat's interval, 5% of a token's lifetime); and a wait too short to have a
 /// boundary in reach (a soak's 10 ms heartbeat) stays exact.
-pub fn reach(wait: Duration) -> Duration {
+fn reach(wait: Duration) -> Duration {
     (wait / 16).min(STEPS[STEPS.len() - 1])
 }
 
@@ -68,14 +68,24 @@ impl Grid {
         }
     }
 
+    /// The deadline `wait` from now, a little late ([`reach`]) on a boundary: for
+    /// what many hosts do (a heartbeat, an IMDS poll).
+    pub fn late(&self, wait: Duration) -> Instant {
+        self.at_or_after(Instant::now() + wait, reach(wait))
+    }
+
+    /// `deadline`, a little early ([`reach`] of the wait until it) on a boundary:
+    /// for what many hosts do and may do sooner (a token refresh).
+    pub fn early(&self, deadline: Instant) -> Instant {
+        let wait = deadline.saturating_duration_since(Instant::now());
+        self.at_or_before(deadline, reach(wait))
+    }
+
     /// The latest slot boundary, on the coarsest level that has one, between
     /// `deadline - reach` and `deadline`: for what may happen early (a watchdog ping,
     /// a refresh). `deadline` itself when there is no boundary in reach, or no grid.
     pub fn at_or_before(&self, deadline: Instant, reach: Duration) -> Instant {
-        let Some(origin) = self.origin else {
-            return deadline;
-        };
-        let Some(since) = deadline.checked_duration_since(origin) else {
+        let Some((origin, since)) = self.place(deadline) else {
             return deadline;
         };
         let earliest = deadline.checked_sub(reach).unwrap_or(origin);
@@ -90,10 +100,7 @@ impl Grid {
     /// `deadline` and `deadline + reach`: for what may happen a little late (a
     /// heartbeat, a poll). `deadline` itself when there is none, or no grid.
     pub fn at_or_after(&self, deadline: Instant, reach: Duration) -> Instant {
-        let Some(origin) = self.origin else {
-            return deadline;
-        };
-        let Some(since) = deadline.checked_duration_since(origin) else {
+        let Some((origin, since)) = self.place(deadline) else {
             return deadline;
         };
         let latest = deadline + reach;
@@ -105,6 +112,13 @@ impl Grid {
             })
             .find(|&boundary| boundary <= latest)
             .unwrap_or(deadline)
+    }
+
+    /// The grid's origin and how far after it `deadline` is; none without a grid,
+    /// or for a deadline before it.
+    fn place(&self, deadline: Instant) -> Option<(Instant, Duration)> {
+        let origin = self.origin?;
+        Some((origin, deadline.checked_duration_since(origin)?))
     }
 }
 
@@ -236,6 +250,8 @@ mod tests {
             let at = at - Duration::from_secs(59);
             grid.at_or_after(at, reach(Duration::from_secs(1)))
         });
-        assert_eq!((unaligned, late), (2, 1));
+        // What the heartbeat loop asks for: the same.
+        let asked = wakeups_of(|grid, _| grid.late(Duration::from_secs(1)));
+        assert_eq!((unaligned, late, asked), (2, 1, 1));
     }
 }

@@ -52,7 +52,7 @@ use crate::report::{AgentState, Counters, Failure, Reporter, STATUS_FORMAT, Snap
 use crate::retry::Backoff;
 use crate::state::{LoadNote, PersistedState, StateStore};
 use crate::systemd::Notifier;
-use crate::wheel::{self, Grid};
+use crate::wheel::Grid;
 
 /// The longest interval a server may ask for: a host never goes silent for longer.
 pub const SERVER_INTERVAL_MAX: Duration = Duration::from_secs(3600);
@@ -304,9 +304,7 @@ impl Agent {
     async fn wait(&mut self, duration: Duration, outside: &mut Outside) -> Wake {
         // A little late, so that the wait ends on a boundary of the runtime's timer
         // wheel: one wake-up, not two or three.
-        let deadline = self
-            .timer_grid
-            .at_or_after(Instant::now() + duration, wheel::reach(duration));
+        let deadline = self.timer_grid.late(duration);
         loop {
             tokio::select! {
                 () = outside.shutdown.cancelled() => return Wake::Shutdown,

@@ -12,12 +12,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::mpsc;
-use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::{ImdsClient, ImdsError, Notice, parse_instance_action, parse_rebalance};
 use crate::retry::RetryPolicy;
-use crate::wheel::{self, Grid};
+use crate::wheel::Grid;
 
 /// The most a poll is put off, beyond the interval, while the service misbehaves.
 pub const TROUBLE_BACKOFF_CAP: Duration = Duration::from_secs(60);
@@ -97,7 +96,7 @@ async fn watch(
             }
         };
         // A little late, on a boundary of the runtime's timer wheel.
-        let next_poll = grid.at_or_after(Instant::now() + wait, wheel::reach(wait));
+        let next_poll = grid.late(wait);
         tokio::select! {
             () = tokio::time::sleep_until(next_poll) => {}
             () = shutdown.cancelled() => return,

@@ -460,10 +460,9 @@ async fn settle_idle(idle: &mut Steady) -> Result<(), String> {
         format!("HOSTBEAT_CLIENT_TOKEN={SECRET}\nHOSTBEAT_HEARTBEAT_INTERVAL=10m\n"),
     )
     .map_err(|e| format!("{}: {e}", env_file.display()))?;
-    let _ = std::process::Command::new("kill")
-        .args(["-HUP", &idle.agent.pid.to_string()])
-        .status();
+    // Counted before the signal: the reload's heartbeat may arrive at once.
     let seen = idle.counter.received().reports;
+    signal(idle.agent.pid, "HUP");
     heartbeats_by(idle, seen + 1, "heartbeat after its reload").await
 }
 
@@ -838,9 +837,7 @@ async fn wait_started(agent: &mut Running) -> Result<(), String> {
 
 /// SIGTERM, and the exit within ten seconds (then SIGKILL).
 async fn stop(agent: &mut Running) -> Result<(), String> {
-    let _ = std::process::Command::new("kill")
-        .arg(agent.pid.to_string())
-        .status();
+    signal(agent.pid, "TERM");
     if tokio::time::timeout(Duration::from_secs(10), agent.child.wait())
         .await
         .is_err()
@@ -848,6 +845,14 @@ async fn stop(agent: &mut Running) -> Result<(), String> {
         agent.child.kill().await.map_err(|e| e.to_string())?;
     }
     Ok(())
+}
+
+/// Sends SIGname to `pid` (kill(1): the benchmark forbids unsafe code too). A
+/// process already gone is no error.
+fn signal(pid: u32, name: &str) {
+    let _ = std::process::Command::new("kill")
+        .args([format!("-{name}"), pid.to_string()])
+        .status();
 }
 
 /// Reads hostbeat's notifications as systemd would, counting `WATCHDOG=1`.
