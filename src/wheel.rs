@@ -68,14 +68,14 @@ impl Grid {
         }
     }
 
-    /// The deadline `wait` from now, a little late ([`reach`]) on a boundary: for
-    /// what many hosts do (a heartbeat, an IMDS poll).
+    /// The deadline `wait` from now, a little late (a sixteenth of the wait, 64 ms
+    /// at most) on a boundary: for what many hosts do (a heartbeat, an IMDS poll).
     pub fn late(&self, wait: Duration) -> Instant {
         self.at_or_after(Instant::now() + wait, reach(wait))
     }
 
-    /// `deadline`, a little early ([`reach`] of the wait until it) on a boundary:
-    /// for what many hosts do and may do sooner (a token refresh).
+    /// `deadline`, a little early (a sixteenth of the wait until it, 64 ms at most)
+    /// on a boundary: for what many hosts do and may do sooner (a token refresh).
     pub fn early(&self, deadline: Instant) -> Instant {
         let wait = deadline.saturating_duration_since(Instant::now());
         self.at_or_before(deadline, reach(wait))
