@@ -20,13 +20,18 @@ pub const STATUS_NOT_RUNNING: u8 = 3;
 /// The files an operator meets, for `--help` and the FILES section of hostbeat(8).
 pub const FILES: &[(&str, &str)] = &[
     (
+        "/etc/systemd/system/hostbeat.service.d/override.conf",
+        "Settings, written by `systemctl edit hostbeat` as Environment=HOSTBEAT_<KEY>=value \
+         lines; they win over the env file. A change needs `systemctl restart hostbeat`.",
+    ),
+    (
         "/etc/hostbeat/hostbeat.env",
-        "The server and the client token (mode 0640, root:hostbeat). \
+        "The client token (mode 0640, root:hostbeat), read by hostbeat itself. \
          `systemctl reload hostbeat` applies a change without a restart.",
     ),
     (
         "/etc/hostbeat/hostbeat.toml",
-        "Optional config file; every setting can be set here or in the env file.",
+        "Optional config file. A drop-in's Environment= beats the env file, which beats this file.",
     ),
     (
         "/var/lib/hostbeat/state.json",
@@ -94,8 +99,9 @@ pub struct Cli {
 pub enum Command {
     /// Run the agent in the foreground (what systemd starts).
     ///
-    /// Settings come from the config file, /etc/hostbeat/hostbeat.env and HOSTBEAT_*
-    /// variables; see /usr/share/doc/hostbeat/configuration.md. SIGTERM or SIGINT stop it after an
+    /// Settings come from HOSTBEAT_* variables (a drop-in's Environment=), then
+    /// /etc/hostbeat/hostbeat.env, then the config file; see
+    /// /usr/share/doc/hostbeat/configuration.md. SIGTERM or SIGINT stop it after an
     /// offline heartbeat; SIGHUP (`systemctl reload`) reads the configuration again
     /// and applies what changed.
     Run {

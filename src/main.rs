@@ -34,10 +34,13 @@ fn check(config_file: Option<PathBuf>, json: bool, heartbeat: bool) -> ExitCode 
     } else {
         hostbeat::check::Heartbeat::Skip
     };
-    let report = runtime.block_on(hostbeat::check::run(
-        hostbeat::ConfigInputs::from_process(config_file),
-        heartbeat,
-    ));
+    let inputs = hostbeat::ConfigInputs::from_process(config_file);
+    // Beside an installed service, judge with the service's environment: what
+    // `check` predicts is then what `run` does.
+    let report = match hostbeat::check::unit::environment(hostbeat::check::unit::UNIT) {
+        Some(unit) => runtime.block_on(hostbeat::check::run_as_service(inputs, unit, heartbeat)),
+        None => runtime.block_on(hostbeat::check::run(inputs, heartbeat)),
+    };
     if json {
         println!("{:#}", report.to_json());
     } else {
@@ -106,13 +109,12 @@ fn run(config_file: Option<PathBuf>, log_target: hostbeat::logging::LogTarget) -
         Err(code) => return code,
     };
     let result = runtime.block_on(async {
-        // A reload reads the same sources again; the environment systemd gave at
-        // start still holds the env file's old values, which must not shadow it.
-        let env_file_at_start = loaded.env_file.clone();
+        // A reload reads the files again by the rule of a start: the environment
+        // (the unit's and drop-ins' lines, fixed at start) over the env file as it
+        // is now, over the config file.
         let reloader = hostbeat::Reloader::new(
             move || {
-                let inputs = hostbeat::ConfigInputs::from_process(config_file.clone())
-                    .preferring_env_file(&env_file_at_start);
+                let inputs = hostbeat::ConfigInputs::from_process(config_file.clone());
                 hostbeat::config::load(inputs).map(|loaded| loaded.settings)
             },
             move |filter| level.set(filter),

@@ -13,8 +13,9 @@ if [ -d /run/systemd/system ]; then
         # Without a token it exits 78 with what to configure, and is not restarted.
         systemctl enable hostbeat.service || :
         systemctl start hostbeat.service || :
-        echo "hostbeat: set HOSTBEAT_SERVER_URL and HOSTBEAT_CLIENT_TOKEN in" \
-            "/etc/hostbeat/hostbeat.env, then run: systemctl restart hostbeat"
+        echo "hostbeat: put HOSTBEAT_CLIENT_TOKEN=<token> in /etc/hostbeat/hostbeat.env" \
+            "and Environment=HOSTBEAT_SERVER_URL=<url> in a drop-in (systemctl edit hostbeat)," \
+            "then run: systemctl restart hostbeat"
     else
         systemctl try-restart hostbeat.service || :
     fi

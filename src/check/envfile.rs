@@ -13,14 +13,36 @@ const TOKEN_KEY: &[u8] = b"HOSTBEAT_CLIENT_TOKEN=";
 /// Shorter than this, a token was probably cut when it was pasted.
 const SHORT_TOKEN: usize = 16;
 
-/// Checks the env file at `path`; `token_elsewhere` names where the token in use
-/// came from when that is not this file (a credential, the environment).
-pub(super) fn check(path: &Path, token_elsewhere: Option<String>, report: &mut Report) {
+/// The user the packaged unit runs hostbeat as (`User=`).
+const SERVICE_USER: &str = "hostbeat";
+
+/// What the configuration's load already said about the env file, so that nothing
+/// is reported twice.
+pub(super) struct Context<'a> {
+    /// Where the token in use came from, when that is not this file.
+    pub token_elsewhere: Option<String>,
+    /// The warnings of the load, which `check` reports in its config step.
+    pub warnings: &'a [crate::config::Warning],
+}
+
+impl Context<'_> {
+    fn reported(&self, code: &str, path: &Path) -> bool {
+        self.warnings
+            .iter()
+            .any(|w| w.code == code && w.file.as_deref() == Some(path))
+    }
+}
+
+/// Checks the env file at `path`.
+pub(super) fn check(path: &Path, context: &Context<'_>, report: &mut Report) {
     let shown = path.display();
     let metadata = match std::fs::metadata(path) {
         Ok(metadata) => metadata,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            if let Some(origin) = token_elsewhere {
+            if context.reported("env_file_missing", path) {
+                return;
+            }
+            if let Some(origin) = &context.token_elsewhere {
                 report.push(Finding::ok(
                     "env_file",
                     format!("{shown} does not exist; the token comes from {origin}"),
@@ -30,7 +52,7 @@ pub(super) fn check(path: &Path, token_elsewhere: Option<String>, report: &mut R
             report.push(Finding::warn(
                 "env_file",
                 format!("{shown} does not exist"),
-                "settings and the token must come from elsewhere (the environment, a drop-in, a credential), and a rotated token cannot be picked up by a reload",
+                "settings and the token must come from elsewhere (a drop-in, a credential), and a rotated token cannot be picked up by a reload",
                 format!("create it from the template: install -m 0640 -o root -g hostbeat /usr/share/doc/hostbeat/examples/hostbeat.env {shown}, or reinstall the package"),
             ));
             return;
@@ -45,7 +67,6 @@ pub(super) fn check(path: &Path, token_elsewhere: Option<String>, report: &mut R
             return;
         }
     };
-    permissions(path, &metadata, report);
     let bytes = match std::fs::read(path) {
         Ok(bytes) => bytes,
         Err(e) => {
@@ -58,12 +79,14 @@ pub(super) fn check(path: &Path, token_elsewhere: Option<String>, report: &mut R
             return;
         }
     };
+    let holds_token = token_value(&bytes).is_some();
+    permissions(path, &metadata, holds_token, context, report);
     match EnvFile::parse(path, &bytes) {
         Ok(_) => report.push(Finding::ok("env_file", format!("{shown} parses"))),
         Err(e) => report.push(Finding::fail(
             "env_file",
             format!("{shown} does not parse: {e}"),
-            "systemd and hostbeat may read different values, or none",
+            "`hostbeat run` exits 78 with this line",
             "correct the line named above (KEY=VALUE, one per line)",
         )),
     }
@@ -72,37 +95,89 @@ pub(super) fn check(path: &Path, token_elsewhere: Option<String>, report: &mut R
     }
 }
 
-/// Owner root, group root or hostbeat, nobody else may read; and the service's
-/// group must, to pick up a rotated token without a restart.
-fn permissions(path: &Path, metadata: &std::fs::Metadata, report: &mut Report) {
+/// Readable by the service's user (`hostbeat run` reads the file itself and exits 78
+/// when it cannot); when it holds the token, nobody else may read it, and only
+/// root may own it.
+fn permissions(
+    path: &Path,
+    metadata: &std::fs::Metadata,
+    holds_token: bool,
+    context: &Context<'_>,
+    report: &mut Report,
+) {
     let shown = path.display();
     let mode = metadata.mode() & 0o7777;
     let owner = name_of("/etc/passwd", metadata.uid());
     let group = name_of("/etc/group", metadata.gid());
     let fix = format!("chown root:hostbeat {shown} && chmod 0640 {shown}");
     let summary = format!("{shown}: owner {owner}, group {group}, mode {mode:04o}");
-    let mut problems = Vec::new();
-    if mode & 0o004 != 0 {
-        problems.push("every user on this host can read the token".to_owned());
-    }
-    if mode & 0o040 != 0 && group != "root" && group != "hostbeat" {
-        problems.push(format!("members of group {group} can read the token"));
-    }
-    if metadata.uid() != 0 && mode & 0o400 != 0 {
-        problems.push(format!("{owner} owns it and can read and change the token"));
-    }
-    if !problems.is_empty() {
-        report.push(Finding::warn("env_file", summary, problems.join("; "), fix));
-    } else if group != "hostbeat" || mode & 0o040 == 0 {
-        report.push(Finding::warn(
+    let passwd = std::fs::read_to_string("/etc/passwd").unwrap_or_default();
+    let groups = std::fs::read_to_string("/etc/group").unwrap_or_default();
+    let file = (metadata.uid(), metadata.gid(), metadata.mode());
+    if may_read(SERVICE_USER, file, &passwd, &groups) == Some(false) {
+        report.push(Finding::fail(
             "env_file",
             summary,
-            "the hostbeat user cannot read it: systemd reads it at start, but a rotated token is picked up only by a restart, not by a reload",
+            format!("the {SERVICE_USER} user, which the unit runs hostbeat as, cannot read it: `hostbeat run` exits 78 (env_file: cannot read {shown})"),
             fix,
         ));
-    } else {
-        report.push(Finding::ok("env_file", summary));
+        return;
     }
+    let mut problems = Vec::new();
+    if holds_token && mode & 0o004 != 0 && !context.reported("token_file_world_readable", path) {
+        problems.push("every user on this host can read the token".to_owned());
+    }
+    if holds_token && mode & 0o040 != 0 && group != "root" && group != SERVICE_USER {
+        problems.push(format!("members of group {group} can read the token"));
+    }
+    if metadata.uid() != 0 && mode & 0o200 != 0 {
+        problems.push(format!(
+            "{owner} owns it and can change hostbeat's settings"
+        ));
+    }
+    if problems.is_empty() {
+        report.push(Finding::ok("env_file", summary));
+    } else {
+        report.push(Finding::warn("env_file", summary, problems.join("; "), fix));
+    }
+}
+
+/// Whether `user` may read a file of `(owner, group, mode)` by those alone (ACLs
+/// aside), given the host's passwd and group files; `None` when it has no such user.
+fn may_read(
+    user: &str,
+    (owner, group, mode): (u32, u32, u32),
+    passwd: &str,
+    groups: &str,
+) -> Option<bool> {
+    let (uid, gid) = passwd.lines().find_map(|line| {
+        let fields: Vec<&str> = line.split(':').collect();
+        if fields.len() < 4 || fields[0] != user {
+            return None;
+        }
+        Some((
+            fields[2].parse::<u32>().ok()?,
+            fields[3].parse::<u32>().ok()?,
+        ))
+    })?;
+    if uid == 0 {
+        return Some(true);
+    }
+    if owner == uid {
+        return Some(mode & 0o400 != 0);
+    }
+    let member = gid == group
+        || groups.lines().any(|line| {
+            let fields: Vec<&str> = line.split(':').collect();
+            fields.len() > 3
+                && fields[2].parse::<u32>().ok() == Some(group)
+                && fields[3].split(',').any(|name| name == user)
+        });
+    Some(if member {
+        mode & 0o040 != 0
+    } else {
+        mode & 0o004 != 0
+    })
 }
 
 /// The name of `id` in a passwd or group file, else the number.
@@ -267,6 +342,22 @@ fn token_value(file: &[u8]) -> Option<&[u8]> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    const PASSWD: &str = "root:x:0:0::/root:/bin/sh\nhostbeat:x:998:997::/nonexistent:/usr/sbin/nologin\nops:x:1000:1000::/home/ops:/bin/sh\n";
+    const GROUP: &str = "root:x:0:\nhostbeat:x:997:\nadm:x:4:hostbeat,ops\nops:x:1000:\n";
+
+    /// `check` as root judges as the unit's user, who `run` is.
+    #[test]
+    fn judges_the_service_user_by_owner_group_and_mode() {
+        let judge = |file| may_read("hostbeat", file, PASSWD, GROUP);
+        assert_eq!(judge((0, 997, 0o640)), Some(true), "root:hostbeat 0640");
+        assert_eq!(judge((0, 0, 0o640)), Some(false), "root:root 0640");
+        assert_eq!(judge((0, 0, 0o600)), Some(false), "root:root 0600");
+        assert_eq!(judge((0, 0, 0o644)), Some(true), "world-readable");
+        assert_eq!(judge((0, 4, 0o640)), Some(true), "a supplementary group");
+        assert_eq!(judge((998, 0, 0o200)), Some(false), "owner without read");
+        assert_eq!(may_read("nobody-here", (0, 0, 0o600), PASSWD, GROUP), None);
+    }
 
     fn findings(file: &[u8]) -> Vec<(Level, String)> {
         token_hygiene(file, "/etc/hostbeat/hostbeat.env")

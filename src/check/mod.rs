@@ -25,6 +25,7 @@ mod envfile;
 mod heartbeat;
 mod server;
 mod tls;
+pub mod unit;
 
 /// How a finding weighs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
@@ -188,7 +189,46 @@ pub enum Heartbeat {
 
 /// Runs every check for `inputs`, the configuration `hostbeat run` would load.
 pub async fn run(inputs: ConfigInputs, heartbeat: Heartbeat) -> Report {
+    run_into(Report::default(), inputs, heartbeat).await
+}
+
+/// Runs every check beside the service: with the unit's environment (see [`mod@unit`])
+/// in place of this process's `HOSTBEAT_*` variables, as `hostbeat run` under
+/// systemd gets it.
+pub async fn run_as_service(
+    inputs: ConfigInputs,
+    unit_environment: Vec<(String, String)>,
+    heartbeat: Heartbeat,
+) -> Report {
     let mut report = Report::default();
+    report.push(Finding::ok(
+        "config",
+        format!(
+            "environment of {}: {} Environment= assignments (systemctl show), as `hostbeat run` gets it",
+            unit::UNIT,
+            unit_environment.len()
+        ),
+    ));
+    let (inputs, unseen) = inputs.as_service(unit_environment);
+    for name in unseen {
+        let fix = if name == crate::config::token::CLIENT_TOKEN_VAR {
+            "put the token in the env file (HOSTBEAT_CLIENT_TOKEN=<token>), where the service reads it".to_owned()
+        } else {
+            format!(
+                "for the service to use it: systemctl edit hostbeat, then under [Service]: Environment={name}=<value>"
+            )
+        };
+        report.push(Finding::warn(
+            "config",
+            format!("{name} is set in this shell, not in the unit"),
+            "`hostbeat run` under systemd does not see it, so this check does not use it either",
+            fix,
+        ));
+    }
+    run_into(report, inputs, heartbeat).await
+}
+
+async fn run_into(mut report: Report, inputs: ConfigInputs, heartbeat: Heartbeat) -> Report {
     let env_file_hint = inputs.env_file_hint();
     let loaded = crate::config::load(inputs);
     let env_file: PathBuf = match &loaded {
@@ -209,7 +249,15 @@ pub async fn run(inputs: ConfigInputs, heartbeat: Heartbeat) -> Report {
         (!matches!(origin, crate::config::token::TokenOrigin::EnvFile(_)))
             .then(|| origin.to_string())
     });
-    envfile::check(&env_file, token_elsewhere, &mut report);
+    let warnings = loaded.as_ref().map_or(&[][..], |l| &l.warnings[..]);
+    envfile::check(
+        &env_file,
+        &envfile::Context {
+            token_elsewhere,
+            warnings,
+        },
+        &mut report,
+    );
     if let Ok(loaded) = loaded {
         server::check(&loaded.settings, heartbeat, &mut report).await;
     } else {
@@ -254,12 +302,25 @@ fn config_findings(loaded: &Loaded, report: &mut Report) {
             settings.token_source.origin
         ),
     ));
+    for shadowed in &loaded.shadowed {
+        report.push(Finding::warn(
+            "config",
+            shadowed.describe(),
+            "only one of the values is used; the others are easily mistaken for the one in force",
+            format!(
+                "keep {} in one place: a drop-in (systemctl edit hostbeat) beats the env file, which beats the config file",
+                shadowed.key
+            ),
+        ));
+    }
     for warning in &loaded.warnings {
         report.push(Finding::warn(
             "config",
-            warning.clone(),
-            "it works, but is probably not what was meant",
-            "see docs/configuration.md (/usr/share/doc/hostbeat/configuration.md)",
+            warning.problem.clone(),
+            "`hostbeat run` logs this warning at start and runs",
+            warning.fix.clone().unwrap_or_else(|| {
+                "see docs/configuration.md (/usr/share/doc/hostbeat/configuration.md)".to_owned()
+            }),
         ));
     }
 }

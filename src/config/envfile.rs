@@ -1,4 +1,6 @@
-//! Reader for systemd `EnvironmentFile=` files (`/etc/hostbeat/hostbeat.env`).
+//! Reader for env files in systemd's `EnvironmentFile=` syntax
+//! (`/etc/hostbeat/hostbeat.env`), which hostbeat reads itself (the unit does not
+//! hand it to systemd, so that a drop-in's `Environment=` wins over it).
 //!
 //! It follows what systemd accepts, leniently: `KEY=VALUE` lines, `#` and `;`
 //! comments, blank lines, an optional `export ` prefix, values in single or double
@@ -19,6 +21,8 @@ use super::token::{CLIENT_TOKEN_VAR, RawToken};
 pub struct EnvFile {
     /// Where it was read from.
     pub path: PathBuf,
+    /// Whether the file exists (a missing file reads as an empty one).
+    pub found: bool,
     /// Every `HOSTBEAT_*` variable except the client token.
     pub vars: BTreeMap<String, String>,
     /// `HOSTBEAT_CLIENT_TOKEN`, uncleaned (cleaning names this file in its errors).
@@ -57,6 +61,7 @@ impl EnvFile {
         let text = String::from_utf8_lossy(bytes);
         let mut file = Self {
             path: path.to_owned(),
+            found: true,
             ..Self::default()
         };
         let mut lines = text.split('\n').enumerate();

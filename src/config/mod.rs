@@ -2,17 +2,21 @@
 //!
 //! Layers, later ones win: built-in defaults, the TOML config file
 //! (`/etc/hostbeat/hostbeat.toml` or `--config PATH`), the env file
-//! (`/etc/hostbeat/hostbeat.env`, the same file systemd's `EnvironmentFile=` reads),
-//! and the process environment (`HOSTBEAT_<KEY>`, which is how systemd hands over the
-//! env file and `Environment=` lines of an override). Every value remembers its
-//! [`Origin`], so that an error names the file or variable to fix.
+//! (`/etc/hostbeat/hostbeat.env`, which hostbeat reads itself), and the process
+//! environment (`HOSTBEAT_<KEY>`: under systemd, the unit's and its drop-ins'
+//! `Environment=` lines). So `systemctl edit hostbeat` beats the env file for every
+//! key, at a start and at a reload alike; the unit has no `EnvironmentFile=`, which
+//! would turn that order round and put the token in the process environment. Every
+//! value remembers its [`Origin`], so that an error names the file or variable to fix.
 //!
 //! Invariants: the raw layers hold strings only; [`Settings`] holds validated types;
 //! the client token never enters the string layers (see [`token`]). Loading reads the
 //! process environment only through [`ConfigInputs::from_process`], so tests pass
-//! their own environment and nothing mutates the real one.
+//! their own environment and nothing mutates the real one. A start and a reload
+//! resolve settings by the same rule.
 
 pub mod envfile;
+mod merge;
 mod settings;
 pub mod token;
 
@@ -26,6 +30,8 @@ pub use settings::{
 };
 
 use self::envfile::EnvFile;
+use self::merge::Merge;
+pub use self::merge::{Shadowed, Warning};
 use self::token::{CLIENT_TOKEN_VAR, RawToken};
 
 /// The config file read when `--config` is not given (it may be absent).
@@ -65,6 +71,13 @@ impl ConfigError {
     pub fn setting(&self) -> &str {
         &self.setting
     }
+
+    /// The same error with another fix.
+    #[must_use]
+    fn with_fix(mut self, fix: String) -> Self {
+        self.fix = fix;
+        self
+    }
 }
 
 impl fmt::Display for ConfigError {
@@ -88,7 +101,8 @@ pub enum Origin {
     ConfigFile(PathBuf),
     /// The env file.
     EnvFile(PathBuf),
-    /// The process environment (under systemd: `EnvironmentFile=` or `Environment=`).
+    /// The process environment (under systemd: the unit's and drop-ins'
+    /// `Environment=` lines).
     Environment,
 }
 
@@ -117,9 +131,9 @@ pub struct ConfigInputs {
     env: BTreeMap<String, String>,
     client_token: Option<RawToken>,
     machine_id_file: Option<PathBuf>,
-    /// Whether the env file overrides the environment (a reload; see
-    /// [`Self::preferring_env_file`]).
-    env_file_wins: bool,
+    /// Whether these are a systemd service's (`INVOCATION_ID` set), where every
+    /// local user can read `Environment=` lines.
+    service: bool,
 }
 
 impl ConfigInputs {
@@ -133,6 +147,7 @@ impl ConfigInputs {
     pub fn from_process(config_file: Option<PathBuf>) -> Self {
         let mut inputs = Self {
             config_file,
+            service: std::env::var_os("INVOCATION_ID").is_some(),
             ..Self::default()
         };
         for (key, value) in std::env::vars_os() {
@@ -191,25 +206,30 @@ impl ConfigInputs {
         self
     }
 
-    /// For a reload: resolve settings as a restart of the service would. systemd
-    /// lets an `EnvironmentFile=` override the unit's `Environment=` lines, so the env
-    /// file as it is now wins over the environment the service was started with. A
-    /// variable equal to the file's value at start came from the file and is dropped
-    /// (a key since removed from the file does not linger); the others, set by the
-    /// unit or a drop-in, stand where the file does not set them.
+    /// The inputs of the service: the unit's environment (its and its drop-ins'
+    /// `Environment=` assignments) in place of this process's `HOSTBEAT_*`
+    /// variables, as `hostbeat run` under systemd gets them (`hostbeat check` beside
+    /// the service). Returns the names of this process's variables that the unit
+    /// does not set, which the service does not see.
     #[must_use]
-    pub fn preferring_env_file(mut self, at_start: &EnvFileSnapshot) -> Self {
-        self.env_file_wins = true;
-        self.env
-            .retain(|key, value| at_start.vars.get(key) != Some(value));
-        if self
-            .client_token
-            .as_ref()
-            .is_some_and(|t| Some(t.fingerprint()) == at_start.token)
-        {
-            self.client_token = None;
+    pub fn as_service(mut self, unit: Vec<(String, String)>) -> (Self, Vec<String>) {
+        let mut unseen: Vec<String> = self
+            .env
+            .keys()
+            .filter(|k| k.starts_with("HOSTBEAT_") && !unit.iter().any(|(u, _)| u == *k))
+            .cloned()
+            .collect();
+        if self.client_token.is_some() && !unit.iter().any(|(u, _)| u == CLIENT_TOKEN_VAR) {
+            unseen.push(CLIENT_TOKEN_VAR.to_owned());
         }
-        self
+        unseen.retain(|k| k != "HOSTBEAT_CONFIG");
+        self.env.retain(|k, _| !k.starts_with("HOSTBEAT_"));
+        self.client_token = None;
+        for (key, value) in unit {
+            self = self.var(&key, value);
+        }
+        self.service = true;
+        (self, unseen)
     }
 
     /// Where the host's machine id is read (default `/etc/machine-id`); for tests of
@@ -230,20 +250,13 @@ pub struct Loaded {
     /// The validated settings.
     pub settings: Settings,
     /// Things that work but are probably not what the operator meant.
-    pub warnings: Vec<String>,
-    /// What the env file held, to tell on a reload which environment variables
-    /// came from it (see [`ConfigInputs::preferring_env_file`]).
-    pub env_file: EnvFileSnapshot,
+    pub warnings: Vec<Warning>,
     /// Every setting someone set (the client token apart), its value as written and
     /// where it came from; the others have their defaults (`hostbeat check`).
     pub sources: Vec<(&'static str, String, Origin)>,
-}
-
-/// The env file as it was read: its settings, and its token's fingerprint.
-#[derive(Debug, Clone, Default)]
-pub struct EnvFileSnapshot {
-    vars: BTreeMap<String, String>,
-    token: Option<crate::secret::Fingerprint>,
+    /// Every setting set in more than one place (the client token included): which
+    /// place wins, and which lose (`hostbeat check` names them).
+    pub shadowed: Vec<Shadowed>,
 }
 
 /// One layer's values, and the merged view with origins.
@@ -260,16 +273,14 @@ impl Layers {
 
 /// Loads and validates the configuration (see module doc for the layers).
 pub fn load(inputs: ConfigInputs) -> Result<Loaded, ConfigError> {
-    let mut warnings = Vec::new();
-    let mut values: BTreeMap<&'static str, (String, Origin)> = BTreeMap::new();
+    let mut merge = Merge::default();
 
     let (config_path, required) = match &inputs.config_file {
         Some(path) => (path.clone(), true),
         None => (PathBuf::from(DEFAULT_CONFIG_FILE), false),
     };
-    let file = read_config_file(&config_path, required)?;
     let mut file_token = None;
-    for (key, value) in file {
+    for (key, value) in read_config_file(&config_path, required)? {
         if key == "client_token" {
             file_token = Some(RawToken::new(value));
             continue;
@@ -285,104 +296,73 @@ pub fn load(inputs: ConfigInputs) -> Result<Loaded, ConfigError> {
                 ),
             ));
         };
-        values.insert(known, (value, Origin::ConfigFile(config_path.clone())));
+        merge.set(known, value, Origin::ConfigFile(config_path.clone()));
+    }
+    if file_token.is_some() {
+        merge.check_token_file(&config_path, "client_token");
     }
 
-    let env_file_path = inputs
-        .env_file_var()
-        .or_else(|| values.get("env_file").map(|(v, _)| PathBuf::from(v)))
-        .unwrap_or_else(|| PathBuf::from(DEFAULT_ENV_FILE));
+    let (env_file_path, named_by) = merge::env_file_in_use(inputs.env_file_var(), &merge);
     let env_file = EnvFile::read(&env_file_path)?;
-    if env_file.client_token.is_some()
-        && let Some(mode) = envfile::world_readable(&env_file_path)
-    {
-        let shown = env_file_path.display();
-        warnings.push(format!(
-            "env_file: {shown} holds the client token and every user on this host can read it (mode {mode:04o}); fix: chown root:hostbeat {shown} && chmod 0640 {shown}"
-        ));
+    if let (false, Some(named_by)) = (env_file.found, &named_by) {
+        merge.missing_env_file(&env_file_path, named_by);
     }
-    let snapshot = EnvFileSnapshot {
-        vars: env_file.vars.clone(),
-        token: env_file.client_token.as_ref().map(RawToken::fingerprint),
-    };
-    // Later layers win: normally the environment over the env file; on a reload the
-    // env file over the environment, as systemd would order them at a restart.
-    let env_file_layer = (&env_file.vars, Origin::EnvFile(env_file_path.clone()));
-    let environment_layer = (&inputs.env, Origin::Environment);
-    let layers = if inputs.env_file_wins {
-        [environment_layer, env_file_layer]
-    } else {
-        [env_file_layer, environment_layer]
-    };
-    for (vars, origin) in &layers {
-        merge_env(&mut values, vars, origin, &mut warnings);
+    if env_file.client_token.is_some() {
+        merge.check_token_file(&env_file_path, CLIENT_TOKEN_VAR);
     }
-    let environment_token = if inputs.env_file_wins && env_file.client_token.is_some() {
-        None
-    } else {
-        inputs.client_token
-    };
+    let env_file_origin = Origin::EnvFile(env_file_path.clone());
+    merge.add_env(&env_file.vars, &env_file_origin);
+    merge.add_env(&inputs.env, &Origin::Environment);
+    if inputs.service && inputs.client_token.is_some() {
+        merge.token_in_unit_environment(&env_file_path);
+    }
+    let token_places: Vec<Origin> = [
+        file_token
+            .as_ref()
+            .map(|_| Origin::ConfigFile(config_path.clone())),
+        env_file
+            .client_token
+            .as_ref()
+            .map(|_| env_file_origin.clone()),
+        inputs.client_token.as_ref().map(|_| Origin::Environment),
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
+    merge.token_places(&token_places);
 
     let token_candidates = settings::TokenCandidates {
-        environment: environment_token,
+        environment: inputs.client_token,
         env_file: env_file.client_token.map(|t| (t, env_file_path.clone())),
         config_file: file_token.map(|t| (t, config_path.clone())),
         credentials_directory: inputs.env.get("CREDENTIALS_DIRECTORY").map(PathBuf::from),
     };
-    let sources = values
-        .iter()
-        .map(|(key, (value, origin))| (*key, value.clone(), origin.clone()))
-        .collect();
-    let settings = settings::validate(
-        &Layers { values },
-        token_candidates,
-        &settings::HostPaths {
-            env_file: env_file_path,
-            state_directory: inputs.env.get("STATE_DIRECTORY").cloned(),
-            machine_id_file: inputs
-                .machine_id_file
-                .unwrap_or_else(|| PathBuf::from("/etc/machine-id")),
-        },
-    )?;
-    Ok(Loaded {
-        settings,
-        warnings,
-        env_file: snapshot,
-        sources,
-    })
-}
-
-/// Adds the `HOSTBEAT_*` variables of one environment layer; unknown ones are warned
-/// about, not refused: the environment is shared with other programs and versions.
-fn merge_env(
-    values: &mut BTreeMap<&'static str, (String, Origin)>,
-    env: &BTreeMap<String, String>,
-    origin: &Origin,
-    warnings: &mut Vec<String>,
-) {
-    for (name, value) in env {
-        let Some(key) = name.strip_prefix("HOSTBEAT_") else {
-            continue;
-        };
-        let key = key.to_ascii_lowercase();
-        if key == "config" {
-            continue; // HOSTBEAT_CONFIG is the --config flag, read by the CLI.
-        }
-        match settings::known_key(&key) {
-            // An empty variable means unset, so that an override can clear a value.
-            Some(_) if value.trim().is_empty() => {}
-            Some(known) => {
-                values.insert(known, (value.clone(), origin.clone()));
-            }
-            None => warnings.push(format!(
-                "{name} (from {}) is not a hostbeat setting and is ignored{}",
-                origin.describe(&key),
-                settings::suggest(&key)
-                    .map(|s| format!("; did you mean {}?", env_var(s)))
-                    .unwrap_or_default()
-            )),
-        }
+    let host = settings::HostPaths {
+        env_file: env_file_path,
+        service: inputs.service,
+        state_directory: inputs.env.get("STATE_DIRECTORY").cloned(),
+        machine_id_file: inputs
+            .machine_id_file
+            .unwrap_or_else(|| PathBuf::from("/etc/machine-id")),
+    };
+    let layers = Layers {
+        values: merge.values.clone(),
+    };
+    let settings = settings::validate(&layers, token_candidates, &host)
+        .map_err(|e| merge.explain_missing(e))?;
+    if let token::TokenOrigin::TokenFile(path) = &settings.token_source.origin {
+        merge.check_token_file(path, "client_token_file");
     }
+    Ok(Loaded {
+        sources: layers
+            .values
+            .iter()
+            .map(|(key, (value, origin))| (*key, value.clone(), origin.clone()))
+            .collect(),
+        shadowed: merge.shadowed(token_places.last()),
+        warnings: merge.warnings,
+        settings,
+    })
 }
 
 /// The TOML file's top-level keys as strings (a list becomes a comma-separated value).

@@ -218,6 +218,8 @@ pub(super) struct TokenCandidates {
 
 pub(super) struct HostPaths {
     pub env_file: PathBuf,
+    /// Whether this runs as a systemd service, where a setting goes in a drop-in.
+    pub service: bool,
     pub state_directory: Option<String>,
     pub machine_id_file: PathBuf,
 }
@@ -241,10 +243,12 @@ impl Field<'_> {
             Ok(seconds) => Ok(Duration::from_secs(seconds)),
             Err(_) => humantime::parse_duration(text),
         };
-        parsed.map_err(|e| {
+        // The parser's own words ("expected number at 0") help nobody: say what is
+        // accepted instead.
+        parsed.map_err(|_| {
             self.error(
-                format!("{text:?} is not a duration ({e})"),
-                "write it like 30s, 5m or 1h",
+                format!("{text:?} is not a duration"),
+                "write it like 30s, 5m or 1h 30m: a number and a unit (ms, s, m, h, d); a bare number is seconds",
             )
         })
     }
@@ -352,11 +356,19 @@ pub(super) fn validate(
     let allow_insecure_http = field("allow_insecure_http").boolean()?;
     let server_field = field("server_url");
     let Some(server_list) = server_field.value else {
+        let fix = if host.service {
+            "systemctl edit hostbeat, then under [Service]: Environment=HOSTBEAT_SERVER_URL=https://your-control-plane; then systemctl restart hostbeat".to_owned()
+        } else {
+            format!(
+                "set HOSTBEAT_SERVER_URL=https://your-control-plane in the environment or in {}",
+                host.env_file.display()
+            )
+        };
         return Err(ConfigError::new(
             "server_url",
             None,
             "no control plane is configured".to_owned(),
-            "set HOSTBEAT_SERVER_URL=https://your-control-plane in /etc/hostbeat/hostbeat.env",
+            fix,
         ));
     };
     let servers = server_list
@@ -416,7 +428,7 @@ pub(super) fn validate(
         }
     };
 
-    let (client_token, origin) = resolve_token(tokens, &field("client_token_file"))?;
+    let (client_token, origin) = resolve_token(tokens, &field("client_token_file"), host)?;
 
     Ok(Settings {
         servers,
@@ -552,6 +564,7 @@ fn nonempty(field: &Field<'_>) -> Result<String, ConfigError> {
 fn resolve_token(
     tokens: TokenCandidates,
     token_file: &Field<'_>,
+    host: &HostPaths,
 ) -> Result<(Token, TokenOrigin), ConfigError> {
     let candidate = tokens
         .environment
@@ -583,8 +596,11 @@ fn resolve_token(
         "client_token",
         None,
         "no client token is configured".to_owned(),
-        "set HOSTBEAT_CLIENT_TOKEN=<token> in /etc/hostbeat/hostbeat.env (mode 0640), \
-         or client_token_file, or LoadCredential=client-token:<path> in the unit",
+        format!(
+            "put HOSTBEAT_CLIENT_TOKEN=<token> in {} (mode 0640, owner root, group hostbeat), \
+             or LoadCredential=client-token:<path> in a drop-in (systemctl edit hostbeat)",
+            host.env_file.display()
+        ),
     ))
 }
 

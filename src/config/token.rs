@@ -84,10 +84,24 @@ pub struct TokenSource {
 }
 
 impl TokenSource {
-    /// Reads the token again. The env file comes first because it is where a rotated
-    /// token lands: under systemd the process environment still holds the token of
-    /// the moment the service started. A token from a file is read from that file.
+    /// Reads the token again, by the rule a restart would follow. A token from the
+    /// process environment (the unit's or a drop-in's `Environment=`) wins over the
+    /// env file and cannot change under a running process: that is an error, so
+    /// that the caller says why a rotation was not picked up. Otherwise the env
+    /// file comes first, because it is where a rotated token lands, then the file
+    /// the token came from.
     pub fn reread(&self) -> Result<Token, ConfigError> {
+        if self.origin == TokenOrigin::Environment {
+            return Err(ConfigError::new(
+                "client_token",
+                Some(self.origin.to_string()),
+                "a token from the process environment (an Environment= line of the unit or a drop-in) cannot be re-read by a running service, and it wins over the env file".to_owned(),
+                format!(
+                    "remove the Environment=HOSTBEAT_CLIENT_TOKEN line (systemctl edit hostbeat), put {CLIENT_TOKEN_VAR}=<token> in {}, then systemctl restart hostbeat",
+                    self.env_file.display()
+                ),
+            ));
+        }
         let env_file = EnvFile::read(&self.env_file)?;
         if let Some(raw) = env_file.client_token {
             return clean(&raw, &TokenOrigin::EnvFile(self.env_file.clone()));
@@ -96,9 +110,8 @@ impl TokenSource {
             TokenOrigin::TokenFile(path) | TokenOrigin::Credential(path) => {
                 read_token_file(path, &self.origin)
             }
-            // The token came from a place that cannot change under a running process
-            // and the env file has none: nothing new to read. Reported as an error so
-            // that the caller logs why a rotation was not picked up.
+            // The config file is read again by a reload, not here; the env file has
+            // no token: nothing new to read.
             other => Err(ConfigError::new(
                 "client_token",
                 Some(other.to_string()),
@@ -106,7 +119,10 @@ impl TokenSource {
                     "{} has no {CLIENT_TOKEN_VAR} to re-read",
                     self.env_file.display()
                 ),
-                "put the new token in the env file, or restart the service",
+                format!(
+                    "put {CLIENT_TOKEN_VAR}=<token> in {}, then systemctl reload hostbeat",
+                    self.env_file.display()
+                ),
             )),
         }
     }

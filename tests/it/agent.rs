@@ -478,7 +478,7 @@ async fn shutdown_during_a_hung_request_ends_within_the_shutdown_timeout() {
 async fn reload_rereads_a_rotated_token_without_waiting_for_a_rejection() {
     let world = World::start().await;
     world.write_env_token(SECRET);
-    let agent = world.spawn_online(world.inputs()).await;
+    let agent = world.spawn_online(world.env_file_token_inputs()).await;
     world.plane.add_client("second", ROTATED);
     world.write_env_token(ROTATED);
     agent.reload.notify_one();

@@ -39,6 +39,12 @@ impl Host {
 
     /// The same, started through `wrapper` (e.g. `nsenter -t PID -m`).
     pub fn command_in(&self, wrapper: &[&str], vars: &[(&str, &str)]) -> Command {
+        self.subcommand_in(wrapper, &["run"], vars)
+    }
+
+    /// `hostbeat ARGS` (e.g. `check --json`) through `wrapper`, on this host's files
+    /// and with nothing of the test's environment but PATH.
+    pub fn subcommand_in(&self, wrapper: &[&str], args: &[&str], vars: &[(&str, &str)]) -> Command {
         let mut command = match wrapper.split_first() {
             Some((program, args)) => {
                 let mut command = Command::new(program);
@@ -48,7 +54,7 @@ impl Host {
             None => Command::new(BIN),
         };
         command
-            .arg("run")
+            .args(args)
             .arg("--config")
             .arg(self.dir.path().join("hostbeat.toml"))
             .env_clear()
@@ -111,6 +117,11 @@ impl Process {
             output,
             readers,
         }
+    }
+
+    /// Whether it has exited (without waiting).
+    pub fn exited(&mut self) -> bool {
+        self.child.try_wait().unwrap().is_some()
     }
 
     pub fn pid(&self) -> u32 {
@@ -395,11 +406,10 @@ async fn sigterm_in_the_middle_of_a_backoff_wait_exits_at_once_after_the_goodbye
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rotated_token_is_used_after_the_first_rejection_without_a_restart() {
     let (plane, url) = plane(PlaneConfig::default()).await;
-    let host = Host::new("");
-    // Started as systemd would: the token in the environment.
+    // As the package keeps it: the token in the env file, which hostbeat reads.
+    let host = Host::new(&format!("HOSTBEAT_CLIENT_TOKEN={SECRET}\n"));
     let mut agent = Process::spawn(host.command(&[
         ("HOSTBEAT_SERVER_URL", &url),
-        ("HOSTBEAT_CLIENT_TOKEN", SECRET),
         ("HOSTBEAT_HEARTBEAT_INTERVAL", "1s"),
     ]));
     assert!(

@@ -66,15 +66,21 @@ async fn an_env_file_from_windows_with_a_readable_mode_warns_with_positions_and_
         format!("sed -i 's/\\r$//' {}", world.env_file().display())
     );
     finding(&report, "token", "quoted");
-    let mode = finding(&report, "env_file", "mode 0644");
-    assert_eq!(mode.level, Level::Warn);
-    assert!(
-        mode.meaning
-            .as_deref()
-            .unwrap()
-            .contains("every user on this host can read the token")
+    // Said once, as `hostbeat run` logs it at start.
+    let mode = finding(
+        &report,
+        "config",
+        "holds the client token and every user on this host can read it (mode 0644)",
     );
+    assert_eq!(mode.level, Level::Warn);
     assert!(mode.fix.as_deref().unwrap().contains("chmod 0640"));
+    let modes = report
+        .findings
+        .iter()
+        .filter(|f| f.summary.contains("0644"))
+        .count();
+    assert_eq!(modes, 2, "{}", report.render());
+    assert_eq!(finding(&report, "env_file", "mode 0644").level, Level::Ok);
     // The token still works: the validate call succeeds.
     finding(&report, "validate", "accepts the credential");
     assert_no_token(&report);
@@ -495,4 +501,64 @@ fn a_proxy_in_the_environment_is_checked_and_used_and_no_proxy_bypasses_it() {
 /// The world's inputs with the token left to the env file.
 fn without_token_var(inputs: hostbeat::ConfigInputs) -> hostbeat::ConfigInputs {
     inputs.without_var("HOSTBEAT_CLIENT_TOKEN")
+}
+
+/// Beside the service, `check` loads with the unit's environment, as `hostbeat run`
+/// under systemd does: it flags a token set by `Environment=`, a key the drop-in and
+/// the env file both set, and a variable of the shell that the service never sees.
+#[tokio::test]
+async fn beside_the_service_check_judges_with_the_units_environment() {
+    let world = World::start().await;
+    std::fs::write(world.env_file(), "HOSTBEAT_HEARTBEAT_INTERVAL=7s\n").unwrap();
+    let unit: Vec<(String, String)> = [
+        ("HOSTBEAT_SERVER_URL", world.url()),
+        (
+            "HOSTBEAT_STATE_DIR",
+            world.state_dir().display().to_string(),
+        ),
+        ("HOSTBEAT_ENV_FILE", world.env_file().display().to_string()),
+        ("HOSTBEAT_IMDS", "off".to_owned()),
+        ("HOSTBEAT_HEARTBEAT_INTERVAL", "2s".to_owned()),
+        ("HOSTBEAT_CLIENT_TOKEN", SECRET.to_owned()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v))
+    .collect();
+    let shell = world.inputs().var("HOSTBEAT_LOG_LEVEL", "debug");
+    let report = hostbeat::check::run_as_service(shell, unit, Heartbeat::Skip).await;
+    assert_eq!(report.exit_status(), 2, "{}", report.render());
+    finding(&report, "config", "environment of hostbeat.service:");
+    let token = finding(
+        &report,
+        "config",
+        "HOSTBEAT_CLIENT_TOKEN is set by an Environment= line",
+    );
+    assert_eq!(token.level, Level::Warn);
+    assert!(
+        token
+            .fix
+            .as_deref()
+            .unwrap()
+            .contains("LoadCredential=client-token:")
+    );
+    let interval = finding(&report, "config", "heartbeat_interval is set in 2 places");
+    assert!(
+        interval
+            .summary
+            .ends_with("in use: environment variable HOSTBEAT_HEARTBEAT_INTERVAL")
+    );
+    let unseen = finding(
+        &report,
+        "config",
+        "HOSTBEAT_LOG_LEVEL is set in this shell, not in the unit",
+    );
+    assert!(
+        unseen
+            .fix
+            .as_deref()
+            .unwrap()
+            .contains("Environment=HOSTBEAT_LOG_LEVEL=")
+    );
+    finding(&report, "validate", "accepts the credential");
+    assert_no_token(&report);
 }

@@ -23,8 +23,11 @@ impl Dir {
         path
     }
 
-    /// No config file, no env file: only what the test adds.
+    /// No config file, an empty env file: only what the test adds.
     fn bare(&self) -> ConfigInputs {
+        if !self.path("hostbeat.env").exists() {
+            self.write("hostbeat.env", "");
+        }
         ConfigInputs::new()
             .config_file(self.write("hostbeat.toml", ""))
             .var(
@@ -220,7 +223,9 @@ fn unknown_environment_variables_are_warned_about() {
     let loaded = config::load(dir.valid().var("HOSTBEAT_HEARTBEAT_INTERVALL", "5s")).unwrap();
     assert_eq!(loaded.warnings.len(), 1);
     assert!(
-        loaded.warnings[0].contains("did you mean HOSTBEAT_HEARTBEAT_INTERVAL"),
+        loaded.warnings[0]
+            .to_string()
+            .contains("did you mean HOSTBEAT_HEARTBEAT_INTERVAL"),
         "{:?}",
         loaded.warnings
     );
@@ -405,12 +410,14 @@ fn an_env_file_every_user_can_read_is_warned_about_at_start() {
     let warnings = config::load(inputs()).unwrap().warnings;
     assert_eq!(warnings.len(), 1, "{warnings:?}");
     assert!(
-        warnings[0].contains("every user on this host can read it (mode 0644)")
-            && warnings[0].contains("chmod 0640"),
+        warnings[0]
+            .to_string()
+            .contains("every user on this host can read it (mode 0644)")
+            && warnings[0].to_string().contains("chmod 0640"),
         "{}",
         warnings[0]
     );
-    assert!(!warnings[0].contains(SECRET));
+    assert!(!warnings[0].to_string().contains(SECRET));
     // Without a token in it, the mode is nobody's business.
     std::fs::write(&env_file, "HOSTBEAT_HEARTBEAT_INTERVAL=10s\n").unwrap();
     assert!(
@@ -426,4 +433,142 @@ fn an_env_file_every_user_can_read_is_warned_about_at_start() {
         )
         .figure("mode 0640", "no warning")
         .done();
+}
+
+/// The rule for every key: the environment (a drop-in) over the env file over the
+/// config file; each key set in more than one place is named with the one in use.
+#[test]
+fn every_key_set_in_two_places_is_named_with_the_one_in_use() {
+    let dir = Dir::new();
+    let toml = dir.write("layers.toml", "heartbeat_interval = \"10s\"\n");
+    dir.write(
+        "hostbeat.env",
+        &format!("HOSTBEAT_HEARTBEAT_INTERVAL=7s\nHOSTBEAT_CLIENT_TOKEN={SECRET}\n"),
+    );
+    let loaded = config::load(
+        dir.valid()
+            .config_file(&toml)
+            .var("HOSTBEAT_HEARTBEAT_INTERVAL", "2s"),
+    )
+    .unwrap();
+    assert_eq!(loaded.settings.heartbeat_interval, secs(2));
+    let lines: Vec<String> = loaded
+        .shadowed
+        .iter()
+        .map(config::Shadowed::describe)
+        .collect();
+    let env_file = dir.path("hostbeat.env");
+    assert_eq!(
+        lines,
+        [
+            format!(
+                "client_token is set in 2 places (HOSTBEAT_CLIENT_TOKEN in {}, environment variable HOSTBEAT_CLIENT_TOKEN); in use: environment variable HOSTBEAT_CLIENT_TOKEN",
+                env_file.display()
+            ),
+            format!(
+                "heartbeat_interval is set in 3 places (heartbeat_interval in {}, HOSTBEAT_HEARTBEAT_INTERVAL in {}, environment variable HOSTBEAT_HEARTBEAT_INTERVAL); in use: environment variable HOSTBEAT_HEARTBEAT_INTERVAL",
+                toml.display(),
+                env_file.display()
+            ),
+        ]
+    );
+    assert!(!lines.concat().contains(SECRET));
+}
+
+/// A token set by the unit's `Environment=` (readable by every local user through
+/// `systemctl show`) is warned about with the fix; from a shell it is not.
+#[test]
+fn a_token_in_the_units_environment_is_warned_about_with_the_fix() {
+    let dir = Dir::new();
+    let codes = |inputs| -> Vec<&'static str> {
+        config::load(inputs)
+            .unwrap()
+            .warnings
+            .iter()
+            .map(|w| w.code)
+            .collect()
+    };
+    assert!(codes(dir.valid()).is_empty());
+    let unit = vec![
+        (
+            "HOSTBEAT_SERVER_URL".to_owned(),
+            "https://cp.example.com".to_owned(),
+        ),
+        ("HOSTBEAT_CLIENT_TOKEN".to_owned(), SECRET.to_owned()),
+        (
+            "HOSTBEAT_ENV_FILE".to_owned(),
+            dir.path("hostbeat.env").display().to_string(),
+        ),
+    ];
+    let (inputs, unseen) = ConfigInputs::new()
+        .config_file(dir.write("hostbeat.toml", ""))
+        .var("HOSTBEAT_LOG_LEVEL", "debug")
+        .as_service(unit);
+    assert_eq!(unseen, ["HOSTBEAT_LOG_LEVEL"]);
+    let loaded = config::load(inputs).unwrap();
+    assert_eq!(
+        loaded.settings.log_level, "info",
+        "the shell's variable is not the unit's"
+    );
+    let warning = &loaded.warnings[0];
+    assert_eq!(warning.code, "token_in_unit_environment");
+    let text = warning.to_string();
+    assert!(
+        text.contains("systemctl show hostbeat -p Environment"),
+        "{text}"
+    );
+    assert!(text.contains("LoadCredential=client-token:"), "{text}");
+    assert!(!text.contains(SECRET));
+}
+
+/// A required setting nobody set, next to a variable whose name is close to it:
+/// the fix names the variable, its place and the right name.
+#[test]
+fn a_misspelt_required_key_gets_did_you_mean() {
+    let dir = Dir::new();
+    let e = error(
+        dir.bare()
+            .var("HOSTBEAT_CLIENT_TOKEN", SECRET)
+            .var("HOSTBEAT_SERVER_ULR", "https://cp.example.com"),
+    );
+    assert_eq!(e.setting(), "server_url");
+    assert!(
+        e.to_string().contains(
+            "fix: HOSTBEAT_SERVER_ULR is set in the environment (a drop-in's Environment= under systemd): did you mean HOSTBEAT_SERVER_URL? rename it"
+        ),
+        "{e}"
+    );
+    dir.write("hostbeat.env", "HOSTBEAT_CLIENT_TOKN=abc\n");
+    let e = error(
+        dir.bare()
+            .var("HOSTBEAT_SERVER_URL", "https://cp.example.com"),
+    );
+    assert_eq!(e.setting(), "client_token");
+    assert!(
+        e.to_string().contains("HOSTBEAT_CLIENT_TOKN is set in"),
+        "{e}"
+    );
+    assert!(
+        e.to_string()
+            .contains("did you mean HOSTBEAT_CLIENT_TOKEN?"),
+        "{e}"
+    );
+    assert!(!e.to_string().contains("abc"), "{e}");
+}
+
+/// The fix for a missing setting names the env file in use, not the default one.
+#[test]
+fn a_missing_token_is_fixed_in_the_env_file_actually_in_use() {
+    let dir = Dir::new();
+    let e = error(
+        dir.bare()
+            .var("HOSTBEAT_SERVER_URL", "https://cp.example.com"),
+    );
+    assert!(
+        e.to_string().contains(&format!(
+            "put HOSTBEAT_CLIENT_TOKEN=<token> in {}",
+            dir.path("hostbeat.env").display()
+        )),
+        "{e}"
+    );
 }

@@ -40,7 +40,7 @@ async fn rejected_credential_backs_off_on_the_auth_schedule() {
     let world = World::start().await;
     world.write_env_token(SECRET);
     let (logs, _guard) = Logs::capture();
-    let agent = world.spawn_online(world.inputs()).await;
+    let agent = world.spawn_online(world.env_file_token_inputs()).await;
     // Rotated on the server only: the agent's token no longer works.
     world.plane.rotate(CLIENT_ID, ROTATED);
     let before = world.requests().len();
@@ -86,7 +86,7 @@ async fn token_rotated_in_the_env_file_is_picked_up_after_the_first_rejection() 
     let mut world = World::start().await;
     world.write_env_token(SECRET);
     let (logs, _guard) = Logs::capture();
-    let agent = world.spawn_online(world.inputs()).await;
+    let agent = world.spawn_online(world.env_file_token_inputs()).await;
     world.events();
     world.plane.rotate(CLIENT_ID, ROTATED);
     world.write_env_token(&format!("  \"{ROTATED}\"  "));

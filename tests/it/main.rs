@@ -17,3 +17,4 @@ mod reload;
 mod report;
 mod tls;
 mod unit_file;
+mod verdicts;

@@ -5,38 +5,39 @@ use std::path::PathBuf;
 
 use crate::support::*;
 
-/// Inputs as systemd hands them over: the env file's values are in the
-/// environment too, as they were at start. `extra` stands for `Environment=` lines
-/// of the unit or a drop-in for keys the env file does not set (where the file sets
-/// a key, systemd gives the file's value).
+/// Inputs as the packaged unit hands them over: the environment holds only the
+/// unit's and drop-ins' `Environment=` lines (`drop_in`), fixed at start; the env
+/// file, which hostbeat reads itself at every load, holds the token and the rest.
 fn as_systemd(
-    url: String,
     dir: PathBuf,
-    extra: &'static [(&'static str, &'static str)],
+    drop_in: &'static [(&'static str, &'static str)],
 ) -> impl Fn() -> hostbeat::ConfigInputs + Send + Sync + 'static {
     move || {
         let mut inputs = hostbeat::ConfigInputs::new()
             .config_file(dir.join("hostbeat.toml"))
-            .var("HOSTBEAT_SERVER_URL", url.clone())
-            .var("HOSTBEAT_CLIENT_TOKEN", SECRET)
-            .var("HOSTBEAT_HEARTBEAT_INTERVAL", "30s")
             .var("HOSTBEAT_STATE_DIR", dir.join("state").to_str().unwrap())
             .var(
                 "HOSTBEAT_ENV_FILE",
                 dir.join("hostbeat.env").to_str().unwrap(),
             )
             .machine_id_file(dir.join("machine-id"));
-        for (key, value) in extra {
+        for (key, value) in drop_in {
             inputs = inputs.var(key, *value);
         }
         inputs
     }
 }
 
+/// The env file: the token, the server (unless `lines` names one) and `lines`.
 fn write_env(world: &World, lines: &str) {
+    let server = if lines.contains("HOSTBEAT_SERVER_URL=") {
+        String::new()
+    } else {
+        format!("HOSTBEAT_SERVER_URL={}\n", world.url())
+    };
     std::fs::write(
         world.env_file(),
-        format!("HOSTBEAT_CLIENT_TOKEN={SECRET}\n{lines}"),
+        format!("HOSTBEAT_CLIENT_TOKEN={SECRET}\n{server}{lines}"),
     )
     .unwrap();
 }
@@ -57,7 +58,7 @@ async fn reload_applies_the_env_files_new_values_over_the_stale_environment() {
         ),
     );
     let (logs, _guard) = Logs::capture();
-    let agent = world.spawn_reloadable(as_systemd(world.url(), world.dir.path().to_owned(), &[]));
+    let agent = world.spawn_reloadable(as_systemd(world.dir.path().to_owned(), &[]));
     assert!(until(mins(3), || world.heartbeats().len() >= 3).await);
 
     // The operator edits the env file: a slower interval and another server.
@@ -95,7 +96,7 @@ async fn a_broken_configuration_is_refused_and_the_running_one_stays() {
     let world = World::start().await;
     write_env(&world, "HOSTBEAT_HEARTBEAT_INTERVAL=30s\n");
     let (logs, _guard) = Logs::capture();
-    let agent = world.spawn_reloadable(as_systemd(world.url(), world.dir.path().to_owned(), &[]));
+    let agent = world.spawn_reloadable(as_systemd(world.dir.path().to_owned(), &[]));
     assert!(until(mins(2), || world.heartbeats().len() >= 2).await);
     write_env(&world, "HOSTBEAT_HEARTBEAT_INTERVAL=often\n");
     agent.reload.notify_one();
@@ -124,44 +125,56 @@ async fn a_broken_configuration_is_refused_and_the_running_one_stays() {
         .done();
 }
 
-/// systemd lets `EnvironmentFile=` override the unit's `Environment=` lines, and a
-/// reload resolves settings as a restart would: a drop-in's value stands while the
-/// env file does not set the key; once the file sets it, the file wins.
+/// A drop-in's `Environment=` wins over the env file for every key, at a start and
+/// at a reload alike: an edit of the env file takes effect only where no drop-in
+/// sets the key.
 #[tokio::test(start_paused = true)]
-async fn a_reload_orders_a_drop_in_and_the_env_file_as_a_restart_would() {
+async fn a_drop_in_wins_over_the_env_file_at_a_start_and_at_every_reload() {
     let world = World::start().await;
-    write_env(&world, "");
+    write_env(
+        &world,
+        &format!(
+            "HOSTBEAT_SERVER_URL={}\nHOSTBEAT_HEARTBEAT_INTERVAL=7s\n",
+            world.url()
+        ),
+    );
     let (logs, _guard) = Logs::capture();
-    // Environment=HOSTBEAT_HEARTBEAT_INTERVAL=45s in an override; the env file has no
-    // interval, so systemd hands the drop-in's value over.
+    // Environment=HOSTBEAT_HEARTBEAT_INTERVAL=45s in an override.conf.
     let agent = world.spawn_reloadable(as_systemd(
-        world.url(),
         world.dir.path().to_owned(),
         &[("HOSTBEAT_HEARTBEAT_INTERVAL", "45s")],
     ));
-    assert!(until(mins(2), || world.heartbeats().len() >= 2).await);
+    assert!(until(mins(3), || world.heartbeats().len() >= 4).await);
+    let beats = world.heartbeats();
+    for gap in gaps_ms(&beats[1..4]) {
+        assert!(
+            (40_500..=49_500).contains(&gap),
+            "gap {gap} ms: the drop-in's 45 s"
+        );
+    }
 
-    // A reload with the file unchanged: the drop-in's 45 s stands.
+    // The env file's interval changes: the drop-in still wins after a reload.
+    write_env(
+        &world,
+        &format!(
+            "HOSTBEAT_SERVER_URL={}\nHOSTBEAT_HEARTBEAT_INTERVAL=2m\nHOSTBEAT_BACKOFF_CAP=1m\n",
+            world.url()
+        ),
+    );
     agent.reload.notify_one();
     pass(secs(1)).await;
     let before = world.heartbeats().len();
     assert!(until(mins(5), || world.heartbeats().len() >= before + 3).await);
-    assert!(logs.events("config_reloaded")[0].contains("nothing changed"));
+    agent.stop().await;
+    let reloaded = logs.events("config_reloaded");
+    // The key no drop-in sets took effect; the interval did not change.
+    assert!(
+        reloaded[0].contains("backoff_cap") && !reloaded[0].contains("heartbeat_interval"),
+        "{}",
+        reloaded[0]
+    );
     let beats = world.heartbeats();
     for gap in gaps_ms(&beats[before - 1..before + 2]) {
         assert!((40_500..=49_500).contains(&gap), "gap {gap} ms");
-    }
-
-    // The env file now sets the interval: it wins, as it would at a restart.
-    write_env(&world, "HOSTBEAT_HEARTBEAT_INTERVAL=2m\n");
-    agent.reload.notify_one();
-    pass(secs(1)).await;
-    let before = world.heartbeats().len();
-    assert!(until(mins(10), || world.heartbeats().len() >= before + 3).await);
-    agent.stop().await;
-    assert!(logs.events("config_reloaded")[1].contains("heartbeat_interval"));
-    let beats = world.heartbeats();
-    for gap in gaps_ms(&beats[before..before + 3]) {
-        assert!((108_000..=132_000).contains(&gap), "gap {gap} ms");
     }
 }

@@ -70,7 +70,6 @@ fn the_unit_runs_the_daemon_as_the_operations_docs_expect() {
         ("Type", "notify"),
         ("ExecStart", "/usr/bin/hostbeat run"),
         ("ExecReload", "/bin/sh -c 'kill -HUP $$MAINPID'"),
-        ("EnvironmentFile", "-/etc/hostbeat/hostbeat.env"),
         ("User", "hostbeat"),
         ("StateDirectory", "hostbeat"),
         ("Restart", "on-failure"),
@@ -82,6 +81,24 @@ fn the_unit_runs_the_daemon_as_the_operations_docs_expect() {
     }
     assert!(!values(&unit, "WatchdogSec").is_empty());
     assert!(!values(&unit, "Documentation").is_empty());
+}
+
+/// systemd lets `EnvironmentFile=` beat `Environment=`, drop-ins included: the unit
+/// has none (hostbeat reads the env file itself, below the drop-ins), its packaged
+/// defaults are `Environment=` lines a drop-in can change, and the packaged env
+/// file sets nothing at all until the operator adds the token.
+#[test]
+fn a_drop_in_can_change_every_packaged_default() {
+    let unit = unit();
+    assert!(values(&unit, "EnvironmentFile").is_empty());
+    assert_eq!(values(&unit, "Environment"), vec!["HOSTBEAT_IMDS=auto"]);
+    let template = std::fs::read_to_string(format!("{ROOT}/systemd/hostbeat.env")).unwrap();
+    let file =
+        hostbeat::config::envfile::EnvFile::parse(Path::new("hostbeat.env"), template.as_bytes())
+            .unwrap();
+    assert!(file.vars.is_empty(), "{:?}", file.vars);
+    assert!(file.client_token.is_none());
+    assert!(template.contains("#HOSTBEAT_CLIENT_TOKEN="));
 }
 
 #[test]

@@ -74,12 +74,15 @@ fn deactivate_and_reactivate(host: &Host, agent: &Agent) {
 }
 
 /// Step 5: A rotated token: control plane, env file, `systemctl reload`. Same process,
-/// same agent.
+/// same agent. The operator also sets the interval in the env file, which the
+/// drop-in's wins over at the reload too; `hostbeat check`, run from root's shell,
+/// says so.
 fn rotate_and_reload(host: &Host, agent: &Agent) {
     let ct = &host.ct;
     host.plane.api.rotate(CLIENT_ID, ROTATED);
     ct.sh(&format!(
-        "sed -i 's|^HOSTBEAT_CLIENT_TOKEN=.*|HOSTBEAT_CLIENT_TOKEN={ROTATED}|' {ENV_FILE}"
+        "sed -i 's|^HOSTBEAT_CLIENT_TOKEN=.*|HOSTBEAT_CLIENT_TOKEN={ROTATED}|' {ENV_FILE} && \
+         echo HOSTBEAT_HEARTBEAT_INTERVAL=7s >> {ENV_FILE}"
     ));
     ct.sh(&format!("systemctl reload {UNIT}"));
     let rotated = host.wait_until("a heartbeat with the rotated token", || {
@@ -94,6 +97,37 @@ fn rotate_and_reload(host: &Host, agent: &Agent) {
         ct.unit_property(UNIT, "MainPID"),
         agent.main_pid,
         "a reload must not restart"
+    );
+    // Still the drop-in's 1 s, not the env file's 7 s.
+    let seen = host.plane.api.heartbeats().len();
+    let beats = host.wait_until("four heartbeats after the reload", || {
+        let beats = host.plane.heartbeats_since(seen);
+        (beats.len() >= 4).then_some(beats)
+    });
+    let gaps: Vec<u64> = beats.windows(2).map(|w| w[1].at_ms - w[0].at_ms).collect();
+    assert!(gaps.iter().all(|gap| *gap < 5_000), "{gaps:?} ms");
+
+    let check = ct.run(&["hostbeat", "check", "--json"]);
+    let report: serde_json::Value = serde_json::from_slice(&check.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&check.stdout)));
+    let summaries: Vec<&str> = report["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|f| f["summary"].as_str())
+        .collect();
+    assert!(
+        summaries
+            .iter()
+            .any(|s| s.starts_with("heartbeat_interval is set in 2 places")
+                && s.ends_with("in use: environment variable HOSTBEAT_HEARTBEAT_INTERVAL")),
+        "{summaries:#?}"
+    );
+    assert!(
+        summaries
+            .iter()
+            .any(|s| s.starts_with("environment of hostbeat.service")),
+        "{summaries:#?}"
     );
 }
 

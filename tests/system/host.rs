@@ -13,12 +13,16 @@ pub const UNIT: &str = "hostbeat.service";
 pub const ENV_FILE: &str = "/etc/hostbeat/hostbeat.env";
 pub const STATE_FILE: &str = "/var/lib/hostbeat/state.json";
 
-/// The operator's `systemctl edit hostbeat`: one setting changed (the interval), and
-/// short backoff caps so that recoveries take seconds here.
+/// The operator's `systemctl edit hostbeat`, after the server (`{url}`): the
+/// interval changed, short backoff caps so that recoveries take seconds here, and the
+/// unit's `HOSTBEAT_IMDS=auto` turned off: the container shares the host's network,
+/// and no test may send a packet to the metadata address.
 const OVERRIDE: &str = "[Service]\n\
+    Environment=HOSTBEAT_SERVER_URL={url}\n\
     Environment=HOSTBEAT_HEARTBEAT_INTERVAL=1s\n\
     Environment=HOSTBEAT_BACKOFF_CAP=2s\n\
-    Environment=HOSTBEAT_AUTH_BACKOFF_CAP=2s\n";
+    Environment=HOSTBEAT_AUTH_BACKOFF_CAP=2s\n\
+    Environment=HOSTBEAT_IMDS=off\n";
 
 /// The booted container and the control plane it reports to.
 pub struct Host {
@@ -79,32 +83,40 @@ impl Host {
         );
     }
 
-    /// Configures as the README says (the env file, a drop-in) and starts the unit.
-    /// The packaged `HOSTBEAT_IMDS=auto` becomes `off` in the env file itself (it
-    /// overrides a drop-in's `Environment=`): the container shares the host's
-    /// network, and no test may send a packet to the metadata address.
+    /// Configures as the README says: the token in the env file as the package left
+    /// it, every other setting in a drop-in, which wins over the env file (the
+    /// packaged defaults included). Before the start, the unit's environment turns
+    /// IMDS off; after it, the daemon's environment holds no token.
     pub fn configure_and_start(&self) {
         let ct = &self.ct;
         ct.sh(&format!(
-            "sed -i -e 's|^#HOSTBEAT_SERVER_URL=.*|HOSTBEAT_SERVER_URL={}|' \
-                    -e 's|^#HOSTBEAT_CLIENT_TOKEN=.*|HOSTBEAT_CLIENT_TOKEN={SECRET}|' \
-                    -e 's|^HOSTBEAT_IMDS=.*|HOSTBEAT_IMDS=off|' {ENV_FILE}",
-            self.plane.url
+            "sed -i -e 's|^#HOSTBEAT_CLIENT_TOKEN=.*|HOSTBEAT_CLIENT_TOKEN={SECRET}|' {ENV_FILE}"
         ));
         let env_file = std::fs::read_to_string(ct.path(ENV_FILE)).unwrap();
-        assert!(
-            env_file.lines().any(|l| l == "HOSTBEAT_IMDS=off")
-                && !env_file
-                    .lines()
-                    .any(|l| l.starts_with("HOSTBEAT_IMDS=") && l != "HOSTBEAT_IMDS=off"),
-            "the env file must turn IMDS off:\n{env_file}"
-        );
+        let active: Vec<&str> = env_file
+            .lines()
+            .filter(|l| !l.trim().is_empty() && !l.starts_with('#'))
+            .collect();
+        assert_eq!(active, [format!("HOSTBEAT_CLIENT_TOKEN={SECRET}")]);
         assert_eq!(self.env_file_owner_and_mode(), "root:hostbeat 640");
         let dropin = ct.path("/etc/systemd/system/hostbeat.service.d/override.conf");
         std::fs::create_dir_all(dropin.parent().unwrap()).unwrap();
-        std::fs::write(&dropin, OVERRIDE).unwrap();
+        std::fs::write(&dropin, OVERRIDE.replace("{url}", &self.plane.url)).unwrap();
         ct.sh("systemctl daemon-reload");
+        let environment = ct.unit_property(UNIT, "Environment");
+        assert!(
+            environment.contains("HOSTBEAT_IMDS=off")
+                && !environment.contains("HOSTBEAT_IMDS=auto"),
+            "the drop-in must turn IMDS off before the start: {environment}"
+        );
         ct.sh(&format!("systemctl start {UNIT}"));
+        let main_pid = ct.unit_property(UNIT, "MainPID");
+        let environ = ct.sh(&format!("tr '\\0' '\\n' < /proc/{main_pid}/environ"));
+        assert!(
+            environ.lines().any(|l| l == "HOSTBEAT_IMDS=off")
+                && !environ.contains("HOSTBEAT_CLIENT_TOKEN"),
+            "the daemon's environment:\n{environ}"
+        );
     }
 
     /// Running, with a Status: line; heartbeats with the token at the drop-in's

@@ -75,6 +75,12 @@ impl World {
             "# settings come from the environment\n",
         )
         .unwrap();
+        // As the package leaves it before the operator adds the token.
+        std::fs::write(
+            dir.path().join("hostbeat.env"),
+            "# HOSTBEAT_CLIENT_TOKEN=\n",
+        )
+        .unwrap();
         Self {
             plane,
             addr,
@@ -133,6 +139,13 @@ impl World {
             .var("HOSTBEAT_TOKEN_URL", format!("{}/oauth/token", self.url()))
     }
 
+    /// The base configuration with the token left to the env file (written with
+    /// [`Self::write_env_token`]), as the package keeps it: the place a rotated token
+    /// lands. A token in the environment would win over it, as a drop-in's does.
+    pub fn env_file_token_inputs(&self) -> ConfigInputs {
+        self.inputs().without_var("HOSTBEAT_CLIENT_TOKEN")
+    }
+
     /// Writes the env file with `token`.
     pub fn write_env_token(&self, token: &str) {
         let mut file = std::fs::File::create(self.env_file()).unwrap();
@@ -148,19 +161,15 @@ impl World {
     }
 
     /// Starts an agent whose reload (SIGHUP, `agent.reload`) reads `make()` again as
-    /// `hostbeat run` does: settings resolve as a restart would, the env file as it
-    /// is now winning over the environment of the start.
+    /// `hostbeat run` does: settings resolve as at a start, the files as they are now.
     #[allow(clippy::unused_self)]
     pub fn spawn_reloadable(
         &self,
         make: impl Fn() -> ConfigInputs + Send + Sync + 'static,
     ) -> Agent {
         let loaded = hostbeat::config::load(make()).expect("valid test config");
-        let at_start = loaded.env_file.clone();
         let reloader = hostbeat::Reloader::new(
-            move || {
-                hostbeat::config::load(make().preferring_env_file(&at_start)).map(|l| l.settings)
-            },
+            move || hostbeat::config::load(make()).map(|l| l.settings),
             |_| {},
         );
         Agent::spawn_with(loaded.settings, Some(reloader))
