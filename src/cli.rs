@@ -140,8 +140,10 @@ pub enum Command {
     /// running or has stopped updating the file. Exit status: 0 when the daemon runs,
     /// 3 when it is stopped, gone or stale, 1 when there is no readable status file.
     Status {
-        /// Print JSON for scripts: the status file's fields, plus `daemon` (running,
-        /// stopped, not_running, stale) and `status_file`.
+        /// Print JSON for scripts, whatever the outcome: the status file's fields,
+        /// plus `daemon` (running, stopped, not_running, stale) and `status_file`;
+        /// without a readable file, `daemon` (never_ran, unknown), `status_file` and
+        /// `error`.
         #[arg(long)]
         json: bool,
         /// The state directory (default: the configured one, as `hostbeat run`

@@ -42,42 +42,60 @@ fn check(config_file: Option<PathBuf>, json: bool, heartbeat: bool) -> ExitCode 
         None => runtime.block_on(hostbeat::check::run(inputs, heartbeat)),
     };
     if json {
-        println!("{:#}", report.to_json());
+        out(&format!("{:#}\n", report.to_json()));
     } else {
-        print!("{}", report.render());
+        out(&report.render());
     }
     ExitCode::from(report.exit_status())
 }
 
-/// `hostbeat status`: the status file, judged and printed.
+/// `hostbeat status`: the status file, judged and printed; with `--json`, always
+/// JSON on stdout, whatever the outcome.
 fn status(config_file: Option<PathBuf>, json: bool, state_dir: Option<PathBuf>) -> ExitCode {
     let state_dir = state_dir.unwrap_or_else(|| {
-        match hostbeat::config::load(hostbeat::ConfigInputs::from_process(config_file)) {
+        let inputs = hostbeat::ConfigInputs::from_process(config_file);
+        let hint = inputs.state_dir_hint();
+        match hostbeat::config::load(inputs) {
             Ok(loaded) => loaded.settings.state_dir,
             Err(e) => {
-                let default = PathBuf::from(hostbeat::config::DEFAULT_STATE_DIR);
-                eprintln!(
+                err(&format!(
                     "hostbeat: the configuration does not load ({e}); reading {}",
-                    default.display()
-                );
-                default
+                    hint.display()
+                ));
+                hint
             }
         }
     });
+    let file = status_file::path(&state_dir);
     let snapshot = match status_file::read(&state_dir) {
         Ok(snapshot) => snapshot,
         Err(e) => {
-            eprintln!("hostbeat: {e}");
+            if json {
+                let daemon = match e {
+                    status_file::ReadError::Missing(_) => "never_ran",
+                    _ => "unknown",
+                };
+                let value = serde_json::json!({
+                    "daemon": daemon,
+                    "status_file": file.display().to_string(),
+                    "error": e.to_string(),
+                });
+                out(&format!("{value:#}\n"));
+            } else {
+                err(&format!("hostbeat: {e}"));
+            }
             return ExitCode::from(STATUS_UNKNOWN);
         }
     };
     let now = std::time::SystemTime::now();
-    let daemon = status_file::daemon(&snapshot, now, status_file::hostbeat_runs);
-    let file = status_file::path(&state_dir);
+    let daemon = status_file::daemon(&snapshot, now, hostbeat::report::liveness::runs);
     if json {
-        println!("{:#}", status_file::to_json(&snapshot, daemon, &file));
+        out(&format!(
+            "{:#}\n",
+            status_file::to_json(&snapshot, daemon, &file)
+        ));
     } else {
-        print!("{}", status_file::render(&snapshot, daemon, &file, now));
+        out(&status_file::render(&snapshot, daemon, &file, now));
     }
     match daemon {
         Daemon::Running => ExitCode::SUCCESS,
@@ -85,12 +103,32 @@ fn status(config_file: Option<PathBuf>, json: bool, state_dir: Option<PathBuf>) 
     }
 }
 
+/// Writes `text` to stdout. A reader that went away (`hostbeat check | head -1`) is
+/// not an error, and never a panic: the exit status stays the command's own.
+fn out(text: &str) {
+    use std::io::Write as _;
+    let mut stdout = std::io::stdout().lock();
+    if let Err(e) = stdout
+        .write_all(text.as_bytes())
+        .and_then(|()| stdout.flush())
+        && e.kind() != std::io::ErrorKind::BrokenPipe
+    {
+        err(&format!("hostbeat: cannot write to stdout: {e}"));
+    }
+}
+
+/// Writes one line to stderr, ignoring a closed stderr (`eprintln!` would panic).
+fn err(line: &str) {
+    use std::io::Write as _;
+    let _ = writeln!(std::io::stderr().lock(), "{line}");
+}
+
 fn run(config_file: Option<PathBuf>, log_target: hostbeat::logging::LogTarget) -> ExitCode {
     let loaded =
         match hostbeat::config::load(hostbeat::ConfigInputs::from_process(config_file.clone())) {
             Ok(loaded) => loaded,
             Err(e) => {
-                eprintln!("hostbeat: configuration error: {e}");
+                err(&format!("hostbeat: configuration error: {e}"));
                 return ExitCode::from(EX_CONFIG);
             }
         };
@@ -126,7 +164,7 @@ fn run(config_file: Option<PathBuf>, log_target: hostbeat::logging::LogTarget) -
             ..hostbeat::Controls::new()
         };
         if let Err(e) = watch_signals(controls.shutdown.clone(), controls.reload.clone()) {
-            eprintln!("hostbeat: cannot install signal handlers: {e}");
+            err(&format!("hostbeat: cannot install signal handlers: {e}"));
             return Ok(ExitCode::from(EX_SOFTWARE));
         }
         hostbeat::run(loaded.settings, controls)
@@ -138,7 +176,7 @@ fn run(config_file: Option<PathBuf>, log_target: hostbeat::logging::LogTarget) -
         // Found only when the HTTP client is built (ca_file): said like every other
         // configuration error, on stderr in one line.
         Err(hostbeat::RunError::Config(e)) => {
-            eprintln!("hostbeat: configuration error: {e}");
+            err(&format!("hostbeat: configuration error: {e}"));
             ExitCode::from(EX_CONFIG)
         }
     }
@@ -150,7 +188,7 @@ fn runtime() -> Result<tokio::runtime::Runtime, ExitCode> {
         .enable_all()
         .build()
         .map_err(|e| {
-            eprintln!("hostbeat: cannot start the runtime: {e}");
+            err(&format!("hostbeat: cannot start the runtime: {e}"));
             ExitCode::from(EX_SOFTWARE)
         })
 }

@@ -172,6 +172,23 @@ impl ConfigInputs {
             .unwrap_or_else(|| PathBuf::from(DEFAULT_ENV_FILE))
     }
 
+    /// The state directory these inputs point at before the config file is read
+    /// (`HOSTBEAT_STATE_DIR`, else systemd's `STATE_DIRECTORY`, else the default):
+    /// where `hostbeat status` looks when the configuration does not load.
+    pub fn state_dir_hint(&self) -> PathBuf {
+        self.env
+            .get("HOSTBEAT_STATE_DIR")
+            .filter(|dir| !dir.trim().is_empty())
+            .map(|dir| PathBuf::from(dir.trim()))
+            .or_else(|| {
+                self.env
+                    .get("STATE_DIRECTORY")
+                    .and_then(|dirs| dirs.split(':').next())
+                    .map(PathBuf::from)
+            })
+            .unwrap_or_else(|| PathBuf::from(DEFAULT_STATE_DIR))
+    }
+
     /// `HOSTBEAT_ENV_FILE`, which wins over the config file's `env_file`.
     fn env_file_var(&self) -> Option<PathBuf> {
         self.env.get("HOSTBEAT_ENV_FILE").map(PathBuf::from)

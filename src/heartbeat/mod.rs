@@ -509,6 +509,7 @@ impl Agent {
         let snapshot = Snapshot {
             format: STATUS_FORMAT,
             pid: std::process::id(),
+            started: self.reporter.process_start(),
             version: env!("CARGO_PKG_VERSION").to_owned(),
             written_at: now,
             state: next.map_or(AgentState::Stopped, |_| self.agent_state()),

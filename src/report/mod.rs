@@ -15,6 +15,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::atomic_file::{self, Directory, Durability};
 
+pub mod liveness;
 pub mod metrics;
 pub mod status_file;
 
@@ -125,6 +126,10 @@ pub struct Snapshot {
     pub format: u32,
     /// The daemon's process id, to tell a running daemon from a stale file.
     pub pid: u32,
+    /// When that process started, so that the pid is not mistaken for another
+    /// process's (absent in files of older versions).
+    #[serde(default)]
+    pub started: Option<liveness::ProcessStart>,
     /// The daemon's version.
     pub version: String,
     /// When this snapshot was written.
@@ -173,6 +178,8 @@ pub struct Reporter {
     /// Whether a write already failed (warned once until one succeeds).
     status_unwritable: bool,
     metrics_unwritable: bool,
+    /// This process's start, read once.
+    started: Option<liveness::ProcessStart>,
 }
 
 impl Reporter {
@@ -183,7 +190,13 @@ impl Reporter {
             metrics_path,
             status_unwritable: false,
             metrics_unwritable: false,
+            started: liveness::ProcessStart::of_self(),
         }
+    }
+
+    /// When this process started, for [`Snapshot::started`].
+    pub fn process_start(&self) -> Option<liveness::ProcessStart> {
+        self.started
     }
 
     /// Follows a reload: the metrics file may have moved (the state directory
@@ -312,6 +325,7 @@ mod tests {
         let snapshot = Snapshot {
             format: STATUS_FORMAT,
             pid: 1,
+            started: None,
             version: "0".into(),
             written_at: SystemTime::now(),
             state: AgentState::Starting,

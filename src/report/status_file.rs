@@ -83,13 +83,17 @@ impl Daemon {
     }
 }
 
-/// Judges a snapshot at `now`; `alive(pid)` says whether a hostbeat process with
-/// that id runs.
-pub fn daemon(snapshot: &Snapshot, now: SystemTime, alive: impl Fn(u32) -> bool) -> Daemon {
+/// Judges a snapshot at `now`; `alive(pid, started)` says whether the process that
+/// wrote it still runs ([`super::liveness::runs`]).
+pub fn daemon(
+    snapshot: &Snapshot,
+    now: SystemTime,
+    alive: impl Fn(u32, Option<super::liveness::ProcessStart>) -> bool,
+) -> Daemon {
     if snapshot.state == super::AgentState::Stopped {
         return Daemon::Stopped;
     }
-    if !alive(snapshot.pid) {
+    if !alive(snapshot.pid, snapshot.started) {
         return Daemon::NotRunning;
     }
     let due = snapshot.next_attempt_at.unwrap_or(snapshot.written_at);
@@ -98,11 +102,6 @@ pub fn daemon(snapshot: &Snapshot, now: SystemTime, alive: impl Fn(u32) -> bool)
     } else {
         Daemon::Running
     }
-}
-
-/// Whether `pid` is a hostbeat process on this host (by its command name).
-pub fn hostbeat_runs(pid: u32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/comm")).is_ok_and(|comm| comm.trim() == "hostbeat")
 }
 
 /// The status for a person.
@@ -161,12 +160,21 @@ pub fn render(snapshot: &Snapshot, daemon: Daemon, file: &Path, now: SystemTime)
         },
     );
     if let Some(at) = snapshot.token_expires_at {
-        row("token", format!("access token expires {}", ago(now, at)));
+        let verb = if at > now { "expires" } else { "expired" };
+        row("token", format!("access token {verb} {}", ago(now, at)));
     }
     if daemon == Daemon::Running
         && let Some(at) = snapshot.next_attempt_at
     {
-        row("next attempt", ago(now, at));
+        let when = ago(now, at);
+        row(
+            "next attempt",
+            if at < now {
+                format!("was due {when}")
+            } else {
+                when
+            },
+        );
     }
     for (label, value) in cloud_rows(snapshot, now) {
         row(label, value);
@@ -279,6 +287,7 @@ mod tests {
         Snapshot {
             format: STATUS_FORMAT,
             pid: 4242,
+            started: None,
             version: "0.1.0".into(),
             written_at,
             state,
@@ -303,12 +312,26 @@ mod tests {
         let t0 = SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000);
         let online = snapshot(AgentState::Online, t0);
         let at = |s| t0 + Duration::from_secs(s);
-        assert_eq!(daemon(&online, at(10), |_| true), Daemon::Running);
-        assert_eq!(daemon(&online, at(30 + 120), |_| true), Daemon::Running);
-        assert_eq!(daemon(&online, at(30 + 121), |_| true), Daemon::Stale);
-        assert_eq!(daemon(&online, at(10), |_| false), Daemon::NotRunning);
+        assert_eq!(daemon(&online, at(10), |_, _| true), Daemon::Running);
+        assert_eq!(daemon(&online, at(30 + 120), |_, _| true), Daemon::Running);
+        assert_eq!(daemon(&online, at(30 + 121), |_, _| true), Daemon::Stale);
+        assert_eq!(daemon(&online, at(10), |_, _| false), Daemon::NotRunning);
         let stopped = snapshot(AgentState::Stopped, t0);
-        assert_eq!(daemon(&stopped, at(10), |_| false), Daemon::Stopped);
+        assert_eq!(daemon(&stopped, at(10), |_, _| false), Daemon::Stopped);
+    }
+
+    #[test]
+    fn a_time_in_the_past_reads_as_past() {
+        let t0 = SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+        let mut online = snapshot(AgentState::Online, t0);
+        online.token_expires_at = Some(t0 - Duration::from_secs(12));
+        online.next_attempt_at = Some(t0 - Duration::from_secs(5));
+        let text = render(&online, Daemon::Running, Path::new("/s"), t0);
+        assert!(text.contains("access token expired 12 s ago"), "{text}");
+        assert!(text.contains("next attempt was due 5 s ago"), "{text}");
+        online.token_expires_at = Some(t0 + Duration::from_secs(60));
+        let text = render(&online, Daemon::Running, Path::new("/s"), t0);
+        assert!(text.contains("access token expires in 1m"), "{text}");
     }
 
     #[test]

@@ -45,13 +45,24 @@ impl Host {
     /// `hostbeat ARGS` (e.g. `check --json`) through `wrapper`, on this host's files
     /// and with nothing of the test's environment but PATH.
     pub fn subcommand_in(&self, wrapper: &[&str], args: &[&str], vars: &[(&str, &str)]) -> Command {
+        self.program_in(wrapper, std::path::Path::new(BIN), args, vars)
+    }
+
+    /// `program ARGS` (the hostbeat binary, maybe a renamed copy) through `wrapper`.
+    pub fn program_in(
+        &self,
+        wrapper: &[&str],
+        program: &std::path::Path,
+        args: &[&str],
+        vars: &[(&str, &str)],
+    ) -> Command {
         let mut command = match wrapper.split_first() {
-            Some((program, args)) => {
-                let mut command = Command::new(program);
-                command.args(args).arg(BIN);
+            Some((wrapper, wrapper_args)) => {
+                let mut command = Command::new(wrapper);
+                command.args(wrapper_args).arg(program);
                 command
             }
-            None => Command::new(BIN),
+            None => Command::new(program),
         };
         command
             .args(args)

@@ -46,7 +46,7 @@ fn status_file_and_metrics_follow_a_failure_a_recovery_and_the_stop() {
         let stopped = status_file::read(&state_dir).unwrap();
         assert_eq!(stopped.state, AgentState::Stopped);
         assert_eq!(
-            status_file::daemon(&stopped, std::time::SystemTime::now(), |_| true),
+            status_file::daemon(&stopped, std::time::SystemTime::now(), |_, _| true),
             Daemon::Stopped
         );
         let scrape = self::scrape(&metrics);
@@ -143,16 +143,24 @@ async fn assert_auth_failure_counted(world: &World, state_dir: &Path, metrics: &
     assert!(gauge(&scrape, "hostbeat_consecutive_failures", &[]) >= 1.0);
 }
 
-/// The real binary's `hostbeat status`: running, killed, never ran.
+/// The real binary's `hostbeat status`: running (as a renamed copy: liveness is the
+/// process, not its name), killed, never ran.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hostbeat_status_says_running_not_running_or_unknown_with_its_exit_status() {
     let (plane, url) = plane(PlaneConfig::default()).await;
     let host = Host::new(&format!("HOSTBEAT_CLIENT_TOKEN={SECRET}\n"));
     let state_dir = host.dir.path().join("state");
-    let mut agent = Process::spawn(host.command(&[
-        ("HOSTBEAT_SERVER_URL", &url),
-        ("HOSTBEAT_HEARTBEAT_INTERVAL", "1s"),
-    ]));
+    let renamed = host.dir.path().join("fleet-agent");
+    std::fs::copy(env!("CARGO_BIN_EXE_hostbeat"), &renamed).unwrap();
+    let mut agent = Process::spawn(host.program_in(
+        &[],
+        &renamed,
+        &["run"],
+        &[
+            ("HOSTBEAT_SERVER_URL", &url),
+            ("HOSTBEAT_HEARTBEAT_INTERVAL", "1s"),
+        ],
+    ));
     assert!(
         eventually(Duration::from_secs(20), || plane.heartbeats().len() >= 2).await,
         "{}",
@@ -191,11 +199,91 @@ async fn hostbeat_status_says_running_not_running_or_unknown_with_its_exit_statu
         "not_running"
     );
 
-    // Never ran here.
+    // Never ran here: said in words, and in JSON for scripts.
     let empty = tempfile::tempdir().unwrap();
     let (code, text) = hostbeat_status(empty.path(), &[]);
     assert_eq!(code, 1, "{text}");
     assert!(text.contains("no status file at"), "{text}");
+    let output = status_command(
+        &["--state-dir", empty.path().to_str().unwrap(), "--json"],
+        &[],
+    );
+    assert_eq!(output.status.code(), Some(1));
+    let json: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(json["daemon"], "never_ran");
+    assert!(
+        json["error"]
+            .as_str()
+            .unwrap()
+            .contains("no status file at")
+    );
+}
+
+/// `hostbeat status` finds the state directory named by `HOSTBEAT_STATE_DIR` even
+/// when the rest of the configuration does not load (no server, no token).
+#[test]
+fn status_honours_the_state_directory_when_the_configuration_does_not_load() {
+    let empty = tempfile::tempdir().unwrap();
+    let dir = empty.path().join("elsewhere");
+    let output = status_command(
+        &["--json"],
+        &[("HOSTBEAT_STATE_DIR", dir.to_str().unwrap())],
+    );
+    let json: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(
+        json["status_file"],
+        dir.join("status.json").display().to_string()
+    );
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("does not load") && stderr.contains("elsewhere"),
+        "{stderr}"
+    );
+}
+
+/// `hostbeat check | head -1` and friends: a reader that goes away is no panic
+/// (the release build would abort with status 134); each command keeps its own exit
+/// status.
+#[test]
+fn no_subcommand_panics_on_a_closed_pipe() {
+    let empty = tempfile::tempdir().unwrap();
+    let state = empty.path().to_str().unwrap();
+    for args in [
+        &["check", "--json"][..],
+        &["check"],
+        &["status", "--json", "--state-dir", state],
+        &["--help"],
+    ] {
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_hostbeat"))
+            .args(args)
+            .env_clear()
+            .env("HOSTBEAT_ENV_FILE", empty.path().join("none.env"))
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        // Close the reading end before the command writes.
+        drop(child.stdout.take());
+        let output = child.wait_with_output().unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(
+            output.status.code().is_some() && !stderr.contains("panicked"),
+            "{args:?}: {:?} {stderr}",
+            output.status
+        );
+    }
+}
+
+/// `hostbeat ARGS` with only `vars` in its environment.
+fn status_command(args: &[&str], vars: &[(&str, &str)]) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_hostbeat"))
+        .arg("status")
+        .args(args)
+        .env_clear()
+        .envs(vars.iter().copied())
+        .output()
+        .unwrap()
 }
 
 /// `hostbeat status --state-dir DIR ARGS`: exit code, stdout and stderr.
