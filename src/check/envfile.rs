@@ -44,13 +44,13 @@ pub(super) fn check(path: &Path, context: &Context<'_>, report: &mut Report) {
             }
             if let Some(origin) = &context.token_elsewhere {
                 report.push(Finding::ok(
-                    "env_file",
+                    "env_file.absent",
                     format!("{shown} does not exist; the token comes from {origin}"),
                 ));
                 return;
             }
             report.push(Finding::warn(
-                "env_file",
+                "env_file.missing",
                 format!("{shown} does not exist"),
                 "settings and the token must come from elsewhere (a drop-in, a credential), and a rotated token cannot be picked up by a reload",
                 format!("create it from the template: install -m 0640 -o root -g hostbeat /usr/share/doc/hostbeat/examples/hostbeat.env {shown}, or reinstall the package"),
@@ -59,7 +59,7 @@ pub(super) fn check(path: &Path, context: &Context<'_>, report: &mut Report) {
         }
         Err(e) => {
             report.push(Finding::fail(
-                "env_file",
+                "env_file.unexaminable",
                 format!("cannot examine {shown}: {e}"),
                 "hostbeat cannot read its settings",
                 "run hostbeat check as root, or as a member of the hostbeat group",
@@ -71,7 +71,7 @@ pub(super) fn check(path: &Path, context: &Context<'_>, report: &mut Report) {
         Ok(bytes) => bytes,
         Err(e) => {
             report.push(Finding::fail(
-                "env_file",
+                "env_file.unreadable",
                 format!("cannot read {shown}: {e}"),
                 "this user cannot see the settings; the checks below use what it can read",
                 "run hostbeat check as root, or as a member of the hostbeat group",
@@ -82,12 +82,12 @@ pub(super) fn check(path: &Path, context: &Context<'_>, report: &mut Report) {
     let holds_token = token_value(&bytes).is_some();
     permissions(path, &metadata, holds_token, context, report);
     match EnvFile::parse(path, &bytes) {
-        Ok(_) => report.push(Finding::ok("env_file", format!("{shown} parses"))),
+        Ok(_) => report.push(Finding::ok("env_file.parses", format!("{shown} parses"))),
         Err(e) => report.push(Finding::fail(
-            "env_file",
+            "env_file.unparsable",
             format!("{shown} does not parse: {e}"),
             "`hostbeat run` exits 78 with this line",
-            "correct the line named above (KEY=VALUE, one per line)",
+            e.fix().to_owned(),
         )),
     }
     for finding in token_hygiene(&bytes, &shown.to_string()) {
@@ -116,7 +116,7 @@ fn permissions(
     let file = (metadata.uid(), metadata.gid(), metadata.mode());
     if may_read(SERVICE_USER, file, &passwd, &groups) == Some(false) {
         report.push(Finding::fail(
-            "env_file",
+            "env_file.service_cannot_read",
             summary,
             format!("the {SERVICE_USER} user, which the unit runs hostbeat as, cannot read it: `hostbeat run` exits 78 (env_file: cannot read {shown})"),
             fix,
@@ -136,9 +136,14 @@ fn permissions(
         ));
     }
     if problems.is_empty() {
-        report.push(Finding::ok("env_file", summary));
+        report.push(Finding::ok("env_file.permissions", summary));
     } else {
-        report.push(Finding::warn("env_file", summary, problems.join("; "), fix));
+        report.push(Finding::warn(
+            "env_file.permissions",
+            summary,
+            problems.join("; "),
+            fix,
+        ));
     }
 }
 
@@ -201,7 +206,7 @@ pub(super) fn token_hygiene(file: &[u8], shown: &str) -> Vec<Finding> {
     let bom = b"\xef\xbb\xbf";
     if file.starts_with(bom) {
         findings.push(Finding::warn(
-            "token",
+            "token.bom",
             format!("{shown} starts with a UTF-8 byte order mark (bytes 1-3)"),
             "a Windows editor saved it; systemd and hostbeat skip it, other tools may read it as part of the first line",
             format!("sed -i '1s/^\\xEF\\xBB\\xBF//' {shown}"),
@@ -209,7 +214,7 @@ pub(super) fn token_hygiene(file: &[u8], shown: &str) -> Vec<Finding> {
     }
     let Some(value) = token_value(file) else {
         findings.push(Finding::ok(
-            "token",
+            "token.no_line",
             format!("{shown} has no HOSTBEAT_CLIENT_TOKEN line (the token comes from elsewhere)"),
         ));
         return findings;
@@ -220,7 +225,7 @@ pub(super) fn token_hygiene(file: &[u8], shown: &str) -> Vec<Finding> {
     contents(token, start, shown, &mut findings);
     if findings[before..].iter().all(|f| f.level == Level::Ok) {
         findings.push(Finding::ok(
-            "token",
+            "token.clean",
             format!(
                 "{} bytes, nothing around or inside it that should not be",
                 token.len()
@@ -235,7 +240,7 @@ pub(super) fn token_hygiene(file: &[u8], shown: &str) -> Vec<Finding> {
 fn surroundings(value: &[u8], shown: &str, findings: &mut Vec<Finding>) -> (usize, usize) {
     if value.ends_with(b"\r") {
         findings.push(Finding::warn(
-            "token",
+            "token.carriage_return",
             format!(
                 "the token line ends in a carriage return (byte {} of the value)",
                 value.len()
@@ -255,7 +260,7 @@ fn surroundings(value: &[u8], shown: &str, findings: &mut Vec<Finding>) -> (usiz
         .map_or(start, |i| i + 1);
     if start > 0 || end < value.len() {
         findings.push(Finding::warn(
-            "token",
+            "token.white_space",
             format!(
                 "white space around the token ({start} bytes before, {} after)",
                 value.len() - end
@@ -273,12 +278,12 @@ fn surroundings(value: &[u8], shown: &str, findings: &mut Vec<Finding>) -> (usiz
         inner_start += 1;
         inner_end -= 1;
         findings.push(Finding::ok(
-            "token",
+            "token.quoted",
             "the token is quoted (systemd and hostbeat remove the quotes)",
         ));
     } else if let Some(i) = (start..end).find(|&i| matches!(value[i], b'"' | b'\'')) {
         findings.push(Finding::fail(
-            "token",
+            "token.unmatched_quote",
             format!("an unmatched quote at byte {} of the value", i + 1),
             "it becomes part of the token, which the control plane then refuses",
             format!(
@@ -302,7 +307,7 @@ fn contents(token: &[u8], offset: usize, shown: &str, findings: &mut Vec<Finding
         Some((i, what))
     }) {
         findings.push(Finding::fail(
-            "token",
+            "token.bad_byte",
             format!("{what} at byte {} of the value", offset + i + 1),
             "a token is visible ASCII only; hostbeat refuses this one (a paste from a document or chat often brings such bytes)",
             format!("paste the token again as plain text; see the bytes with: grep HOSTBEAT_CLIENT_TOKEN {shown} | od -c"),
@@ -310,7 +315,7 @@ fn contents(token: &[u8], offset: usize, shown: &str, findings: &mut Vec<Finding
     }
     if token.starts_with(b"eyJ") && token.split(|&b| b == b'.').count() == 3 {
         findings.push(Finding::warn(
-            "token",
+            "token.jwt",
             "the token looks like a JWT (eyJ...), not a client token",
             "a JWT is usually an access token, which expires within the hour; hostbeat needs the long-lived client token the control plane issued",
             "ask the control plane for this fleet's client token and put it in the env file",
@@ -318,10 +323,10 @@ fn contents(token: &[u8], offset: usize, shown: &str, findings: &mut Vec<Finding
     }
     if !token.is_empty() && token.len() < SHORT_TOKEN {
         findings.push(Finding::warn(
-            "token",
+            "token.short",
             format!("the token is only {} bytes long", token.len()),
             "a client token is usually longer; it may have been cut when pasted",
-            "compare the fingerprint on the client_token line above with the control plane's copy of the token",
+            "compare the token's fingerprint (printf %s \"$TOKEN\" | sha256sum | cut -c1-12) with the control plane's copy",
         ));
     }
 }

@@ -35,7 +35,7 @@ pub(super) async fn send(
         Ok(state) => state.unwrap_or_default(),
         Err(why) => {
             report.push(Finding::warn(
-                "heartbeat",
+                "heartbeat.state_file_unusable",
                 format!("the state file {} is not usable: {why}", store.path().display()),
                 "check registers again (idempotent) instead of using the daemon's agent id; the daemon sets a corrupt file aside at its next start",
                 format!("run check as root or as the hostbeat user; look at {}", store.path().display()),
@@ -53,7 +53,7 @@ pub(super) async fn send(
     });
     let Some(logical_id) = logical_id else {
         report.push(Finding::warn(
-            "heartbeat",
+            "heartbeat.no_logical_id",
             "not sent: this host has no logical agent id yet",
             format!(
                 "there is no usable machine id ({}) and the daemon has not generated and kept an id yet; check does not make one up, so as not to register a host the daemon would not be",
@@ -93,7 +93,7 @@ pub(super) async fn send(
     );
     if forgotten && from_state {
         report.push(Finding::ok(
-            "heartbeat",
+            "heartbeat.unknown_agent",
             format!("the control plane does not know agent {agent_id} (from the state file); registering again, as the daemon would"),
         ));
         let Some(registered) = register(api, bearer, &logical_id, report).await else {
@@ -105,7 +105,7 @@ pub(super) async fn send(
     let took = started.elapsed();
     match result {
         Ok(answer) if answer.success != Some(false) => report.push(Finding::ok(
-            "heartbeat",
+            "heartbeat.sent",
             format!(
                 "sent one heartbeat (status online, seq 1, uptime_s 0) for agent {agent_id}: accepted{} ({})",
                 answer
@@ -116,7 +116,7 @@ pub(super) async fn send(
             ),
         )),
         Ok(_) => report.push(Finding::fail(
-            "heartbeat",
+            "heartbeat.refused",
             format!("sent one heartbeat for agent {agent_id}: the control plane answered 200 with \"success\": false"),
             "the control plane did not take the heartbeat, without saying why",
             "ask the control plane's operators what it refuses; check server_url and heartbeat_path",
@@ -137,7 +137,7 @@ async fn register(
     match api.register(&bearer.token, &request).await {
         Ok(answer) => {
             report.push(Finding::ok(
-                "register",
+                "register.registered",
                 format!(
                     "registered logical id {logical_id} as {:?}: agent {} ({}; idempotent, the daemon gets the same id)",
                     request.hostname,

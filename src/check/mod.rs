@@ -54,25 +54,31 @@ impl Level {
 pub struct Finding {
     /// Ok, warn or fail.
     pub level: Level,
-    /// What was checked: `config`, `env_file`, `token`, `proxy`, `dns`, `tcp`,
-    /// `http`, `tls`, `clock`, `exchange`, `validate`, `register`, `heartbeat`.
-    pub area: &'static str,
+    /// Stable, for scripts to match: `area.what`, like `env_file.service_cannot_read`
+    /// or `validate.credential_rejected`.
+    pub code: String,
+    /// What was checked, the code's first part: `config`, `env_file`, `token`,
+    /// `proxy`, `dns`, `tcp`, `http`, `tls`, `clock`, `exchange`, `validate`,
+    /// `register`, `heartbeat`, `server`.
+    pub area: String,
     /// The finding, in one line.
     pub summary: String,
     /// For a warn or a fail: what it means.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub meaning: Option<String>,
-    /// For a warn or a fail: the command or change that fixes it.
+    /// For a warn or a fail: the command or change that fixes it, standing alone.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub fix: Option<String>,
 }
 
 impl Finding {
     /// A finding that needs nothing done.
-    pub fn ok(area: &'static str, summary: impl Into<String>) -> Self {
+    pub fn ok(code: impl Into<String>, summary: impl Into<String>) -> Self {
+        let code = code.into();
         Self {
             level: Level::Ok,
-            area,
+            area: area_of(&code),
+            code,
             summary: summary.into(),
             meaning: None,
             fix: None,
@@ -81,32 +87,36 @@ impl Finding {
 
     /// A warning, with what it means and the fix.
     pub fn warn(
-        area: &'static str,
+        code: impl Into<String>,
         summary: impl Into<String>,
         meaning: impl Into<String>,
         fix: impl Into<String>,
     ) -> Self {
         Self {
             level: Level::Warn,
-            ..Self::fail(area, summary, meaning, fix)
+            ..Self::fail(code, summary, meaning, fix)
         }
     }
 
     /// A failure, with what it means and the fix.
     pub fn fail(
-        area: &'static str,
+        code: impl Into<String>,
         summary: impl Into<String>,
         meaning: impl Into<String>,
         fix: impl Into<String>,
     ) -> Self {
         Self {
             level: Level::Fail,
-            area,
-            summary: summary.into(),
             meaning: Some(meaning.into()),
             fix: Some(fix.into()),
+            ..Self::ok(code, summary)
         }
     }
+}
+
+/// `env_file.missing` -> `env_file`.
+fn area_of(code: &str) -> String {
+    code.split('.').next().unwrap_or(code).to_owned()
 }
 
 /// Every finding, in the order they were made.
@@ -143,19 +153,28 @@ impl Report {
     pub fn render(&self) -> String {
         use std::fmt::Write as _;
         let mut out = String::new();
+        // The area column as wide as its widest entry, so that no area runs into
+        // its summary.
+        let width = self
+            .findings
+            .iter()
+            .map(|f| f.area.len())
+            .max()
+            .unwrap_or(0);
+        let indent = 4 + 1 + width + 1;
         for finding in &self.findings {
             let _ = writeln!(
                 out,
-                "{} {:<9}{}",
+                "{} {:<width$} {}",
                 finding.level.label(),
                 finding.area,
                 finding.summary
             );
             if let Some(meaning) = &finding.meaning {
-                let _ = writeln!(out, "               means: {meaning}");
+                let _ = writeln!(out, "{:indent$}means: {meaning}", "");
             }
             if let Some(fix) = &finding.fix {
-                let _ = writeln!(out, "               fix:   {fix}");
+                let _ = writeln!(out, "{:indent$}fix:   {fix}", "");
             }
         }
         let count = |level| self.findings.iter().filter(|f| f.level == level).count();
@@ -202,7 +221,7 @@ pub async fn run_as_service(
 ) -> Report {
     let mut report = Report::default();
     report.push(Finding::ok(
-        "config",
+        "config.unit_environment",
         format!(
             "environment of {}: {} Environment= assignments (systemctl show), as `hostbeat run` gets it",
             unit::UNIT,
@@ -219,7 +238,7 @@ pub async fn run_as_service(
             )
         };
         report.push(Finding::warn(
-            "config",
+            "config.not_in_unit",
             format!("{name} is set in this shell, not in the unit"),
             "`hostbeat run` under systemd does not see it, so this check does not use it either",
             fix,
@@ -238,10 +257,10 @@ async fn run_into(mut report: Report, inputs: ConfigInputs, heartbeat: Heartbeat
     match &loaded {
         Ok(loaded) => config_findings(loaded, &mut report),
         Err(e) => report.push(Finding::fail(
-            "config",
+            "config.does_not_load",
             format!("the configuration does not load: {e}"),
             "`hostbeat run` exits 78 with this line and systemd does not restart it",
-            "apply the fix above, then: systemctl restart hostbeat",
+            format!("{}; then: systemctl restart hostbeat", e.fix()),
         )),
     }
     let token_elsewhere = loaded.as_ref().ok().and_then(|loaded| {
@@ -262,7 +281,7 @@ async fn run_into(mut report: Report, inputs: ConfigInputs, heartbeat: Heartbeat
         server::check(&loaded.settings, heartbeat, &mut report).await;
     } else {
         report.push(Finding::warn(
-            "server",
+            "server.skipped",
             "not checked: the configuration does not load",
             "the server, the clock and the credential need a valid configuration",
             "fix the configuration, then run hostbeat check again",
@@ -275,7 +294,7 @@ async fn run_into(mut report: Report, inputs: ConfigInputs, heartbeat: Heartbeat
 fn config_findings(loaded: &Loaded, report: &mut Report) {
     let settings = &loaded.settings;
     report.push(Finding::ok(
-        "config",
+        "config.loads",
         format!(
             "loads as `hostbeat run` loads it; {} mode, state in {}",
             if matches!(settings.auth, crate::config::AuthMode::Exchange(_)) {
@@ -288,13 +307,13 @@ fn config_findings(loaded: &Loaded, report: &mut Report) {
     ));
     for (key, value, origin) in &loaded.sources {
         report.push(Finding::ok(
-            "config",
+            "config.source",
             format!("{key} = {value} (from {})", origin.describe(key)),
         ));
     }
     let token = &settings.client_token;
     report.push(Finding::ok(
-        "config",
+        "config.token",
         format!(
             "client_token: {} bytes, fingerprint {} (from {}); every other setting has its default",
             token.len(),
@@ -304,7 +323,7 @@ fn config_findings(loaded: &Loaded, report: &mut Report) {
     ));
     for shadowed in &loaded.shadowed {
         report.push(Finding::warn(
-            "config",
+            "config.shadowed",
             shadowed.describe(),
             "only one of the values is used; the others are easily mistaken for the one in force",
             format!(
@@ -315,7 +334,7 @@ fn config_findings(loaded: &Loaded, report: &mut Report) {
     }
     for warning in &loaded.warnings {
         report.push(Finding::warn(
-            "config",
+            format!("config.{}", warning.code),
             warning.problem.clone(),
             "`hostbeat run` logs this warning at start and runs",
             warning.fix.clone().unwrap_or_else(|| {

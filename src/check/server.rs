@@ -24,7 +24,7 @@ pub(super) async fn check(settings: &Settings, send_heartbeat: Heartbeat, report
         let proxy = proxy_for(&proxies, server);
         if let Some(proxy) = &proxy {
             report.push(Finding::ok(
-                "proxy",
+                "proxy.used",
                 format!("{server} is reached through the proxy {proxy}; DNS and TCP below are to the proxy"),
             ));
         }
@@ -46,10 +46,10 @@ pub(super) async fn check(settings: &Settings, send_heartbeat: Heartbeat, report
         Ok(connection) => connection.into_parts(),
         Err(e) => {
             report.push(Finding::fail(
-                "http",
+                "http.client",
                 format!("cannot build the HTTP client: {e}"),
                 "hostbeat run exits 78 with this line",
-                "apply the fix above",
+                e.fix().to_owned(),
             ));
             return;
         }
@@ -59,10 +59,10 @@ pub(super) async fn check(settings: &Settings, send_heartbeat: Heartbeat, report
         match &accepted {
             Some(bearer) => heartbeat::send(settings, &api, bearer, report).await,
             None => report.push(Finding::warn(
-                "heartbeat",
-                "not sent: the credential failed above",
+                "heartbeat.skipped",
+                "not sent: the control plane did not accept the credential",
                 "a heartbeat needs a credential the control plane accepts",
-                "fix the failure above, then run hostbeat check --heartbeat again",
+                "fix the credential (the failed validate or exchange finding says how), then run hostbeat check --heartbeat again",
             )),
         }
     }
@@ -100,10 +100,10 @@ fn proxy_environment(report: &mut Report) {
         })
         .collect();
     if found.is_empty() {
-        report.push(Finding::ok("proxy", "none set (direct connections)"));
+        report.push(Finding::ok("proxy.none", "none set (direct connections)"));
     } else {
         report.push(Finding::ok(
-            "proxy",
+            "proxy.set",
             format!(
                 "{} (this process's environment; the daemon's is its unit's and env file's)",
                 found.join(", ")
@@ -141,14 +141,14 @@ async fn resolve(
             let addresses: Vec<SocketAddr> = addresses.collect();
             let shown: Vec<String> = addresses.iter().map(|a| a.ip().to_string()).collect();
             report.push(Finding::ok(
-                "dns",
+                "dns.resolves",
                 format!("{host} resolves to {} ({took})", shown.join(", ")),
             ));
             Some(addresses)
         }
         Ok(Err(e)) => {
             report.push(Finding::fail(
-                "dns",
+                "dns.fails",
                 format!("{host} does not resolve: {e} ({took})"),
                 "no heartbeat can leave this host for this server",
                 format!(
@@ -159,7 +159,7 @@ async fn resolve(
         }
         Err(_) => {
             report.push(Finding::fail(
-                "dns",
+                "dns.timeout",
                 format!("{host}: no answer from the resolver within connect_timeout ({took})"),
                 "name resolution hangs; every heartbeat waits for it",
                 "check the resolver: resolvectl status",
@@ -182,7 +182,7 @@ async fn connect(
         match tokio::time::timeout(limit, tokio::net::TcpStream::connect(address)).await {
             Ok(Ok(_)) => {
                 report.push(Finding::ok(
-                    "tcp",
+                    "tcp.connects",
                     format!("connected to {address} in {}", ms(started.elapsed())),
                 ));
                 return;
@@ -197,7 +197,7 @@ async fn connect(
     let (meaning, fix) = if via_proxy {
         (
             "the proxy is down, its port is wrong, or a firewall drops the connection",
-            "check the proxy variable above, and that the proxy listens".to_owned(),
+            "check the proxy variable (HTTPS_PROXY or HTTP_PROXY, named by the proxy finding) and that the proxy listens".to_owned(),
         )
     } else {
         (
@@ -208,7 +208,7 @@ async fn connect(
         )
     };
     report.push(Finding::fail(
-        "tcp",
+        "tcp.fails",
         format!("cannot connect to {target}: {}", errors.join("; ")),
         meaning,
         fix,
@@ -228,7 +228,7 @@ async fn credential(
         Ok(bearer) => {
             if credentials.is_exchange() {
                 report.push(Finding::ok(
-                    "exchange",
+                    "exchange.ok",
                     format!(
                         "the token endpoint issued an access token{} ({})",
                         bearer
@@ -258,7 +258,7 @@ async fn credential(
         .map_or_else(|e| e.status.is_some(), |_| true)
     {
         report.push(Finding::ok(
-            "http",
+            "http.answers",
             format!("{} answers over {}", api.server(), api.server().scheme()),
         ));
         if let Some(certificate) = api.peer_certificate() {
@@ -268,7 +268,7 @@ async fn credential(
     match validated {
         Ok(answer) if answer.valid => {
             report.push(Finding::ok(
-                "validate",
+                "validate.ok",
                 format!(
                     "the control plane accepts the credential (client {}{}) ({})",
                     answer.client_id.as_deref().unwrap_or("?"),
@@ -282,10 +282,10 @@ async fn credential(
             return Some(bearer);
         }
         Ok(_) => report.push(Finding::fail(
-            "validate",
+            "validate.invalid",
             "the control plane answered 200 but \"valid\": false",
             "the control plane does not accept this credential",
-            "compare the token's fingerprint above with the control plane's copy, and put the current token in the env file; then: systemctl reload hostbeat",
+            "compare the token's fingerprint (the config finding shows it) with the control plane's copy, and put the current token in the env file (HOSTBEAT_CLIENT_TOKEN=<token>); then: systemctl reload hostbeat",
         )),
         Err(error) => report.push(failure("validate", &error, took)),
     }
@@ -300,7 +300,7 @@ pub(super) fn failure(area: &'static str, error: &ApiError, took: Duration) -> F
         FailureClass::CredentialRejected | FailureClass::TokenExpired => (
             area,
             "the control plane does not accept this token: rotated on one side only, a typo, or the client was deleted",
-            "compare the fingerprint above with the control plane's copy (printf %s \"$TOKEN\" | sha256sum | cut -c1-12); put the current token in /etc/hostbeat/hostbeat.env; systemctl reload hostbeat",
+            "compare the token's fingerprint (the config finding shows it) with the control plane's copy (printf %s \"$TOKEN\" | sha256sum | cut -c1-12); put the current token in the env file (HOSTBEAT_CLIENT_TOKEN=<token>); then: systemctl reload hostbeat",
         ),
         FailureClass::ClientInactive => (
             area,
@@ -314,12 +314,12 @@ pub(super) fn failure(area: &'static str, error: &ApiError, took: Duration) -> F
         ),
         FailureClass::Tls => {
             let (meaning, fix) = tls::refused(error);
-            return Finding::fail("tls", summary, meaning, fix);
+            return Finding::fail("tls.refused", summary, meaning, fix);
         }
         FailureClass::Connect | FailureClass::Timeout | FailureClass::Dns => (
             "http",
             "no HTTP answer from the control plane",
-            "see the dns and tcp lines above; check server_url and the proxy",
+            "check server_url and the proxy; the dns and tcp findings say where the connection fails",
         ),
         FailureClass::RateLimited | FailureClass::ServerError => (
             area,
@@ -332,21 +332,26 @@ pub(super) fn failure(area: &'static str, error: &ApiError, took: Duration) -> F
             "check server_url and the *_path settings against the control plane's API",
         ),
     };
-    Finding::fail(area, summary, meaning, fix)
+    Finding::fail(
+        format!("{area}.{}", error.class.reason()),
+        summary,
+        meaning,
+        fix,
+    )
 }
 
 /// The offset from the server's `Date` header, seen on the calls above.
 fn clock(api: &ApiClient, report: &mut Report) {
     match api.clock_offset() {
         None => report.push(Finding::ok(
-            "clock",
+            "clock.unknown",
             "not compared: no Date header was seen",
         )),
         Some(offset) if offset.unsigned_abs() <= CLOCK_SKEW_LIMIT.as_secs() => report.push(
-            Finding::ok("clock", format!("within {offset:+} s of the control plane's")),
+            Finding::ok("clock.ok", format!("within {offset:+} s of the control plane's")),
         ),
         Some(offset) => report.push(Finding::warn(
-            "clock",
+            "clock.skew",
             format!(
                 "{} s {} the control plane's (from its Date header)",
                 offset.unsigned_abs(),

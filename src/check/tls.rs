@@ -61,7 +61,10 @@ pub(super) fn accepted(settings: &Settings, der: &[u8], now: SystemTime) -> Find
         None => "the system roots".to_owned(),
     };
     let Some(certificate) = PeerCertificate::parse(der) else {
-        return Finding::ok("tls", format!("certificate verified against {roots}"));
+        return Finding::ok(
+            "tls.verified",
+            format!("certificate verified against {roots}"),
+        );
     };
     let summary = format!(
         "certificate {:?} from {:?} verified against {roots}; expires {}",
@@ -74,10 +77,10 @@ pub(super) fn accepted(settings: &Settings, der: &[u8], now: SystemTime) -> Find
         .duration_since(now)
         .unwrap_or_default();
     if left >= EXPIRY_WARNING {
-        return Finding::ok("tls", format!("{summary} (in {} days)", days(left)));
+        return Finding::ok("tls.valid", format!("{summary} (in {} days)", days(left)));
     }
     Finding::warn(
-        "tls",
+        "tls.expiring",
         format!("{summary}, in {} days", days(left)),
         "when it expires, every heartbeat fails with a TLS error until it is renewed",
         "renew the control plane's certificate before it expires",

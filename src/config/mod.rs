@@ -72,6 +72,11 @@ impl ConfigError {
         &self.setting
     }
 
+    /// What fixes it, standing alone.
+    pub fn fix(&self) -> &str {
+        &self.fix
+    }
+
     /// The same error with another fix.
     #[must_use]
     fn with_fix(mut self, fix: String) -> Self {

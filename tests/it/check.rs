@@ -22,6 +22,51 @@ fn finding<'a>(report: &'a Report, area: &str, text: &str) -> &'a hostbeat::chec
 fn assert_no_token(report: &Report) {
     let text = format!("{}{}", report.render(), report.to_json());
     assert!(!text.contains(SECRET), "the token in:\n{text}");
+    assert_well_formed(report);
+}
+
+/// What scripts and people rely on in every report: a stable `area.what` code per
+/// finding, each finding once, fixes that stand alone, and an area column that
+/// never runs into the summary.
+fn assert_well_formed(report: &Report) {
+    let mut seen = std::collections::BTreeSet::new();
+    for finding in &report.findings {
+        let (area, what) = finding
+            .code
+            .split_once('.')
+            .unwrap_or_else(|| panic!("code {:?} is not area.what", finding.code));
+        assert_eq!(area, finding.area);
+        assert!(
+            !what.is_empty()
+                && finding
+                    .code
+                    .chars()
+                    .all(|c| c.is_ascii_lowercase() || c == '_' || c == '.'),
+            "{:?}",
+            finding.code
+        );
+        assert!(
+            seen.insert((finding.code.clone(), finding.summary.clone())),
+            "reported twice: {finding:?}"
+        );
+        if let Some(fix) = &finding.fix {
+            assert!(
+                !fix.contains("above"),
+                "a fix that does not stand alone: {fix}"
+            );
+        }
+    }
+    let rendered = report.render();
+    let finding_lines = rendered
+        .lines()
+        .filter(|l| ["ok  ", "warn", "FAIL"].iter().any(|p| l.starts_with(p)));
+    for (line, finding) in finding_lines.zip(&report.findings) {
+        let after_label = &line[5..];
+        assert!(
+            after_label.starts_with(&format!("{} ", finding.area)),
+            "{line:?}"
+        );
+    }
 }
 
 #[tokio::test]
@@ -359,7 +404,7 @@ async fn heartbeat_is_not_sent_for_a_host_without_an_id_or_with_a_refused_creden
     finding(
         &report,
         "heartbeat",
-        "not sent: the credential failed above",
+        "not sent: the control plane did not accept the credential",
     );
     assert_eq!(world.plane.agent_count(), 0);
     assert!(world.heartbeats().is_empty());
@@ -417,6 +462,8 @@ fn the_binary_prints_json_and_exits_with_its_status() {
     assert_eq!(status, 1);
     let inactive = json_finding(&json, "validate", "");
     assert_eq!(inactive["level"], "fail");
+    // A code a script can match on, whatever the words say.
+    assert_eq!(inactive["code"], "validate.client_inactive");
     assert!(
         inactive["fix"]
             .as_str()
