@@ -158,9 +158,11 @@ impl Credentials {
             expires_at: lifetime.map(|l| received + l),
         };
         let refresh_at = lifetime.map(|l| received + refresh_after(l, self.refresh_margin));
-        tracing::info!(
+        // Routine: `systemctl status` and `hostbeat status` show the time left; a
+        // refresh that fails is what the journal reports.
+        tracing::debug!(
             event = "token_refreshed",
-            token_fp = %bearer.token.fingerprint(),
+            access_token_fp = %bearer.token.fingerprint(),
             lifetime_s = lifetime.map(|l| l.as_secs()),
             refresh_in_s = refresh_at.map(|at| at.duration_since(received).as_secs()),
             "access token obtained{}",
@@ -174,6 +176,11 @@ impl Credentials {
             refresh_at,
         })));
         Ok(bearer)
+    }
+
+    /// Where the client token is read again from.
+    pub fn token_source(&self) -> &TokenSource {
+        &self.source
     }
 
     /// Reads the client token again (after a rejection, on SIGHUP). A changed token

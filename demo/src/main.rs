@@ -35,6 +35,8 @@ async fn main() -> ExitCode {
         .with_timer(tracing_subscriber::fmt::time::Uptime::default())
         .with_target(false)
         .with_writer(std::io::stderr)
+        // Colour for a person at a terminal; none in a file or a pipe.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     match demo().await {
         Ok(()) => ExitCode::SUCCESS,

@@ -217,6 +217,60 @@ pub fn classify_transport(error: &reqwest::Error) -> FailureClass {
     }
 }
 
+/// A failure to get any answer, in the few words an operator needs ("connection
+/// refused", "no route to host", "timed out after 10s (request_timeout)"), for the
+/// classes where the library's chain of wrappers ("error sending request: client
+/// error (Connect): tcp connect error: ...") says nothing more. A name that did not
+/// resolve and a refused TLS handshake keep the chain: their inner words are the
+/// diagnosis (and `check` reads rustls' words from it).
+pub fn transport_detail(
+    error: &reqwest::Error,
+    class: FailureClass,
+    connect_timeout: Duration,
+    request_timeout: Duration,
+) -> String {
+    let shown = |d: Duration| humantime::format_duration(d).to_string();
+    match class {
+        FailureClass::Timeout if error.is_connect() => format!(
+            "no connection within {} (connect_timeout)",
+            shown(connect_timeout)
+        ),
+        FailureClass::Timeout => format!(
+            "timed out after {} (request_timeout)",
+            shown(request_timeout)
+        ),
+        FailureClass::Connect => innermost_io(error).unwrap_or_else(|| error_chain(error)),
+        _ => error_chain(error),
+    }
+}
+
+/// The innermost I/O error of `error`'s sources, in words.
+fn innermost_io(error: &(dyn std::error::Error + 'static)) -> Option<String> {
+    let mut found = None;
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(error);
+    while let Some(inner) = source {
+        if let Some(io) = inner.downcast_ref::<std::io::Error>() {
+            found = Some(io);
+        }
+        source = inner.source();
+    }
+    let io = found?;
+    Some(match io.kind() {
+        std::io::ErrorKind::ConnectionRefused => "connection refused".to_owned(),
+        std::io::ErrorKind::ConnectionReset => "connection reset by the server".to_owned(),
+        std::io::ErrorKind::ConnectionAborted => "connection aborted".to_owned(),
+        std::io::ErrorKind::HostUnreachable => "no route to host".to_owned(),
+        std::io::ErrorKind::NetworkUnreachable => "network unreachable".to_owned(),
+        std::io::ErrorKind::UnexpectedEof => "the server closed the connection".to_owned(),
+        std::io::ErrorKind::BrokenPipe => "the connection was closed while sending".to_owned(),
+        // The OS's words, without the errno.
+        _ => {
+            let text = io.to_string();
+            text.split(" (os error").next().unwrap_or(&text).to_owned()
+        }
+    })
+}
+
 /// The error and its sources, "outer: inner: innermost", without repeats.
 pub fn error_chain(error: &dyn std::error::Error) -> String {
     let mut text = error.to_string();

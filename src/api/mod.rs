@@ -21,7 +21,9 @@ use reqwest::{Method, RequestBuilder, StatusCode};
 use serde::de::DeserializeOwned;
 use url::Url;
 
-use self::classify::{Answer, classify_answer, classify_transport, clean_for_log, error_chain};
+use self::classify::{
+    Answer, classify_answer, classify_transport, clean_for_log, error_chain, transport_detail,
+};
 pub use self::classify::{Endpoint, FailureClass};
 use self::wire::{
     HeartbeatAnswer, HeartbeatRequest, RegisterAnswer, RegisterRequest, TokenAnswer, ValidateAnswer,
@@ -97,6 +99,9 @@ pub struct ApiClient {
     /// The server's certificate (DER) at the last answer over TLS; kept only by a
     /// client built with [`ApiClient::inspecting`].
     peer_certificate: std::sync::Mutex<Option<Vec<u8>>>,
+    /// The timeouts the client was built with, which a timeout's words name.
+    connect_timeout: Duration,
+    request_timeout: Duration,
 }
 
 impl ApiClient {
@@ -160,6 +165,8 @@ impl ApiClient {
             paths: settings.paths.clone(),
             clock_offset: std::sync::Mutex::new(None),
             peer_certificate: std::sync::Mutex::new(None),
+            connect_timeout: settings.connect_timeout,
+            request_timeout: settings.request_timeout,
         })
     }
 
@@ -341,8 +348,11 @@ impl ApiClient {
     ) -> Result<T, ApiError> {
         // The URL is left out of the text: the error names the server already.
         let transport = |e: reqwest::Error| {
+            let e = e.without_url();
             let class = classify_transport(&e);
-            ApiError::new(class, endpoint, url, error_chain(&e.without_url()))
+            tracing::debug!("{} failed: {}", endpoint.name(), error_chain(&e));
+            let detail = transport_detail(&e, class, self.connect_timeout, self.request_timeout);
+            ApiError::new(class, endpoint, url, detail)
         };
         let response = request.send().await.map_err(transport)?;
         let status = response.status();

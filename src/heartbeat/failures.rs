@@ -7,7 +7,7 @@ use std::time::{Duration, SystemTime};
 
 use tokio::time::Instant;
 
-use super::{Agent, show};
+use super::{Agent, TokenReread, show};
 use crate::api::{ApiError, FailureClass};
 use crate::report::Failure;
 
@@ -91,15 +91,19 @@ impl Agent {
                 .entry(class.reason().to_owned())
                 .or_default() += 1;
         }
+        // The token may have been rotated in the env file: try it at once. What the
+        // re-read found goes on the failure's own line (once, then in summaries).
+        let mut reread = None;
         if auth
             && (matches!(
                 class,
                 FailureClass::CredentialRejected | FailureClass::ClientInactive
             ) || static_token_refused)
-            // The token may have been rotated in the env file: try it at once.
-            && self.reread_token("a rejected credential")
         {
-            return Duration::ZERO;
+            match self.reread_token_quietly("the rejection") {
+                TokenReread::Changed => return Duration::ZERO,
+                TokenReread::Unchanged(note) | TokenReread::Failed(note) => reread = Some(note),
+            }
         }
         // The wait: the auth schedule, what the server asked for, or the backoff
         // (with the next attempt moved to the next server).
@@ -135,7 +139,8 @@ impl Agent {
                 agent_id = self.agent_id.as_deref(),
                 consecutive_failures = self.auth_backoff.failures(),
                 next_attempt_s = delay.as_secs(),
-                "{still}authentication failed: {error}; next attempt in {next}"
+                "{still}authentication failed: {error}; {}next attempt in {next}",
+                reread.map(|note| format!("{note}; ")).unwrap_or_default()
             );
         } else {
             tracing::warn!(

@@ -54,6 +54,16 @@ use crate::state::{LoadNote, PersistedState, StateStore};
 use crate::systemd::Notifier;
 use crate::wheel::Grid;
 
+/// What re-reading the client token found.
+pub(super) enum TokenReread {
+    /// A different token, now in use (logged as `token_reloaded`).
+    Changed,
+    /// The same token: where it was read, its fingerprint, and where a new one goes.
+    Unchanged(String),
+    /// The token could not be read again, and why.
+    Failed(String),
+}
+
 /// The longest interval a server may ask for: a host never goes silent for longer.
 pub const SERVER_INTERVAL_MAX: Duration = Duration::from_secs(3600);
 
@@ -356,13 +366,26 @@ impl Agent {
             if stale_token && self.credentials.is_exchange() && !refreshed {
                 // The access token is what was refused (expired early, or the server
                 // lost it): a new one settles it, or the token endpoint says why not.
-                tracing::info!(
-                    event = "token_refused",
-                    reason = error.class.reason(),
-                    token_fp = %bearer.token.fingerprint(),
-                    "the control plane refused the access token ({}); getting a new one and retrying",
-                    error.detail
-                );
+                // Said once a stretch of failures, like the failure itself: a
+                // control plane that refuses every access token would otherwise get
+                // a line (and a token_refreshed) per attempt.
+                if self.outage.is_none() {
+                    tracing::info!(
+                        event = "token_refused",
+                        reason = error.class.reason(),
+                        access_token_fp = %bearer.token.fingerprint(),
+                        "the control plane refused the access token ({}); getting a new one and retrying",
+                        error.detail
+                    );
+                } else {
+                    tracing::debug!(
+                        event = "token_refused",
+                        reason = error.class.reason(),
+                        access_token_fp = %bearer.token.fingerprint(),
+                        "the access token was refused again ({})",
+                        error.detail
+                    );
+                }
                 bearer = self.credentials.refresh(Some(bearer.generation)).await?;
                 refreshed = true;
             } else if error.class == FailureClass::UnknownAgent
@@ -463,8 +486,26 @@ impl Agent {
         next
     }
 
-    /// Re-reads the client token; true when it changed (and is now in use).
+    /// Re-reads the client token; true when it changed (and is now in use). A
+    /// token that did not change is said only at debug; a re-read that failed, as a
+    /// warning (SIGHUP: the operator asked for it).
     fn reread_token(&self, why: &str) -> bool {
+        match self.reread_token_quietly(why) {
+            TokenReread::Changed => true,
+            TokenReread::Unchanged(note) => {
+                tracing::debug!("{note}");
+                false
+            }
+            TokenReread::Failed(note) => {
+                tracing::warn!(event = "token_reload_failed", "{note}");
+                false
+            }
+        }
+    }
+
+    /// Re-reads the client token; logs only a change (`token_reloaded`), and says
+    /// what it found otherwise, for the caller's own line.
+    fn reread_token_quietly(&self, why: &str) -> TokenReread {
         match self.credentials.reread_client_token() {
             Ok(Reread::Changed(fingerprint)) => {
                 tracing::info!(
@@ -472,19 +513,20 @@ impl Agent {
                     token_fp = %fingerprint,
                     "read a new client token after {why}; using it now"
                 );
-                true
+                TokenReread::Changed
             }
             Ok(Reread::Unchanged) => {
-                tracing::debug!("client token re-read after {why}: unchanged");
-                false
+                let source = self.credentials.token_source();
+                TokenReread::Unchanged(format!(
+                    "re-read {} after {why}: the token there is unchanged (token_fp {}); put the new one in {} as HOSTBEAT_CLIENT_TOKEN=<token>, and hostbeat uses it at the next attempt",
+                    source.origin,
+                    self.credentials.client_token().fingerprint(),
+                    source.env_file.display()
+                ))
             }
-            Err(e) => {
-                tracing::warn!(
-                    event = "token_reload_failed",
-                    "could not re-read the client token after {why}: {e}"
-                );
-                false
-            }
+            Err(e) => TokenReread::Failed(format!(
+                "could not re-read the client token after {why}: {e}"
+            )),
         }
     }
 

@@ -77,6 +77,64 @@ async fn rejected_credential_backs_off_on_the_auth_schedule() {
         .to_string();
     assert!(line.contains(&format!("token_fp={fingerprint}")), "{line}");
     assert!(line.contains("agent_id=\"agt-0001\""), "{line}");
+    // What the re-read found, and where the new token goes, on the same line.
+    let env_file = world.env_file().display().to_string();
+    assert!(
+        line.contains(&format!(
+            "re-read HOSTBEAT_CLIENT_TOKEN in {env_file} after the rejection: the token there is unchanged (token_fp {fingerprint}); put the new one in {env_file} as HOSTBEAT_CLIENT_TOKEN=<token>"
+        )),
+        "{line}"
+    );
+    // No separate line per re-read: the failures' own rule governs.
+    assert!(logs.events("token_reload_failed").is_empty());
+}
+
+/// A control plane that refuses every access token (exchange mode) while the token
+/// endpoint keeps issuing them: one `token_refused` line for the stretch, routine
+/// `token_refreshed` below the default level, and the auth failures once, then in
+/// summaries. It was a `token_refused`/`token_refreshed` pair per attempt.
+#[tokio::test(start_paused = true)]
+async fn a_persistent_401_in_exchange_mode_is_said_once_then_summarised() {
+    let world = World::start().await;
+    let (logs, _guard) = Logs::capture();
+    let agent = world
+        .spawn_online(
+            world
+                .exchange_inputs()
+                .var("HOSTBEAT_AUTH_BACKOFF_CAP", "2s"),
+        )
+        .await;
+    world.plane.set_fault(
+        Fault::Status {
+            status: 401,
+            body: "Invalid client token".to_owned(),
+            retry_after: None,
+            www_authenticate: None,
+        },
+        Scope::Agents,
+        None,
+    );
+    let before = world.requests_to("/oauth/token").len();
+    pass(mins(2)).await;
+    agent.stop().await;
+    let exchanges = world.requests_to("/oauth/token").len() - before;
+    assert!(
+        exchanges >= 5,
+        "{exchanges} exchanges: the scenario did not repeat"
+    );
+    let at_default_level = |event: &str| {
+        logs.events(event)
+            .iter()
+            .filter(|l| !l.contains("DEBUG") && !l.contains("TRACE"))
+            .count()
+    };
+    assert_eq!(at_default_level("token_refused"), 1, "{}", logs.text());
+    assert_eq!(at_default_level("token_refreshed"), 0, "{}", logs.text());
+    assert_eq!(at_default_level("auth_failure"), 1, "{}", logs.text());
+    for line in logs.events("token_refused") {
+        assert!(line.contains("access_token_fp="), "{line}");
+        assert!(!line.contains(" token_fp="), "{line}");
+    }
 }
 
 /// Row 2, rotation: a token rotated in the env file is used at once after the
@@ -338,6 +396,13 @@ async fn slow_answers_time_out_and_are_retried() {
     let failed = logs.events("heartbeat_failed");
     assert_eq!(failed.len(), 1, "{failed:?}");
     assert!(failed[0].contains("reason=\"timeout\""));
+    // In a few words, naming the setting; not the HTTP library's chain.
+    assert!(
+        failed[0].contains("timed out after 10s (request_timeout)")
+            && !failed[0].contains("error sending request"),
+        "{}",
+        failed[0]
+    );
     assert!(logs.events("recovered")[0].contains("consecutive_failures=2"));
     Row::new("slow-answers")
         .figure("timeouts before recovery", 2)
@@ -366,7 +431,14 @@ async fn connection_refused_is_retried() {
     // Retried all along (at debug), logged once (ten minutes is not yet a summary).
     let failed = logs.events("heartbeat_failed");
     assert_eq!(failed.len(), 1, "{}", logs.text());
-    assert!(failed[0].contains("reason=\"connect\"") && failed[0].contains("Connection refused"));
+    assert!(
+        failed[0].contains("reason=\"connect\"")
+            && failed[0].contains("connection refused")
+            && !failed[0].contains("error sending request")
+            && !failed[0].contains("os error"),
+        "{}",
+        failed[0]
+    );
     assert!(
         logs.text().matches("failed again").count() >= 2,
         "{}",
