@@ -112,6 +112,21 @@ pub enum Origin {
 }
 
 impl Origin {
+    /// How to set `key` to `value` in this place, in its own syntax: TOML in the
+    /// config file, `HOSTBEAT_KEY=value` in the env file, an `Environment=` line
+    /// (or a plain variable outside systemd) for the environment.
+    pub fn assignment(&self, key: &str, value: &str) -> String {
+        match self {
+            Self::ConfigFile(path) => format!("{key} = {value} in {}", path.display()),
+            Self::EnvFile(path) => format!("{}={value} in {}", env_var(key), path.display()),
+            Self::Environment | Self::Default => format!(
+                "Environment={}={value} in the drop-in (systemctl edit hostbeat), or {}={value} in the environment outside systemd",
+                env_var(key),
+                env_var(key)
+            ),
+        }
+    }
+
     /// "environment variable HOSTBEAT_X", "heartbeat_interval in /etc/...", ...
     pub fn describe(&self, key: &str) -> String {
         match self {

@@ -310,7 +310,10 @@ impl Field<'_> {
                     "plain http to {} would send the token in clear text",
                     url.host_str().unwrap_or("?")
                 ),
-                "use https://, or set allow_insecure_http = true if this network is trusted",
+                format!(
+                    "use https://, or, if this network is trusted, set {}",
+                    self.origin.assignment("allow_insecure_http", "true")
+                ),
             )),
             other => Err(self.error(format!("unsupported scheme {other:?}"), "use https://")),
         }

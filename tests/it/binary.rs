@@ -253,7 +253,7 @@ async fn a_configuration_that_cannot_work_exits_78_with_one_clear_line() {
                 ("HOSTBEAT_SERVER_URL", "http://cp.example.com"),
                 ("HOSTBEAT_CLIENT_TOKEN", SECRET),
             ],
-            &["clear text", "allow_insecure_http"],
+            &["clear text", "HOSTBEAT_ALLOW_INSECURE_HTTP=true"],
         ),
         (
             "",

@@ -239,7 +239,36 @@ fn plain_http_is_refused_off_loopback_unless_allowed() {
             .var("HOSTBEAT_SERVER_URL", "http://cp.example.com"),
     );
     assert!(
-        e.to_string().contains("clear text") && e.to_string().contains("allow_insecure_http"),
+        e.to_string().contains("clear text")
+            && e.to_string()
+                .contains("Environment=HOSTBEAT_ALLOW_INSECURE_HTTP=true in the drop-in"),
+        "{e}"
+    );
+    // The fix in the syntax of the file the URL came from.
+    dir.write(
+        "hostbeat.env",
+        "HOSTBEAT_SERVER_URL=http://cp.example.com\n",
+    );
+    let e = error(dir.bare().var("HOSTBEAT_CLIENT_TOKEN", SECRET));
+    assert!(
+        e.to_string().contains(&format!(
+            "set HOSTBEAT_ALLOW_INSECURE_HTTP=true in {}",
+            dir.path("hostbeat.env").display()
+        )),
+        "{e}"
+    );
+    std::fs::write(dir.path("hostbeat.env"), "").unwrap();
+    let toml = dir.write("plain.toml", "server_url = \"http://cp.example.com\"\n");
+    let e = error(
+        dir.valid()
+            .without_var("HOSTBEAT_SERVER_URL")
+            .config_file(&toml),
+    );
+    assert!(
+        e.to_string().contains(&format!(
+            "set allow_insecure_http = true in {}",
+            toml.display()
+        )),
         "{e}"
     );
     Row::new("plain-http")
