@@ -37,8 +37,10 @@ fn check(config_file: Option<PathBuf>, json: bool, heartbeat: bool) -> ExitCode 
     let inputs = hostbeat::ConfigInputs::from_process(config_file);
     // Beside an installed service, judge with the service's environment: what
     // `check` predicts is then what `run` does.
-    let report = match hostbeat::check::unit::environment(hostbeat::check::unit::UNIT) {
-        Some(unit) => runtime.block_on(hostbeat::check::run_as_service(inputs, unit, heartbeat)),
+    let report = match hostbeat::check::unit::service(hostbeat::check::unit::UNIT) {
+        Some(service) => {
+            runtime.block_on(hostbeat::check::run_as_service(inputs, service, heartbeat))
+        }
         None => runtime.block_on(hostbeat::check::run(inputs, heartbeat)),
     };
     if json {

@@ -63,6 +63,13 @@ impl Token {
         self.secret.expose_secret()
     }
 
+    /// Whether it has a JWT's shape (`eyJ...`, three dot-separated parts): an
+    /// access token where the long-lived client token belongs.
+    pub fn looks_like_jwt(&self) -> bool {
+        let secret = self.secret.expose_secret();
+        secret.starts_with("eyJ") && secret.split('.').count() == 3
+    }
+
     /// Whether `text` contains this token: used to scrub a server's error message
     /// that echoes the credential back before it is logged.
     pub(crate) fn appears_in(&self, text: &str) -> bool {

@@ -254,8 +254,13 @@ fn innermost_io(error: &(dyn std::error::Error + 'static)) -> Option<String> {
         }
         source = inner.source();
     }
-    let io = found?;
-    Some(match io.kind() {
+    Some(io_words(found?))
+}
+
+/// An I/O error in the few words an operator needs ("connection refused"), the
+/// OS's own words without the errno otherwise.
+pub fn io_words(io: &std::io::Error) -> String {
+    match io.kind() {
         std::io::ErrorKind::ConnectionRefused => "connection refused".to_owned(),
         std::io::ErrorKind::ConnectionReset => "connection reset by the server".to_owned(),
         std::io::ErrorKind::ConnectionAborted => "connection aborted".to_owned(),
@@ -263,12 +268,11 @@ fn innermost_io(error: &(dyn std::error::Error + 'static)) -> Option<String> {
         std::io::ErrorKind::NetworkUnreachable => "network unreachable".to_owned(),
         std::io::ErrorKind::UnexpectedEof => "the server closed the connection".to_owned(),
         std::io::ErrorKind::BrokenPipe => "the connection was closed while sending".to_owned(),
-        // The OS's words, without the errno.
         _ => {
             let text = io.to_string();
             text.split(" (os error").next().unwrap_or(&text).to_owned()
         }
-    })
+    }
 }
 
 /// The error and its sources, "outer: inner: innermost", without repeats.

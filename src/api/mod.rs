@@ -24,7 +24,7 @@ use url::Url;
 use self::classify::{
     Answer, classify_answer, classify_transport, clean_for_log, error_chain, transport_detail,
 };
-pub use self::classify::{Endpoint, FailureClass};
+pub use self::classify::{Endpoint, FailureClass, io_words};
 use self::wire::{
     HeartbeatAnswer, HeartbeatRequest, RegisterAnswer, RegisterRequest, TokenAnswer, ValidateAnswer,
 };

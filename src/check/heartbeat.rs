@@ -68,7 +68,7 @@ pub(super) async fn send(
     let from_state = settings.agent_id.is_none() && state.agent_id.is_some();
     let mut agent_id = match settings.agent_id.clone().or(state.agent_id) {
         Some(agent_id) => agent_id,
-        None => match register(api, bearer, &logical_id, report).await {
+        None => match register(settings, api, bearer, &logical_id, report).await {
             Some(agent_id) => agent_id,
             None => return,
         },
@@ -96,7 +96,7 @@ pub(super) async fn send(
             "heartbeat.unknown_agent",
             format!("the control plane does not know agent {agent_id} (from the state file); registering again, as the daemon would"),
         ));
-        let Some(registered) = register(api, bearer, &logical_id, report).await else {
+        let Some(registered) = register(settings, api, bearer, &logical_id, report).await else {
             return;
         };
         agent_id = registered;
@@ -121,12 +121,13 @@ pub(super) async fn send(
             "the control plane did not take the heartbeat, without saying why",
             "ask the control plane's operators what it refuses; check server_url and heartbeat_path",
         )),
-        Err(error) => report.push(failure("heartbeat", &error, took)),
+        Err(error) => report.push(failure(settings, "heartbeat", &error, took)),
     }
 }
 
 /// Registers `logical_id` (idempotent); the agent id, or `None` with a finding.
 async fn register(
+    settings: &Settings,
     api: &ApiClient,
     bearer: &Bearer,
     logical_id: &str,
@@ -148,7 +149,7 @@ async fn register(
             Some(answer.agent_id)
         }
         Err(error) => {
-            report.push(failure("register", &error, started.elapsed()));
+            report.push(failure(settings, "register", &error, started.elapsed()));
             None
         }
     }

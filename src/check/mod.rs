@@ -208,15 +208,30 @@ pub enum Heartbeat {
 
 /// Runs every check for `inputs`, the configuration `hostbeat run` would load.
 pub async fn run(inputs: ConfigInputs, heartbeat: Heartbeat) -> Report {
-    run_into(Report::default(), inputs, heartbeat).await
+    run_into(Report::default(), inputs, None, heartbeat).await
 }
 
-/// Runs every check beside the service: with the unit's environment (see [`mod@unit`])
-/// in place of this process's `HOSTBEAT_*` variables, as `hostbeat run` under
-/// systemd gets it.
+/// Variables outside hostbeat's own that the HTTP client reads from the
+/// environment: `check` uses its own, `run` the unit's.
+const CLIENT_VARIABLES: [&str; 10] = [
+    "HTTPS_PROXY",
+    "https_proxy",
+    "HTTP_PROXY",
+    "http_proxy",
+    "ALL_PROXY",
+    "all_proxy",
+    "NO_PROXY",
+    "no_proxy",
+    "SSL_CERT_FILE",
+    "SSL_CERT_DIR",
+];
+
+/// Runs every check beside the service: with the unit's environment (see
+/// [`mod@unit`]) in place of this process's `HOSTBEAT_*` variables, as `hostbeat
+/// run` under systemd gets it, and the env file judged as the unit's user.
 pub async fn run_as_service(
     inputs: ConfigInputs,
-    unit_environment: Vec<(String, String)>,
+    service: unit::Service,
     heartbeat: Heartbeat,
 ) -> Report {
     let mut report = Report::default();
@@ -225,10 +240,28 @@ pub async fn run_as_service(
         format!(
             "environment of {}: {} Environment= assignments (systemctl show), as `hostbeat run` gets it",
             unit::UNIT,
-            unit_environment.len()
+            service.environment.len()
         ),
     ));
-    let (inputs, unseen) = inputs.as_service(unit_environment);
+    for name in CLIENT_VARIABLES {
+        let unit_value = service
+            .environment
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str());
+        if unit_value.is_some() && unit_value.map(str::to_owned) != std::env::var(name).ok() {
+            report.push(Finding::warn(
+                "config.unit_client_variable",
+                format!("{name} is set by the unit and differs from this shell's"),
+                "the HTTP checks below use this shell's value; `hostbeat run` uses the unit's",
+                format!("run check with the unit's value (systemctl show {} -p Environment shows it): {name}=<value> hostbeat check", unit::UNIT),
+            ));
+        }
+    }
+    let (mut inputs, unseen) = inputs.as_service(service.environment);
+    if let Some(dir) = &service.credentials_directory {
+        inputs = inputs.var("CREDENTIALS_DIRECTORY", dir.display().to_string());
+    }
     for name in unseen {
         let fix = if name == crate::config::token::CLIENT_TOKEN_VAR {
             "put the token in the env file (HOSTBEAT_CLIENT_TOKEN=<token>), where the service reads it".to_owned()
@@ -244,10 +277,16 @@ pub async fn run_as_service(
             fix,
         ));
     }
-    run_into(report, inputs, heartbeat).await
+    let user = service.user.unwrap_or_else(|| "root".to_owned());
+    run_into(report, inputs, Some(user), heartbeat).await
 }
 
-async fn run_into(mut report: Report, inputs: ConfigInputs, heartbeat: Heartbeat) -> Report {
+async fn run_into(
+    mut report: Report,
+    inputs: ConfigInputs,
+    service_user: Option<String>,
+    heartbeat: Heartbeat,
+) -> Report {
     let env_file_hint = inputs.env_file_hint();
     let loaded = crate::config::load(inputs);
     let env_file: PathBuf = match &loaded {
@@ -256,12 +295,20 @@ async fn run_into(mut report: Report, inputs: ConfigInputs, heartbeat: Heartbeat
     };
     match &loaded {
         Ok(loaded) => config_findings(loaded, &mut report),
-        Err(e) => report.push(Finding::fail(
-            "config.does_not_load",
-            format!("the configuration does not load: {e}"),
-            "`hostbeat run` exits 78 with this line and systemd does not restart it",
-            format!("{}; then: systemctl restart hostbeat", e.fix()),
-        )),
+        Err(e) => {
+            // The fix, and how to apply it, once.
+            let fix = if e.fix().contains("systemctl restart") {
+                e.fix().to_owned()
+            } else {
+                format!("{}; then: systemctl restart hostbeat", e.fix())
+            };
+            report.push(Finding::fail(
+                "config.does_not_load",
+                format!("the configuration does not load: {e}"),
+                "`hostbeat run` exits 78 with this line and systemd does not restart it",
+                fix,
+            ));
+        }
     }
     let token_elsewhere = loaded.as_ref().ok().and_then(|loaded| {
         let origin = &loaded.settings.token_source.origin;
@@ -274,6 +321,8 @@ async fn run_into(mut report: Report, inputs: ConfigInputs, heartbeat: Heartbeat
         &envfile::Context {
             token_elsewhere,
             warnings,
+            service_user,
+            config_error: loaded.as_ref().err().map(|e| e.setting().to_owned()),
         },
         &mut report,
     );
@@ -315,26 +364,20 @@ fn config_findings(loaded: &Loaded, report: &mut Report) {
     report.push(Finding::ok(
         "config.token",
         format!(
-            "client_token: {} bytes, fingerprint {} (from {}); every other setting has its default",
+            "client_token: {} bytes, fingerprint {} (from {}); the settings not listed have their defaults",
             token.len(),
             token.fingerprint(),
             settings.token_source.origin
         ),
     ));
-    for shadowed in &loaded.shadowed {
-        report.push(Finding::warn(
-            "config.shadowed",
-            shadowed.describe(),
-            "only one of the values is used; the others are easily mistaken for the one in force",
-            format!(
-                "keep {} in one place: a drop-in (systemctl edit hostbeat) beats the env file, which beats the config file",
-                shadowed.key
-            ),
-        ));
+    // Set twice to the same value: said, not warned about (a differing value is
+    // among the warnings below, which `run` logs too).
+    for shadowed in loaded.shadowed.iter().filter(|s| !s.differ) {
+        report.push(Finding::ok("config.shadowed_same", shadowed.describe()));
     }
     for warning in &loaded.warnings {
         report.push(Finding::warn(
-            format!("config.{}", warning.code),
+            warning.code,
             warning.problem.clone(),
             "`hostbeat run` logs this warning at start and runs",
             warning.fix.clone().unwrap_or_else(|| {

@@ -20,6 +20,7 @@ pub(super) async fn check(settings: &Settings, send_heartbeat: Heartbeat, report
     proxy_environment(report);
     // The matcher reqwest itself uses, so that this says what the calls below do.
     let proxies = Matcher::from_system();
+    let mut reachable = false;
     for server in &settings.servers {
         let proxy = proxy_for(&proxies, server);
         if let Some(proxy) = &proxy {
@@ -32,7 +33,7 @@ pub(super) async fn check(settings: &Settings, send_heartbeat: Heartbeat, report
         let target = proxy.unwrap_or_else(|| server.clone());
         if let Some(addresses) = resolve(&target, via_proxy, settings.connect_timeout, report).await
         {
-            connect(
+            reachable |= connect(
                 &target,
                 via_proxy,
                 &addresses,
@@ -41,6 +42,17 @@ pub(super) async fn check(settings: &Settings, send_heartbeat: Heartbeat, report
             )
             .await;
         }
+    }
+    // Nothing answered on TCP: the credential, HTTP and TLS cannot be checked, and
+    // trying would only report the same failure again in other words.
+    if !reachable {
+        report.push(Finding::warn(
+            "validate.skipped",
+            "the credential, HTTP and TLS were not checked: no control plane accepted a connection",
+            "they need a connection to the control plane",
+            "make server_url reachable from this host, then run hostbeat check again",
+        ));
+        return;
     }
     let (api, credentials) = match Connection::inspecting(settings) {
         Ok(connection) => connection.into_parts(),
@@ -62,7 +74,10 @@ pub(super) async fn check(settings: &Settings, send_heartbeat: Heartbeat, report
                 "heartbeat.skipped",
                 "not sent: the control plane did not accept the credential",
                 "a heartbeat needs a credential the control plane accepts",
-                "fix the credential (the failed validate or exchange finding says how), then run hostbeat check --heartbeat again",
+                format!(
+                    "make the control plane accept the client token (fingerprint {}), then run hostbeat check --heartbeat again",
+                    settings.client_token.fingerprint()
+                ),
             )),
         }
     }
@@ -105,7 +120,7 @@ fn proxy_environment(report: &mut Report) {
         report.push(Finding::ok(
             "proxy.set",
             format!(
-                "{} (this process's environment; the daemon's is its unit's and env file's)",
+                "{} (this process's environment; `hostbeat run` uses its unit's)",
                 found.join(", ")
             ),
         ));
@@ -169,13 +184,14 @@ async fn resolve(
     }
 }
 
+/// Whether a TCP connection to one of `addresses` succeeds, said either way.
 async fn connect(
     target: &Url,
     via_proxy: bool,
     addresses: &[SocketAddr],
     limit: Duration,
     report: &mut Report,
-) {
+) -> bool {
     let mut errors = Vec::new();
     for address in addresses {
         let started = Instant::now();
@@ -185,9 +201,13 @@ async fn connect(
                     "tcp.connects",
                     format!("connected to {address} in {}", ms(started.elapsed())),
                 ));
-                return;
+                return true;
             }
-            Ok(Err(e)) => errors.push(format!("{address}: {e} ({})", ms(started.elapsed()))),
+            Ok(Err(e)) => errors.push(format!(
+                "{address}: {} ({})",
+                crate::api::io_words(&e),
+                ms(started.elapsed())
+            )),
             Err(_) => errors.push(format!(
                 "{address}: no answer within connect_timeout ({})",
                 ms(started.elapsed())
@@ -197,7 +217,9 @@ async fn connect(
     let (meaning, fix) = if via_proxy {
         (
             "the proxy is down, its port is wrong, or a firewall drops the connection",
-            "check the proxy variable (HTTPS_PROXY or HTTP_PROXY, named by the proxy finding) and that the proxy listens".to_owned(),
+            format!(
+                "check the proxy {target} (HTTPS_PROXY, HTTP_PROXY or ALL_PROXY in this environment) and that it listens"
+            ),
         )
     } else {
         (
@@ -213,6 +235,7 @@ async fn connect(
         meaning,
         fix,
     ));
+    false
 }
 
 /// The token exchange (exchange mode), then validate with the bearer token; the
@@ -245,7 +268,7 @@ async fn credential(
             bearer
         }
         Err(error) => {
-            report.push(failure("exchange", &error, started.elapsed()));
+            report.push(failure(settings, "exchange", &error, started.elapsed()));
             return None;
         }
     };
@@ -272,10 +295,7 @@ async fn credential(
                 format!(
                     "the control plane accepts the credential (client {}{}) ({})",
                     answer.client_id.as_deref().unwrap_or("?"),
-                    answer
-                        .name
-                        .map(|n| format!(", {n:?}"))
-                        .unwrap_or_default(),
+                    answer.name.map(|n| format!(", {n:?}")).unwrap_or_default(),
                     ms(took)
                 ),
             ));
@@ -285,22 +305,28 @@ async fn credential(
             "validate.invalid",
             "the control plane answered 200 but \"valid\": false",
             "the control plane does not accept this credential",
-            "compare the token's fingerprint (the config finding shows it) with the control plane's copy, and put the current token in the env file (HOSTBEAT_CLIENT_TOKEN=<token>); then: systemctl reload hostbeat",
+            rotate_fix(settings),
         )),
-        Err(error) => report.push(failure("validate", &error, took)),
+        Err(error) => report.push(failure(settings, "validate", &error, took)),
     }
     None
 }
 
 /// A failed call as a finding: the class decides the meaning and the fix; the
 /// summary carries the status and the server's own words.
-pub(super) fn failure(area: &'static str, error: &ApiError, took: Duration) -> Finding {
+pub(super) fn failure(
+    settings: &Settings,
+    area: &'static str,
+    error: &ApiError,
+    took: Duration,
+) -> Finding {
     let summary = format!("{error} ({})", ms(took));
+    let rotate = rotate_fix(settings);
     let (area, meaning, fix) = match error.class {
         FailureClass::CredentialRejected | FailureClass::TokenExpired => (
             area,
             "the control plane does not accept this token: rotated on one side only, a typo, or the client was deleted",
-            "compare the token's fingerprint (the config finding shows it) with the control plane's copy (printf %s \"$TOKEN\" | sha256sum | cut -c1-12); put the current token in the env file (HOSTBEAT_CLIENT_TOKEN=<token>); then: systemctl reload hostbeat",
+            rotate.as_str(),
         ),
         FailureClass::ClientInactive => (
             area,
@@ -319,7 +345,7 @@ pub(super) fn failure(area: &'static str, error: &ApiError, took: Duration) -> F
         FailureClass::Connect | FailureClass::Timeout | FailureClass::Dns => (
             "http",
             "no HTTP answer from the control plane",
-            "check server_url and the proxy; the dns and tcp findings say where the connection fails",
+            "check server_url and the proxy, and that the control plane listens (curl -sv on server_url shows the way)",
         ),
         FailureClass::RateLimited | FailureClass::ServerError => (
             area,
@@ -337,6 +363,16 @@ pub(super) fn failure(area: &'static str, error: &ApiError, took: Duration) -> F
         summary,
         meaning,
         fix,
+    )
+}
+
+/// How to put the current client token in place, standing alone: the fingerprint
+/// to compare, the file the agent reads it from, and the reload that picks it up.
+fn rotate_fix(settings: &Settings) -> String {
+    format!(
+        "compare the client token's fingerprint {} with the control plane's copy (printf %s \"$TOKEN\" | sha256sum | cut -c1-12); put the current token in {} (HOSTBEAT_CLIENT_TOKEN=<token>); then: systemctl reload hostbeat",
+        settings.client_token.fingerprint(),
+        settings.token_source.env_file.display()
     )
 }
 

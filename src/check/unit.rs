@@ -7,15 +7,27 @@
 //! loaded; elsewhere `check` uses its own environment, as `hostbeat run` started
 //! from the same shell would.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 /// The unit the packages install.
 pub const UNIT: &str = "hostbeat.service";
 
-/// The unit's `Environment=` assignments, in order, or `None` when systemd does not
-/// run here or does not know the unit.
-pub fn environment(unit: &str) -> Option<Vec<(String, String)>> {
+/// What `hostbeat run` gets from the unit that `check` does not have by itself.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Service {
+    /// `Environment=` assignments of the unit and its drop-ins, in order.
+    pub environment: Vec<(String, String)>,
+    /// `User=`: whose access to the env file counts.
+    pub user: Option<String>,
+    /// The running service's credentials (`LoadCredential=`), where systemd put
+    /// them: `/run/credentials/UNIT` while it runs.
+    pub credentials_directory: Option<PathBuf>,
+}
+
+/// The service as systemd knows it, or `None` when systemd does not run here or
+/// does not know the unit.
+pub fn service(unit: &str) -> Option<Service> {
     if !Path::new("/run/systemd/system").is_dir() {
         return None;
     }
@@ -24,6 +36,7 @@ pub fn environment(unit: &str) -> Option<Vec<(String, String)>> {
             "show",
             "--property=LoadState",
             "--property=Environment",
+            "--property=User",
             unit,
         ])
         .output()
@@ -33,15 +46,19 @@ pub fn environment(unit: &str) -> Option<Vec<(String, String)>> {
     }
     let text = String::from_utf8_lossy(&output.stdout);
     let mut loaded = false;
-    let mut assignments = Vec::new();
+    let mut service = Service::default();
     for line in text.lines() {
         if let Some(state) = line.strip_prefix("LoadState=") {
             loaded = state == "loaded";
         } else if let Some(value) = line.strip_prefix("Environment=") {
-            assignments = parse(value);
+            service.environment = parse(value);
+        } else if let Some(user) = line.strip_prefix("User=") {
+            service.user = Some(user.to_owned()).filter(|u| !u.is_empty());
         }
     }
-    loaded.then_some(assignments)
+    let credentials = Path::new("/run/credentials").join(unit);
+    service.credentials_directory = credentials.is_dir().then_some(credentials);
+    loaded.then_some(service)
 }
 
 /// `systemctl show`'s rendering of an environment list: assignments separated by

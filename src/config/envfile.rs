@@ -25,8 +25,12 @@ pub struct EnvFile {
     pub found: bool,
     /// Every `HOSTBEAT_*` variable except the client token.
     pub vars: BTreeMap<String, String>,
-    /// `HOSTBEAT_CLIENT_TOKEN`, uncleaned (cleaning names this file in its errors).
+    /// `HOSTBEAT_CLIENT_TOKEN`, uncleaned (cleaning names this file in its errors);
+    /// an empty value counts as absent.
     pub client_token: Option<RawToken>,
+    /// The other variables it sets (`HTTPS_PROXY`, ...), by name only: hostbeat
+    /// applies none of them, which a warning says.
+    pub others: Vec<String>,
 }
 
 /// The permission bits of `path` when every user may read it.
@@ -46,11 +50,20 @@ impl EnvFile {
                 path: path.to_owned(),
                 ..Self::default()
             }),
+            Err(e) if e.kind() == std::io::ErrorKind::IsADirectory => Err(ConfigError::new(
+                "env_file",
+                None,
+                format!("{} is a directory", path.display()),
+                "name the env file itself, like /etc/hostbeat/hostbeat.env",
+            )),
             Err(e) => Err(ConfigError::new(
                 "env_file",
                 None,
                 format!("cannot read {}: {e}", path.display()),
-                "make the file readable by the hostbeat user (mode 0640, owner root, group hostbeat)",
+                format!(
+                    "let the hostbeat user read it: chown root:hostbeat {0} && chmod 0640 {0} (and every directory above it searchable)",
+                    path.display()
+                ),
             )),
         }
     }
@@ -81,22 +94,70 @@ impl EnvFile {
             };
             let key = key.trim();
             let mut value = unquote(rest.trim_start());
-            // A backslash at the end of an unquoted value continues it on the next line.
+            // A backslash at the end of an unquoted value continues it on the next
+            // line, as systemd reads it. Refused where that cannot be meant: on the
+            // token's line, and where the next line is a setting of its own, which
+            // would be swallowed (a token among them, then printed as part of
+            // another setting's value). Errors name lines and keys, never values.
+            let mut last = index;
             while value.ends_with('\\') && !rest.trim_start().starts_with(['"', '\'']) {
                 value.pop();
-                match lines.next() {
-                    Some((_, next)) => value.push_str(next.strip_suffix('\r').unwrap_or(next)),
-                    None => break,
+                let Some((next_index, next)) = lines.next() else {
+                    break;
+                };
+                let joined = format!(
+                    "{} lines {} and {}",
+                    path.display(),
+                    last + 1,
+                    next_index + 1
+                );
+                if key == CLIENT_TOKEN_VAR {
+                    return Err(ConfigError::new(
+                        "env_file",
+                        None,
+                        format!(
+                            "{joined}: the {CLIENT_TOKEN_VAR} line ends in a backslash, which joins the next line into the token"
+                        ),
+                        "remove the backslash at the end of the token's line",
+                    ));
                 }
+                if let Some(swallowed) = assignment_key(next) {
+                    return Err(ConfigError::new(
+                        "env_file",
+                        None,
+                        format!(
+                            "{joined}: {key}'s line ends in a backslash, which joins the {swallowed} line into {key}'s value"
+                        ),
+                        format!("remove the backslash at the end of {key}'s line"),
+                    ));
+                }
+                value.push_str(next.strip_suffix('\r').unwrap_or(next));
+                last = next_index;
             }
             if key == CLIENT_TOKEN_VAR {
-                file.client_token = Some(RawToken::new(value));
+                file.client_token = (!value.trim().is_empty()).then(|| RawToken::new(value));
             } else if key.starts_with("HOSTBEAT_") {
                 file.vars.insert(key.to_owned(), value);
+            } else if assignment_key(line).is_some() {
+                file.others.push(key.to_owned());
             }
         }
         Ok(file)
     }
+}
+
+/// The key of a line that reads `KEY=...` with a shell-like name (`export ` allowed).
+fn assignment_key(line: &str) -> Option<&str> {
+    let line = line.trim_start();
+    let line = line.strip_prefix("export ").unwrap_or(line);
+    let (key, _) = line.split_once('=')?;
+    let key = key.trim();
+    let mut chars = key.chars();
+    (chars
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_'))
+    .then_some(key)
 }
 
 /// The value part of a line: quoted values lose their quotes (and, in double quotes,
@@ -163,6 +224,40 @@ mod tests {
     fn rejects_a_line_without_equals_naming_the_line() {
         let err = EnvFile::parse(Path::new("/etc/x.env"), b"HOSTBEAT_A=1\nnonsense\n").unwrap_err();
         assert!(err.to_string().contains("/etc/x.env line 2"), "{err}");
+    }
+
+    #[test]
+    fn a_continuation_never_swallows_a_setting_or_continues_the_token() {
+        let err = EnvFile::parse(
+            Path::new("/e.env"),
+            b"HOSTBEAT_SERVER_URL=https://cp.example\\\nHOSTBEAT_CLIENT_TOKEN=s3cr3t-tok\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("/e.env lines 1 and 2"), "{err}");
+        assert!(
+            err.contains("joins the HOSTBEAT_CLIENT_TOKEN line into HOSTBEAT_SERVER_URL's value"),
+            "{err}"
+        );
+        assert!(!err.contains("s3cr3t"), "{err}");
+        let err = EnvFile::parse(
+            Path::new("/e.env"),
+            b"HOSTBEAT_CLIENT_TOKEN=s3cr3t\\\n-tok\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("joins the next line into the token"), "{err}");
+        assert!(!err.contains("s3cr3t") && !err.contains("-tok"), "{err}");
+        // A continuation of plain text still works, as in systemd.
+        let file = parse("HOSTBEAT_SCOPE=read \\\n write\n");
+        assert_eq!(file.vars["HOSTBEAT_SCOPE"], "read  write");
+    }
+
+    #[test]
+    fn an_empty_token_is_absent_and_other_variables_are_named() {
+        let file = parse("HOSTBEAT_CLIENT_TOKEN=\nHTTPS_PROXY=http://u:p@proxy:3128\n");
+        assert!(file.client_token.is_none());
+        assert_eq!(file.others, ["HTTPS_PROXY"]);
     }
 
     #[test]

@@ -18,7 +18,7 @@ use super::{ConfigError, Origin, env_var, envfile, settings};
 /// once at start, `check` shows it as a warning with its code.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Warning {
-    /// Stable, for scripts (`check --json`).
+    /// Stable, for scripts (`check --json`'s code): `area.what`.
     pub code: &'static str,
     /// The file it is about, if it is about one.
     pub file: Option<PathBuf>,
@@ -38,32 +38,27 @@ impl fmt::Display for Warning {
     }
 }
 
-/// A setting set in more than one layer.
+/// A setting set in more than one place.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Shadowed {
     /// The setting.
     pub key: &'static str,
-    /// Where the value in use came from.
-    pub winner: Origin,
-    /// Where the values that were overridden came from, lowest layer first.
-    pub losers: Vec<Origin>,
+    /// Every place that sets it, described, lowest first: the last is in use.
+    pub places: Vec<String>,
+    /// Whether the values differ: the same value twice is untidy, not wrong.
+    pub differ: bool,
 }
 
 impl Shadowed {
     /// One line: every place that sets it, and the one in use.
     pub fn describe(&self) -> String {
-        let places: Vec<String> = self
-            .losers
-            .iter()
-            .chain([&self.winner])
-            .map(|o| o.describe(self.key))
-            .collect();
         format!(
-            "{} is set in {} places ({}); in use: {}",
+            "{} is set in {} places ({}); in use: {}{}",
             self.key,
-            places.len(),
-            places.join(", "),
-            self.winner.describe(self.key),
+            self.places.len(),
+            self.places.join(", "),
+            self.places.last().map_or("", String::as_str),
+            if self.differ { "" } else { " (the same value)" },
         )
     }
 }
@@ -73,8 +68,12 @@ impl Shadowed {
 pub(super) struct Merge {
     /// Every setting someone set, with its value as written and where it came from.
     pub values: BTreeMap<&'static str, (String, Origin)>,
-    /// For each setting set in more than one place, the places overridden.
-    overridden: BTreeMap<&'static str, Vec<Origin>>,
+    /// For each setting set in more than one place, the places overridden and
+    /// their values, lowest first.
+    overridden: BTreeMap<&'static str, Vec<(String, Origin)>>,
+    /// The client token's places, lowest first, each described with the
+    /// fingerprint of what it holds (never the value).
+    token_places: Vec<(String, crate::secret::Fingerprint)>,
     /// The warnings so far.
     pub warnings: Vec<Warning>,
     /// Unknown `HOSTBEAT_*` variables close to a known setting: (name, setting,
@@ -85,14 +84,16 @@ pub(super) struct Merge {
 impl Merge {
     /// Sets `key` from `origin`, over any lower layer's value.
     pub fn set(&mut self, key: &'static str, value: String, origin: Origin) {
-        if let Some((_, below)) = self.values.insert(key, (value, origin)) {
+        if let Some(below) = self.values.insert(key, (value, origin)) {
             self.overridden.entry(key).or_default().push(below);
         }
     }
 
     /// Adds the `HOSTBEAT_*` variables of one environment layer (the env file, the
-    /// process environment) over the layers below. Unknown ones are warned about,
-    /// not refused: the environment is shared with other programs and versions.
+    /// process environment) over the layers below. An empty value clears the
+    /// setting, so that a drop-in can return it to its default. Unknown names are
+    /// warned about, not refused: the environment is shared with other programs
+    /// and versions.
     pub fn add_env(&mut self, env: &BTreeMap<String, String>, origin: &Origin) {
         for (name, value) in env {
             let Some(key) = name.strip_prefix("HOSTBEAT_") else {
@@ -103,8 +104,10 @@ impl Merge {
                 continue; // HOSTBEAT_CONFIG is the --config flag, read by the CLI.
             }
             match settings::known_key(&key) {
-                // An empty variable means unset, so that an override can clear a value.
-                Some(_) if value.trim().is_empty() => {}
+                Some(known) if value.trim().is_empty() => {
+                    self.values.remove(known);
+                    self.overridden.remove(known);
+                }
                 Some(known) => self.set(known, value.clone(), origin.clone()),
                 None => {
                     let suggestion = settings::suggest(&key);
@@ -112,7 +115,7 @@ impl Merge {
                         self.misspelt.push((name.clone(), setting, origin.clone()));
                     }
                     self.warnings.push(Warning {
-                        code: "unknown_variable",
+                        code: "config.unknown_variable",
                         file: match origin {
                             Origin::EnvFile(path) => Some(path.clone()),
                             _ => None,
@@ -131,33 +134,74 @@ impl Merge {
         }
     }
 
-    /// Records where the client token was found, lowest layer first: the last place
-    /// is the one in use.
-    pub fn token_places(&mut self, places: &[Origin]) {
-        if let Some((_, losers)) = places.split_last()
-            && !losers.is_empty()
-        {
-            self.overridden.insert("client_token", losers.to_vec());
+    /// Records one place that holds a client token (lowest layer first; the last
+    /// recorded is the one in use), by a description and the fingerprint of what it
+    /// holds.
+    pub fn token_place(&mut self, place: String, fingerprint: crate::secret::Fingerprint) {
+        self.token_places.push((place, fingerprint));
+    }
+
+    /// Records the token's lowest places, where they hold one: the systemd
+    /// credential in `credentials_directory`, then `client_token_file`.
+    pub fn token_files(&mut self, credentials_directory: Option<&Path>) {
+        let credential = credentials_directory.map(|dir| dir.join(super::token::CREDENTIAL_NAME));
+        let token_file = self
+            .values
+            .get("client_token_file")
+            .map(|(path, _)| PathBuf::from(path.trim()));
+        for (place, path) in [
+            ("systemd credential", credential),
+            ("client_token_file", token_file),
+        ] {
+            if let Some(path) = path
+                && let Ok(bytes) = std::fs::read(&path)
+            {
+                let place = format!("{place} {}", path.display());
+                self.token_place(place, crate::secret::Fingerprint::of(&bytes));
+            }
         }
     }
 
-    /// Every setting set in more than one place; `token_in_use` is where the token
-    /// in use came from, if it came from a layer.
-    pub fn shadowed(&self, token_in_use: Option<&Origin>) -> Vec<Shadowed> {
-        self.overridden
+    /// Every setting set in more than one place. Those whose values differ are
+    /// also warnings: `run` logs them, as `check` shows them.
+    pub fn shadowed(&mut self) -> Vec<Shadowed> {
+        let mut all: Vec<Shadowed> = self
+            .overridden
             .iter()
             .filter_map(|(key, losers)| {
-                let winner = match self.values.get(key) {
-                    Some((_, origin)) => origin.clone(),
-                    None => token_in_use?.clone(),
-                };
+                let (value, origin) = self.values.get(key)?;
                 Some(Shadowed {
                     key,
-                    winner,
-                    losers: losers.clone(),
+                    places: losers
+                        .iter()
+                        .map(|(_, o)| o.describe(key))
+                        .chain([origin.describe(key)])
+                        .collect(),
+                    differ: losers.iter().any(|(v, _)| v.trim() != value.trim()),
                 })
             })
-            .collect()
+            .collect();
+        if let Some((_, in_use)) = self.token_places.last()
+            && self.token_places.len() > 1
+        {
+            all.push(Shadowed {
+                key: "client_token",
+                places: self.token_places.iter().map(|(p, _)| p.clone()).collect(),
+                differ: self.token_places.iter().any(|(_, fp)| fp != in_use),
+            });
+        }
+        for shadowed in all.iter().filter(|s| s.differ) {
+            self.warnings.push(Warning {
+                code: "config.shadowed",
+                file: None,
+                problem: shadowed.describe(),
+                fix: Some(format!(
+                    "keep {} in one place: a drop-in (systemctl edit hostbeat) beats the env file, which beats the config file",
+                    shadowed.key
+                )),
+            });
+        }
+        all
     }
 
     /// A required setting that nobody set, when a variable with a name close to it
@@ -186,16 +230,16 @@ impl Merge {
         }
     }
 
-    /// Warns when `path` holds the client token (as `setting`) and every user on
-    /// this host can read it.
-    pub fn check_token_file(&mut self, path: &Path, setting: &str) {
+    /// Warns when `path` holds the client token and every user on this host can
+    /// read it; `code` names the place (`env_file.token_world_readable`, ...).
+    pub fn check_token_file(&mut self, path: &Path, code: &'static str) {
         if let Some(mode) = envfile::world_readable(path) {
             let shown = path.display();
             self.warnings.push(Warning {
-                code: "token_file_world_readable",
+                code,
                 file: Some(path.to_owned()),
                 problem: format!(
-                    "{setting}: {shown} holds the client token and every user on this host can read it (mode {mode:04o})"
+                    "{shown} holds the client token and every user on this host can read it (mode {mode:04o})"
                 ),
                 fix: Some(format!("chown root:hostbeat {shown} && chmod 0640 {shown}")),
             });
@@ -205,10 +249,10 @@ impl Merge {
     /// Warns that the env file named by `named_by` does not exist.
     pub fn missing_env_file(&mut self, path: &Path, named_by: &Origin) {
         self.warnings.push(Warning {
-            code: "env_file_missing",
+            code: "env_file.missing",
             file: Some(path.to_owned()),
             problem: format!(
-                "env_file: {} does not exist, so no setting and no token is read from it (named by {})",
+                "{} does not exist, so no setting and no token is read from it (named by {})",
                 path.display(),
                 named_by.describe("env_file"),
             ),
@@ -220,13 +264,75 @@ impl Merge {
         });
     }
 
+    /// Warns about variables of the env file that hostbeat does not apply: since
+    /// the unit stopped handing the file to systemd, `HTTPS_PROXY=` there (which
+    /// an older package's unit applied) does nothing.
+    pub fn ignored_in_env_file(&mut self, path: &Path, names: &[String]) {
+        for name in names {
+            self.warnings.push(Warning {
+                code: "env_file.ignored_variable",
+                file: Some(path.to_owned()),
+                problem: format!(
+                    "{name} in {} is not applied: hostbeat reads only HOSTBEAT_* settings from its env file",
+                    path.display()
+                ),
+                fix: Some(format!(
+                    "move it to a drop-in: systemctl edit hostbeat, then under [Service]: Environment={name}=<value>; then systemctl restart hostbeat"
+                )),
+            });
+        }
+    }
+
+    /// Warns that the env file names another env file, which is not read.
+    pub fn env_file_in_env_file(&mut self, path: &Path) {
+        self.warnings.push(Warning {
+            code: "env_file.names_env_file",
+            file: Some(path.to_owned()),
+            problem: format!(
+                "HOSTBEAT_ENV_FILE in {} is ignored: an env file cannot name another",
+                path.display()
+            ),
+            fix: Some(format!(
+                "remove the HOSTBEAT_ENV_FILE line from {}; name the env file in a drop-in (Environment=HOSTBEAT_ENV_FILE=...) or as env_file in the config file",
+                path.display()
+            )),
+        });
+    }
+
+    /// Warns about a client token whose shape suggests the wrong token: a JWT (an
+    /// access token, which expires within the hour), or one so short that it was
+    /// probably cut when pasted. `from` says where it came from.
+    pub fn check_token_shape(&mut self, token: &crate::secret::Token, from: &str) {
+        /// Shorter than this, a client token was probably cut when it was pasted.
+        const SHORT: usize = 16;
+        if token.looks_like_jwt() {
+            self.warnings.push(Warning {
+                code: "token.jwt",
+                file: None,
+                problem: format!("the client token ({from}) looks like a JWT (eyJ...), which is usually a short-lived access token"),
+                fix: Some("ask the control plane for this fleet's long-lived client token and put it in its place".to_owned()),
+            });
+        }
+        if token.len() < SHORT {
+            self.warnings.push(Warning {
+                code: "token.short",
+                file: None,
+                problem: format!("the client token ({from}) is only {} bytes long; it may have been cut when pasted", token.len()),
+                fix: Some(format!(
+                    "compare its fingerprint {} with the control plane's copy (printf %s \"$TOKEN\" | sha256sum | cut -c1-12)",
+                    token.fingerprint()
+                )),
+            });
+        }
+    }
+
     /// Warns that a service's token came from its `Environment=` lines.
     pub fn token_in_unit_environment(&mut self, env_file: &Path) {
         self.warnings.push(Warning {
-            code: "token_in_unit_environment",
+            code: "config.token_in_unit_environment",
             file: None,
             problem: format!(
-                "client_token: {CLIENT_TOKEN_VAR} is set by an Environment= line of the unit or a drop-in, which every local user can read with `systemctl show hostbeat -p Environment`"
+                "{CLIENT_TOKEN_VAR} is set by an Environment= line of the unit or a drop-in, which every local user can read with `systemctl show hostbeat -p Environment`"
             ),
             fix: Some(format!(
                 "remove the line (systemctl edit hostbeat) and put {CLIENT_TOKEN_VAR}=<token> in {} (mode 0640), or use LoadCredential=client-token:<path> in the drop-in; then systemctl restart hostbeat",
@@ -237,16 +343,28 @@ impl Merge {
 }
 
 /// Where the env file is: `HOSTBEAT_ENV_FILE`, else the config file's `env_file`,
-/// else the default; with what named it, when something did.
+/// else the default; with what named it, when something did. A relative path is
+/// refused: systemd starts the service in `/`, a shell elsewhere, so the two would
+/// read different files.
 pub(super) fn env_file_in_use(
     variable: Option<PathBuf>,
     merge: &Merge,
-) -> (PathBuf, Option<Origin>) {
-    match variable {
-        Some(path) => (path, Some(Origin::Environment)),
-        None => match merge.values.get("env_file") {
-            Some((value, origin)) => (PathBuf::from(value.trim()), Some(origin.clone())),
-            None => (PathBuf::from(super::DEFAULT_ENV_FILE), None),
-        },
+) -> Result<(PathBuf, Option<Origin>), ConfigError> {
+    let named = match variable {
+        Some(path) => Some((path, Origin::Environment)),
+        None => merge
+            .values
+            .get("env_file")
+            .map(|(value, origin)| (PathBuf::from(value.trim()), origin.clone())),
+    };
+    match named {
+        Some((path, origin)) if path.is_relative() => Err(ConfigError::new(
+            "env_file",
+            Some(origin.describe("env_file")),
+            format!("{:?} is a relative path", path.display().to_string()),
+            "name it from the root, like /etc/hostbeat/hostbeat.env (systemd starts hostbeat in /)",
+        )),
+        Some((path, origin)) => Ok((path, Some(origin))),
+        None => Ok((PathBuf::from(super::DEFAULT_ENV_FILE), None)),
     }
 }

@@ -165,9 +165,12 @@ impl ConfigInputs {
     /// The real process environment: `HOSTBEAT_*`, `STATE_DIRECTORY` and
     /// `CREDENTIALS_DIRECTORY`. The token goes straight into its secret slot.
     pub fn from_process(config_file: Option<PathBuf>) -> Self {
+        // A systemd service: started by systemd (PID 1, its parent) with an
+        // invocation id. The id alone is also in desktop terminals' shells.
         let mut inputs = Self {
             config_file,
-            service: std::env::var_os("INVOCATION_ID").is_some(),
+            service: std::env::var_os("INVOCATION_ID").is_some()
+                && std::os::unix::process::parent_id() == 1,
             ..Self::default()
         };
         for (key, value) in std::env::vars_os() {
@@ -184,22 +187,26 @@ impl ConfigInputs {
         inputs
     }
 
-    /// The env file these inputs point at before the config file is read
-    /// (`HOSTBEAT_ENV_FILE`, else the default): where `hostbeat check` looks when the
-    /// configuration does not load.
+    /// The env file these inputs point at even when the configuration does not
+    /// load (`HOSTBEAT_ENV_FILE`, else the config file's `env_file` if the file
+    /// reads, else the default): where `hostbeat check` looks then.
     pub fn env_file_hint(&self) -> PathBuf {
         self.env_file_var()
+            .or_else(|| self.config_file_value("env_file").map(PathBuf::from))
             .unwrap_or_else(|| PathBuf::from(DEFAULT_ENV_FILE))
     }
 
-    /// The state directory these inputs point at before the config file is read
-    /// (`HOSTBEAT_STATE_DIR`, else systemd's `STATE_DIRECTORY`, else the default):
-    /// where `hostbeat status` looks when the configuration does not load.
+    /// The state directory these inputs point at even when the configuration does
+    /// not load (`HOSTBEAT_STATE_DIR`, else the config file's `state_dir` if the
+    /// file reads, else systemd's `STATE_DIRECTORY`, else the default): where
+    /// `hostbeat status` looks then.
     pub fn state_dir_hint(&self) -> PathBuf {
         self.env
             .get("HOSTBEAT_STATE_DIR")
-            .filter(|dir| !dir.trim().is_empty())
-            .map(|dir| PathBuf::from(dir.trim()))
+            .map(|dir| dir.trim().to_owned())
+            .filter(|dir| !dir.is_empty())
+            .or_else(|| self.config_file_value("state_dir"))
+            .map(PathBuf::from)
             .or_else(|| {
                 self.env
                     .get("STATE_DIRECTORY")
@@ -209,9 +216,28 @@ impl ConfigInputs {
             .unwrap_or_else(|| PathBuf::from(DEFAULT_STATE_DIR))
     }
 
-    /// `HOSTBEAT_ENV_FILE`, which wins over the config file's `env_file`.
+    /// `key`'s value in the config file, if the file reads and sets it.
+    fn config_file_value(&self, key: &str) -> Option<String> {
+        let (path, required) = match &self.config_file {
+            Some(path) => (path.clone(), true),
+            None => (PathBuf::from(DEFAULT_CONFIG_FILE), false),
+        };
+        read_config_file(&path, required)
+            .ok()?
+            .into_iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.trim().to_owned())
+            .filter(|v| v.starts_with('/'))
+    }
+
+    /// `HOSTBEAT_ENV_FILE`, which wins over the config file's `env_file` (empty:
+    /// unset, like every variable).
     fn env_file_var(&self) -> Option<PathBuf> {
-        self.env.get("HOSTBEAT_ENV_FILE").map(PathBuf::from)
+        self.env
+            .get("HOSTBEAT_ENV_FILE")
+            .map(|v| v.trim())
+            .filter(|v| !v.is_empty())
+            .map(PathBuf::from)
     }
 
     /// An explicit config file (`--config`): unlike the default one, it must exist.
@@ -232,11 +258,12 @@ impl ConfigInputs {
         self
     }
 
-    /// One environment variable, as if set in the process environment.
+    /// One environment variable, as if set in the process environment (an empty
+    /// token counts as unset, as every empty variable does).
     #[must_use]
     pub fn var(mut self, key: &str, value: impl Into<String>) -> Self {
         if key == CLIENT_TOKEN_VAR {
-            self.client_token = Some(RawToken::new(value.into()));
+            self.client_token = Some(RawToken::new(value.into())).filter(|t| !t.is_blank());
         } else {
             self.env.insert(key.to_owned(), value.into());
         }
@@ -316,36 +343,22 @@ pub fn load(inputs: ConfigInputs) -> Result<Loaded, ConfigError> {
         Some(path) => (path.clone(), true),
         None => (PathBuf::from(DEFAULT_CONFIG_FILE), false),
     };
-    let mut file_token = None;
-    for (key, value) in read_config_file(&config_path, required)? {
-        if key == "client_token" {
-            file_token = Some(RawToken::new(value));
-            continue;
-        }
-        let Some(known) = settings::known_key(&key) else {
-            return Err(ConfigError::new(
-                key.clone(),
-                Some(config_path.display().to_string()),
-                "unknown setting".to_owned(),
-                settings::suggest(&key).map_or_else(
-                    || "remove it; docs/configuration.md lists every setting".to_owned(),
-                    |s| format!("did you mean `{s}`?"),
-                ),
-            ));
-        };
-        merge.set(known, value, Origin::ConfigFile(config_path.clone()));
-    }
+    let file_token = config_file_layer(&config_path, required, &mut merge)?;
     if file_token.is_some() {
-        merge.check_token_file(&config_path, "client_token");
+        merge.check_token_file(&config_path, "config.token_world_readable");
     }
 
-    let (env_file_path, named_by) = merge::env_file_in_use(inputs.env_file_var(), &merge);
-    let env_file = EnvFile::read(&env_file_path)?;
+    let (env_file_path, named_by) = merge::env_file_in_use(inputs.env_file_var(), &merge)?;
+    let mut env_file = EnvFile::read(&env_file_path)?;
     if let (false, Some(named_by)) = (env_file.found, &named_by) {
         merge.missing_env_file(&env_file_path, named_by);
     }
     if env_file.client_token.is_some() {
-        merge.check_token_file(&env_file_path, CLIENT_TOKEN_VAR);
+        merge.check_token_file(&env_file_path, "env_file.token_world_readable");
+    }
+    merge.ignored_in_env_file(&env_file_path, &env_file.others);
+    if env_file.vars.remove("HOSTBEAT_ENV_FILE").is_some() {
+        merge.env_file_in_env_file(&env_file_path);
     }
     let env_file_origin = Origin::EnvFile(env_file_path.clone());
     merge.add_env(&env_file.vars, &env_file_origin);
@@ -353,26 +366,26 @@ pub fn load(inputs: ConfigInputs) -> Result<Loaded, ConfigError> {
     if inputs.service && inputs.client_token.is_some() {
         merge.token_in_unit_environment(&env_file_path);
     }
-    let token_places: Vec<Origin> = [
-        file_token
-            .as_ref()
-            .map(|_| Origin::ConfigFile(config_path.clone())),
-        env_file
-            .client_token
-            .as_ref()
-            .map(|_| env_file_origin.clone()),
-        inputs.client_token.as_ref().map(|_| Origin::Environment),
-    ]
-    .into_iter()
-    .flatten()
-    .collect();
-    merge.token_places(&token_places);
+
+    // Every place that holds a token, lowest first (settings::resolve_token takes
+    // the last).
+    let credentials_directory = inputs.env.get("CREDENTIALS_DIRECTORY").map(PathBuf::from);
+    merge.token_files(credentials_directory.as_deref());
+    for (place, raw) in [
+        (Origin::ConfigFile(config_path.clone()), &file_token),
+        (env_file_origin.clone(), &env_file.client_token),
+        (Origin::Environment, &inputs.client_token),
+    ] {
+        if let Some(raw) = raw {
+            merge.token_place(place.describe("client_token"), raw.fingerprint());
+        }
+    }
 
     let token_candidates = settings::TokenCandidates {
         environment: inputs.client_token,
         env_file: env_file.client_token.map(|t| (t, env_file_path.clone())),
         config_file: file_token.map(|t| (t, config_path.clone())),
-        credentials_directory: inputs.env.get("CREDENTIALS_DIRECTORY").map(PathBuf::from),
+        credentials_directory,
     };
     let host = settings::HostPaths {
         env_file: env_file_path,
@@ -382,24 +395,59 @@ pub fn load(inputs: ConfigInputs) -> Result<Loaded, ConfigError> {
             .machine_id_file
             .unwrap_or_else(|| PathBuf::from("/etc/machine-id")),
     };
+    let shadowed = merge.shadowed();
     let layers = Layers {
         values: merge.values.clone(),
     };
     let settings = settings::validate(&layers, token_candidates, &host)
         .map_err(|e| merge.explain_missing(e))?;
     if let token::TokenOrigin::TokenFile(path) = &settings.token_source.origin {
-        merge.check_token_file(path, "client_token_file");
+        merge.check_token_file(path, "token.file_world_readable");
     }
+    merge.check_token_shape(
+        &settings.client_token,
+        &settings.token_source.origin.to_string(),
+    );
     Ok(Loaded {
         sources: layers
             .values
             .iter()
             .map(|(key, (value, origin))| (*key, value.clone(), origin.clone()))
             .collect(),
-        shadowed: merge.shadowed(token_places.last()),
+        shadowed,
         warnings: merge.warnings,
         settings,
     })
+}
+
+/// Adds the config file's settings to `merge`; returns its client token, if it
+/// holds one. An unknown key is an error (a typo in a file is not shared with
+/// other programs, unlike the environment).
+fn config_file_layer(
+    path: &Path,
+    required: bool,
+    merge: &mut Merge,
+) -> Result<Option<RawToken>, ConfigError> {
+    let mut token = None;
+    for (key, value) in read_config_file(path, required)? {
+        if key == "client_token" {
+            token = Some(RawToken::new(value)).filter(|t| !t.is_blank());
+            continue;
+        }
+        let Some(known) = settings::known_key(&key) else {
+            return Err(ConfigError::new(
+                key.clone(),
+                Some(path.display().to_string()),
+                "unknown setting".to_owned(),
+                settings::suggest(&key).map_or_else(
+                    || "remove it; docs/configuration.md lists every setting".to_owned(),
+                    |s| format!("did you mean `{s}`?"),
+                ),
+            ));
+        };
+        merge.set(known, value, Origin::ConfigFile(path.to_owned()));
+    }
+    Ok(token)
 }
 
 /// The TOML file's top-level keys as strings (a list becomes a comma-separated value).

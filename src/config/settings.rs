@@ -246,9 +246,16 @@ impl Field<'_> {
         // The parser's own words ("expected number at 0") help nobody: say what is
         // accepted instead.
         parsed.map_err(|_| {
+            let example = match self.origin {
+                Origin::ConfigFile(_) => "\"30s\"",
+                _ => "30s",
+            };
             self.error(
                 format!("{text:?} is not a duration"),
-                "write it like 30s, 5m or 1h 30m: a number and a unit (ms, s, m, h, d); a bare number is seconds",
+                format!(
+                    "write it like 30s, 5m or 1h 30m: a number and a unit (ms, s, m, h, d), a bare number being seconds; for example {}",
+                    self.origin.assignment(self.key, example)
+                ),
             )
         })
     }
@@ -262,6 +269,24 @@ impl Field<'_> {
             ));
         }
         Ok(value)
+    }
+
+    /// A path from the root, or none: systemd starts hostbeat in `/`, a shell
+    /// elsewhere, so a relative path would name different files for `run` and
+    /// `check`.
+    fn absolute_path(&self) -> Result<Option<PathBuf>, ConfigError> {
+        match self.value.map(str::trim).filter(|v| !v.is_empty()) {
+            None => Ok(None),
+            Some(text) if text.starts_with('/') => Ok(Some(PathBuf::from(text))),
+            Some(text) => Err(self.error(
+                format!("{text:?} is a relative path"),
+                format!(
+                    "name it from the root (systemd starts hostbeat in /), for example {}",
+                    self.origin
+                        .assignment(self.key, &format!("/etc/hostbeat/{text}"))
+                ),
+            )),
+        }
     }
 
     fn boolean(&self) -> Result<bool, ConfigError> {
@@ -289,7 +314,10 @@ impl Field<'_> {
         Ok(text.to_owned())
     }
 
-    fn url(&self, text: &str, allow_insecure_http: bool) -> Result<Url, ConfigError> {
+    /// `text` as a control-plane URL; `allow` is `allow_insecure_http`'s value and
+    /// where it came from, where the fix for plain http goes when it was set.
+    fn url(&self, text: &str, allow: &(bool, Origin)) -> Result<Url, ConfigError> {
+        let allow_insecure_http = allow.0;
         let url = Url::parse(text.trim()).map_err(|e| {
             self.error(
                 format!("{text:?} is not a URL ({e})"),
@@ -312,7 +340,11 @@ impl Field<'_> {
                 ),
                 format!(
                     "use https://, or, if this network is trusted, set {}",
-                    self.origin.assignment("allow_insecure_http", "true")
+                    match &allow.1 {
+                        Origin::Default => &self.origin,
+                        set => set,
+                    }
+                    .assignment("allow_insecure_http", "true")
                 ),
             )),
             other => Err(self.error(format!("unsupported scheme {other:?}"), "use https://")),
@@ -356,7 +388,8 @@ pub(super) fn validate(
     host: &HostPaths,
 ) -> Result<Settings, ConfigError> {
     let field = |key| field(layers, key);
-    let allow_insecure_http = field("allow_insecure_http").boolean()?;
+    let allow_field = field("allow_insecure_http");
+    let allow = (allow_field.boolean()?, allow_field.origin.clone());
     let server_field = field("server_url");
     let Some(server_list) = server_field.value else {
         let fix = if host.service {
@@ -377,7 +410,7 @@ pub(super) fn validate(
     let servers = server_list
         .split(',')
         .filter(|s| !s.trim().is_empty())
-        .map(|s| server_field.url(s, allow_insecure_http))
+        .map(|s| server_field.url(s, &allow))
         .collect::<Result<Vec<_>, _>>()?;
     if servers.is_empty() {
         return Err(server_field.error("the list is empty".to_owned(), "name at least one URL"));
@@ -406,8 +439,8 @@ pub(super) fn validate(
         ));
     }
 
-    let state_dir = match (field("state_dir").value, &host.state_directory) {
-        (Some(dir), _) => PathBuf::from(dir.trim()),
+    let state_dir = match (field("state_dir").absolute_path()?, &host.state_directory) {
+        (Some(dir), _) => dir,
         // systemd may pass several directories separated by ':'; ours is the first.
         (None, Some(dirs)) => PathBuf::from(dirs.split(':').next().unwrap_or(dirs)),
         (None, None) => PathBuf::from(super::DEFAULT_STATE_DIR),
@@ -440,7 +473,7 @@ pub(super) fn validate(
             origin,
             env_file: host.env_file.clone(),
         },
-        auth: auth_mode(layers, allow_insecure_http)?,
+        auth: auth_mode(layers, &allow)?,
         agent_id,
         paths: paths(layers)?,
         heartbeat_interval: field("heartbeat_interval").duration_at_least(HEARTBEAT_FLOOR)?,
@@ -452,7 +485,7 @@ pub(super) fn validate(
         request_timeout: field("request_timeout").duration_at_least(Duration::from_millis(1))?,
         shutdown_timeout: field("shutdown_timeout").duration()?,
         state_dir,
-        ca_file: field("ca_file").value.map(|p| PathBuf::from(p.trim())),
+        ca_file: field("ca_file").absolute_path()?,
         log_level,
         machine_id_file: host.machine_id_file.clone(),
         metrics_textfile,
@@ -513,14 +546,14 @@ fn imds(layers: &Layers) -> Result<ImdsSettings, ConfigError> {
 const IMDS_IPV6: std::net::Ipv6Addr = std::net::Ipv6Addr::new(0xfd00, 0xec2, 0, 0, 0, 0, 0, 0x254);
 
 /// Static mode, or exchange mode when `token_url` is set.
-fn auth_mode(layers: &Layers, allow_insecure_http: bool) -> Result<AuthMode, ConfigError> {
+fn auth_mode(layers: &Layers, allow: &(bool, Origin)) -> Result<AuthMode, ConfigError> {
     let token_url = field(layers, "token_url");
     let Some(text) = token_url.value else {
         return Ok(AuthMode::Static);
     };
     let client_auth = field(layers, "client_auth");
     Ok(AuthMode::Exchange(Exchange {
-        token_url: token_url.url(text, allow_insecure_http)?,
+        token_url: token_url.url(text, allow)?,
         client_id: nonempty(&field(layers, "client_id"))?,
         client_auth: match client_auth.value.map(str::trim) {
             Some("basic" | "client_secret_basic") => ClientAuth::Basic,
@@ -581,8 +614,8 @@ fn resolve_token(
     if let Some((raw, origin)) = candidate {
         return Ok((token::clean(&raw, &origin)?, origin));
     }
-    if let Some(path) = token_file.value {
-        let origin = TokenOrigin::TokenFile(PathBuf::from(path.trim()));
+    if let Some(path) = token_file.absolute_path()? {
+        let origin = TokenOrigin::TokenFile(path);
         let TokenOrigin::TokenFile(path) = &origin else {
             unreachable!()
         };

@@ -34,6 +34,11 @@ impl RawToken {
         Self(SecretString::from(value))
     }
 
+    /// Whether it is empty or white space only (a variable set to nothing).
+    pub fn is_blank(&self) -> bool {
+        self.0.expose_secret().trim().is_empty()
+    }
+
     /// The fingerprint of the text as read (before cleaning), to tell whether two
     /// sources hold the same thing.
     pub fn fingerprint(&self) -> crate::secret::Fingerprint {
@@ -95,7 +100,7 @@ impl TokenSource {
             return Err(ConfigError::new(
                 "client_token",
                 Some(self.origin.to_string()),
-                "a token from the process environment (an Environment= line of the unit or a drop-in) cannot be re-read by a running service, and it wins over the env file".to_owned(),
+                "a token from the process environment (under systemd, an Environment= line of the unit or a drop-in) cannot be re-read by a running process, and it wins over the env file".to_owned(),
                 format!(
                     "remove the Environment=HOSTBEAT_CLIENT_TOKEN line (systemctl edit hostbeat), put {CLIENT_TOKEN_VAR}=<token> in {}, then systemctl restart hostbeat",
                     self.env_file.display()
@@ -173,15 +178,37 @@ pub fn clean(raw: &RawToken, origin: &TokenOrigin) -> Result<Token, ConfigError>
     }
     let fix = "remove it: a token is visible ASCII only (check with `od -c` on the file)";
     if start == end {
+        let fix = match origin {
+            TokenOrigin::EnvFile(path) => format!(
+                "put the client token the control plane issued after {CLIENT_TOKEN_VAR}= in {}",
+                path.display()
+            ),
+            TokenOrigin::ConfigFile(path) => format!(
+                "set client_token = \"<token>\" in {} (or, better, in the env file, which only root and hostbeat read)",
+                path.display()
+            ),
+            TokenOrigin::TokenFile(path) | TokenOrigin::Credential(path) => {
+                format!(
+                    "put the client token the control plane issued in {}",
+                    path.display()
+                )
+            }
+            TokenOrigin::Environment => {
+                format!("set {CLIENT_TOKEN_VAR} to the client token the control plane issued")
+            }
+        };
         return Err(ConfigError::new(
             "client_token",
             Some(origin.to_string()),
             "the token is empty".to_owned(),
-            "set HOSTBEAT_CLIENT_TOKEN in /etc/hostbeat/hostbeat.env to the client token the control plane issued",
+            fix,
         ));
     }
+    let quote_fix = "remove the stray quote, or quote the whole value";
     for (position, &byte) in bytes[start..end].iter().enumerate() {
         let what = match byte {
+            // An unmatched quote is an editing slip (a bearer token has none).
+            b'"' | b'\'' => "a quote that is not matched",
             b'\t' => "a tab",
             b'\r' => "a carriage return",
             b'\n' => "a line feed",
@@ -198,7 +225,11 @@ pub fn clean(raw: &RawToken, origin: &TokenOrigin) -> Result<Token, ConfigError>
                 position + 1,
                 end - start
             ),
-            fix,
+            if matches!(byte, b'"' | b'\'') {
+                quote_fix
+            } else {
+                fix
+            },
         ));
     }
     Ok(Token::new(text[start..end].to_owned()))
@@ -250,7 +281,11 @@ mod tests {
     fn refuses_empty_and_lone_quotes() {
         assert!(cleaned("  \r\n").is_err());
         assert!(cleaned("\"\"").is_err());
-        // A single quote character is not a pair: it stays, and is a valid byte.
-        assert!(cleaned("\"abc").is_ok());
+        // A single quote is not a pair: an editing slip, refused by position.
+        let err = cleaned("\"abc").unwrap_err().to_string();
+        assert!(
+            err.contains("a quote that is not matched at byte 1"),
+            "{err}"
+        );
     }
 }

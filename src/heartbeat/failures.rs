@@ -8,7 +8,7 @@ use std::time::{Duration, SystemTime};
 use tokio::time::Instant;
 
 use super::{Agent, TokenReread, show};
-use crate::api::{ApiError, FailureClass};
+use crate::api::{ApiError, Endpoint, FailureClass};
 use crate::report::Failure;
 
 /// A clock further than this from the control plane's is reported (once).
@@ -94,7 +94,17 @@ impl Agent {
         // The token may have been rotated in the env file: try it at once. What the
         // re-read found goes on the failure's own line (once, then in summaries).
         let mut reread = None;
-        if auth
+        let access_token_refused = self.credentials.is_exchange()
+            && class == FailureClass::CredentialRejected
+            && error.endpoint != Endpoint::Token;
+        if access_token_refused {
+            // The token endpoint accepted the client token and issued a fresh
+            // access token, which the control plane refused: re-reading the client
+            // token would not help.
+            reread = Some(
+                "the token endpoint accepts the client token, but the control plane refuses the access tokens it issues (a fresh one was refused too): the two disagree about this client (its audience, issuer or signing key)".to_owned(),
+            );
+        } else if auth
             && (matches!(
                 class,
                 FailureClass::CredentialRejected | FailureClass::ClientInactive

@@ -9,8 +9,10 @@
 
 use serde::{Deserialize, Serialize};
 
-/// When a process started, as the kernel counts it.
+/// When a process started, as the kernel counts it (a plain number in the status
+/// file).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
 pub struct ProcessStart {
     /// Clock ticks from boot to the process's start.
     pub ticks: u64,

@@ -126,9 +126,10 @@ pub struct Snapshot {
     pub format: u32,
     /// The daemon's process id, to tell a running daemon from a stale file.
     pub pid: u32,
-    /// When that process started, so that the pid is not mistaken for another
-    /// process's (absent in files of older versions).
-    #[serde(default)]
+    /// When that process started, in clock ticks since boot (field 22 of
+    /// `/proc/PID/stat`), so that the pid is not mistaken for another process's
+    /// (absent in files of older versions).
+    #[serde(default, rename = "started_ticks")]
     pub started: Option<liveness::ProcessStart>,
     /// The daemon's version.
     pub version: String,

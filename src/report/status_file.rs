@@ -169,7 +169,7 @@ pub fn render(snapshot: &Snapshot, daemon: Daemon, file: &Path, now: SystemTime)
         let when = ago(now, at);
         row(
             "next attempt",
-            if at < now {
+            if when.ends_with(" ago") {
                 format!("was due {when}")
             } else {
                 when

@@ -159,10 +159,22 @@ fn the_environment_wins_over_the_env_file_which_wins_over_the_config_file() {
         from_env.token_source.origin.to_string(),
         "environment variable HOSTBEAT_CLIENT_TOKEN"
     );
-    // An empty variable means unset: the env file's value stands.
+    // An empty variable clears the setting, whoever set it below: a drop-in's
+    // `Environment=HOSTBEAT_HEARTBEAT_INTERVAL=` returns it to the default.
     assert_eq!(
         settings(inputs().var("HOSTBEAT_HEARTBEAT_INTERVAL", "")).heartbeat_interval,
-        secs(20)
+        secs(30)
+    );
+    // An empty token counts as unset: the env file's token is the one in use.
+    assert_eq!(
+        settings(inputs().var("HOSTBEAT_CLIENT_TOKEN", " "))
+            .token_source
+            .origin
+            .to_string(),
+        format!(
+            "HOSTBEAT_CLIENT_TOKEN in {}",
+            dir.path("hostbeat.env").display()
+        )
     );
 }
 
@@ -491,16 +503,25 @@ fn every_key_set_in_two_places_is_named_with_the_one_in_use() {
         lines,
         [
             format!(
-                "client_token is set in 2 places (HOSTBEAT_CLIENT_TOKEN in {}, environment variable HOSTBEAT_CLIENT_TOKEN); in use: environment variable HOSTBEAT_CLIENT_TOKEN",
-                env_file.display()
-            ),
-            format!(
                 "heartbeat_interval is set in 3 places (heartbeat_interval in {}, HOSTBEAT_HEARTBEAT_INTERVAL in {}, environment variable HOSTBEAT_HEARTBEAT_INTERVAL); in use: environment variable HOSTBEAT_HEARTBEAT_INTERVAL",
                 toml.display(),
                 env_file.display()
             ),
+            format!(
+                "client_token is set in 2 places (HOSTBEAT_CLIENT_TOKEN in {}, environment variable HOSTBEAT_CLIENT_TOKEN); in use: environment variable HOSTBEAT_CLIENT_TOKEN (the same value)",
+                env_file.display()
+            ),
         ]
     );
+    // Differing values are a warning, which `run` logs as `check` shows it; the
+    // same token twice is not.
+    let shadowed: Vec<&str> = loaded
+        .warnings
+        .iter()
+        .filter(|w| w.code == "config.shadowed")
+        .map(|w| w.problem.as_str())
+        .collect();
+    assert_eq!(shadowed, [lines[0].as_str()]);
     assert!(!lines.concat().contains(SECRET));
 }
 
@@ -540,7 +561,7 @@ fn a_token_in_the_units_environment_is_warned_about_with_the_fix() {
         "the shell's variable is not the unit's"
     );
     let warning = &loaded.warnings[0];
-    assert_eq!(warning.code, "token_in_unit_environment");
+    assert_eq!(warning.code, "config.token_in_unit_environment");
     let text = warning.to_string();
     assert!(
         text.contains("systemctl show hostbeat -p Environment"),

@@ -143,6 +143,82 @@ const CASES: &[Case] = &[
         says: "a number and a unit (ms, s, m, h, d)",
     },
     Case {
+        name: "a key set in the env file and the environment, differently",
+        setup: |host, url| {
+            token_in_env_file(host);
+            std::fs::write(
+                host.env_file(),
+                format!("HOSTBEAT_CLIENT_TOKEN={SECRET}\nHOSTBEAT_HEARTBEAT_INTERVAL=7s\n"),
+            )
+            .unwrap();
+            vec![
+                server(url),
+                ("HOSTBEAT_HEARTBEAT_INTERVAL".to_owned(), "2s".to_owned()),
+            ]
+        },
+        as_nobody: false,
+        verdict: Verdict::Warns,
+        says: "heartbeat_interval is set in 2 places",
+    },
+    Case {
+        name: "a stray quote in the token",
+        setup: |host, url| {
+            std::fs::write(
+                host.env_file(),
+                format!("HOSTBEAT_CLIENT_TOKEN=\"{SECRET}\n"),
+            )
+            .unwrap();
+            vec![server(url)]
+        },
+        as_nobody: false,
+        verdict: Verdict::Fatal,
+        says: "a quote that is not matched at byte 1",
+    },
+    Case {
+        name: "a relative path",
+        setup: |host, url| {
+            token_in_env_file(host);
+            vec![
+                server(url),
+                ("HOSTBEAT_CA_FILE".to_owned(), "ca.pem".to_owned()),
+            ]
+        },
+        as_nobody: false,
+        verdict: Verdict::Fatal,
+        says: "is a relative path",
+    },
+    Case {
+        name: "a proxy left in the env file by an older package",
+        setup: |host, url| {
+            std::fs::write(
+                host.env_file(),
+                format!("HOSTBEAT_CLIENT_TOKEN={SECRET}\nHTTPS_PROXY=http://127.0.0.1:9\n"),
+            )
+            .unwrap();
+            vec![server(url)]
+        },
+        as_nobody: false,
+        verdict: Verdict::Warns,
+        says: "HTTPS_PROXY in",
+    },
+    Case {
+        name: "a drop-in clearing exchange mode with an empty value",
+        setup: |host, url| {
+            std::fs::write(
+                host.env_file(),
+                format!("HOSTBEAT_CLIENT_TOKEN={SECRET}\nHOSTBEAT_TOKEN_URL={url}/oauth/token\n"),
+            )
+            .unwrap();
+            vec![
+                server(url),
+                ("HOSTBEAT_TOKEN_URL".to_owned(), String::new()),
+            ]
+        },
+        as_nobody: false,
+        verdict: Verdict::Clean,
+        says: "static token",
+    },
+    Case {
         name: "as the package keeps it",
         setup: |host, url| {
             token_in_env_file(host);
@@ -150,7 +226,7 @@ const CASES: &[Case] = &[
         },
         as_nobody: false,
         verdict: Verdict::Clean,
-        says: "",
+        says: "static token",
     },
 ];
 

@@ -129,6 +129,24 @@ fn rotate_and_reload(host: &Host, agent: &Agent) {
             .any(|s| s.starts_with("environment of hostbeat.service")),
         "{summaries:#?}"
     );
+
+    // An env file the service's user cannot read: root can, but check judges as the
+    // unit's User=, as `run` will read it (exit 78 at the next start).
+    ct.sh(&format!("chmod 0600 {ENV_FILE}"));
+    let check = ct.run(&["hostbeat", "check", "--json"]);
+    ct.sh(&format!("chmod 0640 {ENV_FILE}"));
+    let report: serde_json::Value = serde_json::from_slice(&check.stdout).unwrap();
+    assert_eq!(report["exit_status"], 1, "{report:#}");
+    let codes: Vec<&str> = report["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|f| f["code"].as_str())
+        .collect();
+    assert!(
+        codes.contains(&"env_file.service_cannot_read"),
+        "{report:#}"
+    );
 }
 
 /// Step 6: kill -9: systemd restarts it (RestartSec=5s) and it is the same agent.
