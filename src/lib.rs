@@ -3,7 +3,9 @@
 //! Crate map (data flows top to bottom):
 //! - [`config`]: settings from the config file, the env file and the environment,
 //!   validated into [`config::Settings`]; the client token and where to re-read it.
-//! - [`secret`]: the token types, which print only a fingerprint.
+//! - [`secret`]: the token types, which print only a fingerprint; [`redact`]: the
+//!   last line of defence every output passes through, which knows every form of
+//!   every secret the process has held.
 //! - [`api`]: the control-plane client: one request builder that always sends the
 //!   bearer token, bounded answers, and the classification of every failure;
 //!   [`http`]: how every HTTP client is built (rustls with ring).
@@ -34,6 +36,7 @@ pub mod http;
 pub mod identity;
 pub mod imds;
 pub mod logging;
+pub mod redact;
 pub mod report;
 pub mod retry;
 pub mod secret;

@@ -15,6 +15,12 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 fn main() -> ExitCode {
+    // The process holds the token: no core dump of it, and a panic's message (which
+    // may quote anything) passes the last line of defence like every output.
+    hostbeat::secret::forbid_core_dumps();
+    std::panic::set_hook(Box::new(|info| {
+        err(&format!("hostbeat: internal error: {info}"));
+    }));
     let cli = Cli::parse();
     match cli.command {
         Command::Run { log_target } => run(cli.config, log_target),
@@ -105,13 +111,14 @@ fn status(config_file: Option<PathBuf>, json: bool, state_dir: Option<PathBuf>) 
     }
 }
 
-/// Writes `text` to stdout. A reader that went away (`hostbeat check | head -1`) is
+/// Writes `text` to stdout, through the last line of defence against secrets. A
+/// reader that went away (`hostbeat check | head -1`) is
 /// not an error, and never a panic: the exit status stays the command's own.
 fn out(text: &str) {
     use std::io::Write as _;
     let mut stdout = std::io::stdout().lock();
     if let Err(e) = stdout
-        .write_all(text.as_bytes())
+        .write_all(hostbeat::redact::redact(text).as_bytes())
         .and_then(|()| stdout.flush())
         && e.kind() != std::io::ErrorKind::BrokenPipe
     {
@@ -119,10 +126,15 @@ fn out(text: &str) {
     }
 }
 
-/// Writes one line to stderr, ignoring a closed stderr (`eprintln!` would panic).
+/// Writes one line to stderr, through the last line of defence against secrets,
+/// ignoring a closed stderr (`eprintln!` would panic).
 fn err(line: &str) {
     use std::io::Write as _;
-    let _ = writeln!(std::io::stderr().lock(), "{line}");
+    let _ = writeln!(
+        std::io::stderr().lock(),
+        "{}",
+        hostbeat::redact::redact(line)
+    );
 }
 
 fn run(config_file: Option<PathBuf>, log_target: hostbeat::logging::LogTarget) -> ExitCode {

@@ -20,8 +20,21 @@ pub struct Token {
 }
 
 impl Token {
-    /// Takes ownership of the token's text; the `String` is moved, not copied.
+    /// An access token (or any bearer credential that is not the client token):
+    /// takes ownership of the text, which is moved, not copied, and tells
+    /// [`crate::redact`] its forms.
     pub fn new(value: String) -> Self {
+        Self::of_kind(value, crate::redact::Kind::Access)
+    }
+
+    /// The client token, kept in [`crate::redact`] apart from access tokens, so
+    /// that a day of refreshes never makes it forget the client token.
+    pub fn client(value: String) -> Self {
+        Self::of_kind(value, crate::redact::Kind::Client)
+    }
+
+    fn of_kind(value: String, kind: crate::redact::Kind) -> Self {
+        crate::redact::remember(&value, kind);
         let fingerprint = Fingerprint::of(value.as_bytes());
         Self {
             secret: SecretString::from(value),
@@ -85,6 +98,14 @@ impl Token {
             text.to_owned()
         }
     }
+}
+
+/// Marks the process not dumpable: no core dump of it (it holds the token), and
+/// no `ptrace` attach or `/proc/PID/mem` read by another process of the same user.
+/// The unit also sets `LimitCORE=0`. Failure is harmless and ignored: it only
+/// happens where the kernel has no such setting.
+pub fn forbid_core_dumps() {
+    let _ = rustix::process::set_dumpable_behavior(rustix::process::DumpableBehavior::NotDumpable);
 }
 
 impl PartialEq for Token {

@@ -103,7 +103,24 @@ impl Notifier {
         if !self.enabled {
             return;
         }
-        if let Err(e) = sd_notify::notify(states) {
+        // `STATUS=` is shown to every user by `systemctl status`: the last line of
+        // defence applies to it too.
+        let redacted: Vec<String> = states
+            .iter()
+            .map(|state| match state {
+                NotifyState::Status(text) => crate::redact::redact(text).into_owned(),
+                _ => String::new(),
+            })
+            .collect();
+        let states: Vec<NotifyState<'_>> = states
+            .iter()
+            .zip(&redacted)
+            .map(|(state, text)| match state {
+                NotifyState::Status(_) => NotifyState::Status(text),
+                other => other.clone(),
+            })
+            .collect();
+        if let Err(e) = sd_notify::notify(&states) {
             self.warn_once(&e);
         }
     }

@@ -394,6 +394,8 @@ impl ErrorFields {
 
 /// Printable, single-line, at most `max` characters.
 pub fn clean_for_log(text: &str, max: usize) -> String {
+    // Secrets out before cutting: a secret cut in half no longer matches whole.
+    let text = crate::redact::redact(text);
     let mut out: String = text
         .chars()
         .map(|c| if c.is_control() { ' ' } else { c })

@@ -16,10 +16,12 @@ pub mod wire;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, SystemTime};
 
+use base64::Engine as _;
 use reqwest::header::{AUTHORIZATION, HeaderMap, RETRY_AFTER, WWW_AUTHENTICATE};
 use reqwest::{Method, RequestBuilder, StatusCode};
 use serde::de::DeserializeOwned;
 use url::Url;
+use zeroize::Zeroizing;
 
 use self::classify::{
     Answer, classify_answer, classify_transport, clean_for_log, error_chain, transport_detail,
@@ -300,10 +302,18 @@ impl ApiClient {
         }
         let request = match exchange.client_auth {
             // RFC 6749 2.3.1: both parts are form-encoded before Basic encoding.
-            ClientAuth::Basic => self.http.post(url.clone()).basic_auth(
-                form_encode(&exchange.client_id),
-                Some(form_encode(client_secret.expose())),
-            ),
+            ClientAuth::Basic => {
+                let (id, secret) = (
+                    form_encode(&exchange.client_id),
+                    Zeroizing::new(form_encode(client_secret.expose())),
+                );
+                // The header's value, in case a server echoes it.
+                let basic = Zeroizing::new(
+                    base64::engine::general_purpose::STANDARD.encode(format!("{id}:{}", *secret)),
+                );
+                crate::redact::remember_encoded(&basic, crate::redact::Kind::Client);
+                self.http.post(url.clone()).basic_auth(id, Some(&*secret))
+            }
             ClientAuth::Post => {
                 form.push(("client_id", &exchange.client_id));
                 form.push(("client_secret", client_secret.expose()));

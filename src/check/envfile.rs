@@ -39,11 +39,35 @@ impl Context<'_> {
 
 /// Checks the env file at `path`.
 pub(super) fn check(path: &Path, context: &Context<'_>, report: &mut Report) {
+    // The load failed on the env file itself (unreadable, a relative name, a line
+    // that does not parse): the config step said why, with the fix; anything said
+    // here of the file would be about another file, or the same failure again.
+    if context.config_error.as_deref() == Some("env_file") {
+        return;
+    }
     let shown = path.display();
     let metadata = match std::fs::metadata(path) {
+        Ok(metadata) if !metadata.is_file() => {
+            report.push(Finding::fail(
+                "env_file.not_a_file",
+                format!("{shown} is not a regular file"),
+                "`hostbeat run` exits 78: it reads its settings and the token from a file",
+                "name the env file itself, like /etc/hostbeat/hostbeat.env",
+            ));
+            return;
+        }
         Ok(metadata) => metadata,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             if context.reported("env_file.missing", path) {
+                return;
+            }
+            // The packaged default may be absent: the settings and the token then
+            // come from elsewhere (or their absence is the load's failure).
+            if path == Path::new(crate::config::DEFAULT_ENV_FILE) {
+                report.push(Finding::ok(
+                    "env_file.absent",
+                    format!("{shown} (the default) does not exist"),
+                ));
                 return;
             }
             if let Some(origin) = &context.token_elsewhere {
@@ -99,7 +123,11 @@ pub(super) fn check(path: &Path, context: &Context<'_>, report: &mut Report) {
     }
     // A token that makes the load fail was said by the config step, with the fix.
     let refused = context.config_error.as_deref() == Some("client_token");
-    for finding in token_hygiene(&bytes, &shown.to_string()) {
+    for finding in token_hygiene(
+        &bytes,
+        &shown.to_string(),
+        context.token_elsewhere.as_deref(),
+    ) {
         if !(refused && finding.level == super::Level::Fail) {
             report.push(finding);
         }
@@ -236,7 +264,7 @@ fn name_of(file: &str, id: u32) -> String {
 /// quote, a byte a token cannot hold) fails, as it makes `run` exit 78. The token's
 /// shape (a JWT, too short) is judged by the load, for whichever source the token
 /// came from.
-pub(super) fn token_hygiene(file: &[u8], shown: &str) -> Vec<Finding> {
+pub(super) fn token_hygiene(file: &[u8], shown: &str, elsewhere: Option<&str>) -> Vec<Finding> {
     let mut findings = Vec::new();
     let mut notes = Vec::new();
     if file.starts_with(b"\xef\xbb\xbf") {
@@ -245,7 +273,12 @@ pub(super) fn token_hygiene(file: &[u8], shown: &str) -> Vec<Finding> {
     let Some(value) = token_value(file) else {
         findings.push(Finding::ok(
             "token.no_line",
-            format!("{shown} has no HOSTBEAT_CLIENT_TOKEN line (the token comes from elsewhere)"),
+            match elsewhere {
+                Some(origin) => format!(
+                    "{shown} has no HOSTBEAT_CLIENT_TOKEN line; the token comes from {origin}"
+                ),
+                None => format!("{shown} has no HOSTBEAT_CLIENT_TOKEN line"),
+            },
         ));
         return findings;
     };
@@ -386,7 +419,7 @@ mod tests {
     }
 
     fn findings(file: &[u8]) -> Vec<(Level, String)> {
-        token_hygiene(file, "/etc/hostbeat/hostbeat.env")
+        token_hygiene(file, "/etc/hostbeat/hostbeat.env", None)
             .into_iter()
             .map(|f| (f.level, f.summary))
             .collect()

@@ -367,13 +367,34 @@ pub(super) fn failure(
 }
 
 /// How to put the current client token in place, standing alone: the fingerprint
-/// to compare, the file the agent reads it from, and the reload that picks it up.
+/// to compare, and where the token in use comes from, in that place's terms.
 fn rotate_fix(settings: &Settings) -> String {
-    format!(
-        "compare the client token's fingerprint {} with the control plane's copy (printf %s \"$TOKEN\" | sha256sum | cut -c1-12); put the current token in {} (HOSTBEAT_CLIENT_TOKEN=<token>); then: systemctl reload hostbeat",
-        settings.client_token.fingerprint(),
-        settings.token_source.env_file.display()
-    )
+    use crate::config::token::TokenOrigin;
+    let compare = format!(
+        "compare the client token's fingerprint {} with the control plane's copy (printf %s \"$TOKEN\" | sha256sum | cut -c1-12)",
+        settings.client_token.fingerprint()
+    );
+    let env_file = settings.token_source.env_file.display();
+    let put = match &settings.token_source.origin {
+        TokenOrigin::EnvFile(path) => format!(
+            "put the current token in {} (HOSTBEAT_CLIENT_TOKEN=<token>); then: systemctl reload hostbeat",
+            path.display()
+        ),
+        TokenOrigin::Environment => format!(
+            "the token in use is set by an Environment= line, which wins over the env file and is read only at a start: remove it (systemctl edit hostbeat), put the current token in {env_file} (HOSTBEAT_CLIENT_TOKEN=<token>); then: systemctl restart hostbeat"
+        ),
+        TokenOrigin::ConfigFile(path) => format!(
+            "put the current token in {env_file} (HOSTBEAT_CLIENT_TOKEN=<token>), which wins over client_token in {}; then: systemctl reload hostbeat",
+            path.display()
+        ),
+        TokenOrigin::TokenFile(path) => format!(
+            "put the current token in {}; then: systemctl reload hostbeat",
+            path.display()
+        ),
+        // systemd copies a credential at the start: its source changes by a restart.
+        TokenOrigin::Credential(_) => "put the current token in the file that LoadCredential=client-token: names (systemctl cat hostbeat); then: systemctl restart hostbeat".to_owned(),
+    };
+    format!("{compare}; {put}")
 }
 
 /// The offset from the server's `Date` header, seen on the calls above.

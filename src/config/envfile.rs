@@ -44,6 +44,18 @@ impl EnvFile {
     /// Reads `path`; a file that does not exist is an empty file (like systemd's
     /// `EnvironmentFile=-path`), any other read error is reported.
     pub fn read(path: &Path) -> Result<Self, ConfigError> {
+        // Not a regular file (a FIFO would block the read for good): refused.
+        if let Ok(metadata) = std::fs::metadata(path)
+            && !metadata.is_file()
+            && !metadata.is_dir()
+        {
+            return Err(ConfigError::new(
+                "env_file",
+                None,
+                format!("{} is not a regular file", path.display()),
+                "name the env file itself, like /etc/hostbeat/hostbeat.env",
+            ));
+        }
         match std::fs::read(path) {
             Ok(bytes) => Self::parse(path, &bytes),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Self {

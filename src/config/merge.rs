@@ -79,6 +79,9 @@ pub(super) struct Merge {
     /// Unknown `HOSTBEAT_*` variables close to a known setting: (name, setting,
     /// where).
     misspelt: Vec<(String, &'static str, Origin)>,
+    /// Settings an empty variable cleared: (setting, where it was set, where it was
+    /// cleared).
+    cleared: Vec<(&'static str, Origin, Origin)>,
 }
 
 impl Merge {
@@ -105,7 +108,9 @@ impl Merge {
             }
             match settings::known_key(&key) {
                 Some(known) if value.trim().is_empty() => {
-                    self.values.remove(known);
+                    if let Some((_, below)) = self.values.remove(known) {
+                        self.cleared.push((known, below, origin.clone()));
+                    }
                     self.overridden.remove(known);
                 }
                 Some(known) => self.set(known, value.clone(), origin.clone()),
@@ -210,6 +215,15 @@ impl Merge {
         if error.origin.is_some() {
             return error;
         }
+        if let Some((key, set, cleared)) = self.cleared.iter().find(|(k, _, _)| *k == error.setting)
+        {
+            let fix = format!(
+                "{} is empty, which clears the value of {}; remove the empty one",
+                cleared.describe(key),
+                set.describe(key)
+            );
+            return error.with_fix(fix);
+        }
         match self
             .misspelt
             .iter()
@@ -269,6 +283,19 @@ impl Merge {
     /// an older package's unit applied) does nothing.
     pub fn ignored_in_env_file(&mut self, path: &Path, names: &[String]) {
         for name in names {
+            if name.to_ascii_uppercase().starts_with("HOSTBEAT_") {
+                let upper = name.to_ascii_uppercase();
+                self.warnings.push(Warning {
+                    code: "env_file.lower_case",
+                    file: Some(path.to_owned()),
+                    problem: format!(
+                        "{name} in {} is ignored: hostbeat's settings are upper case",
+                        path.display()
+                    ),
+                    fix: Some(format!("rename it to {upper} in {}", path.display())),
+                });
+                continue;
+            }
             self.warnings.push(Warning {
                 code: "env_file.ignored_variable",
                 file: Some(path.to_owned()),
@@ -362,7 +389,10 @@ pub(super) fn env_file_in_use(
             "env_file",
             Some(origin.describe("env_file")),
             format!("{:?} is a relative path", path.display().to_string()),
-            "name it from the root, like /etc/hostbeat/hostbeat.env (systemd starts hostbeat in /)",
+            format!(
+                "name it from the root (systemd starts hostbeat in /), for example {}",
+                origin.assignment("env_file", super::DEFAULT_ENV_FILE)
+            ),
         )),
         Some((path, origin)) => Ok((path, Some(origin))),
         None => Ok((PathBuf::from(super::DEFAULT_ENV_FILE), None)),

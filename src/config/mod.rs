@@ -117,7 +117,17 @@ impl Origin {
     /// (or a plain variable outside systemd) for the environment.
     pub fn assignment(&self, key: &str, value: &str) -> String {
         match self {
-            Self::ConfigFile(path) => format!("{key} = {value} in {}", path.display()),
+            Self::ConfigFile(path) => {
+                // TOML: text in quotes; a boolean or a number as it is.
+                let bare = value.starts_with('"')
+                    || matches!(value, "true" | "false")
+                    || value.parse::<f64>().is_ok();
+                if bare {
+                    format!("{key} = {value} in {}", path.display())
+                } else {
+                    format!("{key} = {value:?} in {}", path.display())
+                }
+            }
             Self::EnvFile(path) => format!("{}={value} in {}", env_var(key), path.display()),
             Self::Environment | Self::Default => format!(
                 "Environment={}={value} in the drop-in (systemctl edit hostbeat), or {}={value} in the environment outside systemd",
@@ -340,6 +350,14 @@ pub fn load(inputs: ConfigInputs) -> Result<Loaded, ConfigError> {
     let mut merge = Merge::default();
 
     let (config_path, required) = match &inputs.config_file {
+        Some(path) if path.is_relative() => {
+            return Err(ConfigError::new(
+                "config file",
+                Some(path.display().to_string()),
+                format!("{:?} is a relative path", path.display().to_string()),
+                "name it from the root with --config or HOSTBEAT_CONFIG, like /etc/hostbeat/hostbeat.toml (systemd starts hostbeat in /)",
+            ));
+        }
         Some(path) => (path.clone(), true),
         None => (PathBuf::from(DEFAULT_CONFIG_FILE), false),
     };
@@ -450,6 +468,15 @@ fn config_file_layer(
     Ok(token)
 }
 
+/// `(line, column)` of a TOML parser's "... at line L, column C ..." message.
+fn toml_position(message: &str) -> Option<(u32, u32)> {
+    let after = &message[message.find("line ")? + 5..];
+    let line: String = after.chars().take_while(char::is_ascii_digit).collect();
+    let after = &after[after.find("column ")? + 7..];
+    let column: String = after.chars().take_while(char::is_ascii_digit).collect();
+    Some((line.parse().ok()?, column.parse().ok()?))
+}
+
 /// The TOML file's top-level keys as strings (a list becomes a comma-separated value).
 fn read_config_file(path: &Path, required: bool) -> Result<Vec<(String, String)>, ConfigError> {
     if !path.exists() {
@@ -468,8 +495,17 @@ fn read_config_file(path: &Path, required: bool) -> Result<Vec<(String, String)>
             "config file",
             Some(path.display().to_string()),
             what,
-            "fix the TOML syntax; docs/configuration.md has an example",
+            "write one key = value per line, every text in quotes (client_token = \"...\", heartbeat_interval = \"30s\"); docs/configuration.md has an example",
         )
+    };
+    // The parser's own words quote the offending line, which may hold the token:
+    // only the position is passed on.
+    let syntax = |e: config::ConfigError| {
+        let text = e.to_string();
+        problem(toml_position(&text).map_or_else(
+            || "the file is not valid TOML (the parser's words are not shown: they quote the file, which may hold the token)".to_owned(),
+            |(line, column)| format!("the file is not valid TOML at line {line}, column {column} (the parser's words are not shown: they quote the line, which may hold the token)"),
+        ))
     };
     let table = config::Config::builder()
         .add_source(
@@ -479,7 +515,7 @@ fn read_config_file(path: &Path, required: bool) -> Result<Vec<(String, String)>
         )
         .build()
         .and_then(config::Config::try_deserialize::<BTreeMap<String, config::Value>>)
-        .map_err(|e| problem(e.to_string()))?;
+        .map_err(syntax)?;
     let mut out = Vec::new();
     for (key, value) in table {
         let text = match value.kind {
@@ -490,7 +526,11 @@ fn read_config_file(path: &Path, required: bool) -> Result<Vec<(String, String)>
                 .map(|v| v.join(",")),
             _ => value.into_string(),
         }
-        .map_err(|e| problem(format!("{key}: {e}")))?;
+        .map_err(|_| {
+            problem(format!(
+                "{key}: the value is not a text, a number or a list of them"
+            ))
+        })?;
         out.push((key, text));
     }
     Ok(out)

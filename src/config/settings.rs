@@ -278,14 +278,21 @@ impl Field<'_> {
         match self.value.map(str::trim).filter(|v| !v.is_empty()) {
             None => Ok(None),
             Some(text) if text.starts_with('/') => Ok(Some(PathBuf::from(text))),
-            Some(text) => Err(self.error(
-                format!("{text:?} is a relative path"),
-                format!(
-                    "name it from the root (systemd starts hostbeat in /), for example {}",
-                    self.origin
-                        .assignment(self.key, &format!("/etc/hostbeat/{text}"))
-                ),
-            )),
+            Some(text) => {
+                // The service may write only its own state directory.
+                let example = if self.key == "state_dir" {
+                    super::DEFAULT_STATE_DIR.to_owned()
+                } else {
+                    format!("/etc/hostbeat/{text}")
+                };
+                Err(self.error(
+                    format!("{text:?} is a relative path"),
+                    format!(
+                        "name it from the root (systemd starts hostbeat in /), for example {}",
+                        self.origin.assignment(self.key, &example)
+                    ),
+                ))
+            }
         }
     }
 

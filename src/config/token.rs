@@ -135,6 +135,15 @@ impl TokenSource {
 
 /// Reads a token from a file (`client_token_file` or a systemd credential).
 pub fn read_token_file(path: &Path, origin: &TokenOrigin) -> Result<Token, ConfigError> {
+    // Not a regular file (a FIFO would block the read for good): refused.
+    if std::fs::metadata(path).is_ok_and(|m| !m.is_file()) {
+        return Err(ConfigError::new(
+            "client_token_file",
+            Some(origin.to_string()),
+            format!("{} is not a regular file", path.display()),
+            "name the file that holds the token",
+        ));
+    }
     let bytes = std::fs::read(path).map_err(|e| {
         ConfigError::new(
             "client_token_file",
@@ -232,7 +241,7 @@ pub fn clean(raw: &RawToken, origin: &TokenOrigin) -> Result<Token, ConfigError>
             },
         ));
     }
-    Ok(Token::new(text[start..end].to_owned()))
+    Ok(Token::client(text[start..end].to_owned()))
 }
 
 #[cfg(test)]

@@ -108,8 +108,10 @@ fn journal_name(field: &str) -> String {
 struct Entry(Vec<u8>);
 
 impl Entry {
-    /// `NAME=value\n`, or the binary form for a value with a newline.
+    /// `NAME=value\n`, or the binary form for a value with a newline; the value
+    /// passes the last line of defence against secrets first.
     fn field(&mut self, name: &str, value: &str) {
+        let value = crate::redact::redact(value);
         self.0.extend_from_slice(name.as_bytes());
         if value.contains('\n') {
             self.0.push(b'\n');
@@ -222,6 +224,25 @@ mod tests {
         assert_eq!(entry["HOSTBEAT_HTTP_STATUS"], "403");
         assert_eq!(entry["HOSTBEAT_TOKEN_FP"], "3b9aa7a816a7");
         assert!(entry.contains_key("CODE_LINE"));
+    }
+
+    /// The last line of defence: a secret the process knows never reaches the
+    /// journal, in the message or any field, whole or cut short.
+    #[test]
+    fn no_known_secret_reaches_the_journal() {
+        let secret = "jr-Vb8Kd2Qw5Zx9Lm3Np7Ty";
+        crate::redact::remember(secret, crate::redact::Kind::Client);
+        let entries = capture(|| {
+            tracing::warn!(
+                event = "heartbeat_failed",
+                detail = %format!("server said {secret}"),
+                "cut: {}",
+                &secret[..14]
+            );
+        });
+        let entry = &entries[0];
+        assert_eq!(entry["MESSAGE"], "cut: [redacted]");
+        assert_eq!(entry["HOSTBEAT_DETAIL"], "server said [redacted]");
     }
 
     #[test]

@@ -73,7 +73,7 @@ pub fn init(filter: &str, target: LogTarget) -> (LevelControl, Option<String>) {
         None => None,
     };
     let stderr = tracing_subscriber::fmt::layer()
-        .with_writer(std::io::stderr)
+        .with_writer(|| Redacting(std::io::stderr()))
         .with_ansi(std::io::stderr().is_terminal())
         .with_target(false);
     let registry = tracing_subscriber::registry().with(filter);
@@ -83,6 +83,23 @@ pub fn init(filter: &str, target: LogTarget) -> (LevelControl, Option<String>) {
         registry.with(stderr).init();
     }
     (level, note)
+}
+
+/// A writer that passes what it is given through the last line of defence against
+/// secrets ([`crate::redact`]) before writing it. The fmt layer writes each event
+/// in one call, so a secret is never split across two.
+struct Redacting<W>(W);
+
+impl<W: std::io::Write> std::io::Write for Redacting<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let text = String::from_utf8_lossy(buf);
+        self.0.write_all(crate::redact::redact(&text).as_bytes())?;
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.0.flush()
+    }
 }
 
 /// Parses `log_level`: comma-separated levels (`error` .. `trace`, `off`) and
@@ -136,6 +153,19 @@ fn stderr_is_journal() -> bool {
 mod tests {
     use tracing::Level;
     use tracing_subscriber::filter::LevelFilter;
+
+    #[test]
+    fn stderr_lines_pass_the_last_line_of_defence() {
+        use std::io::Write as _;
+        crate::redact::remember("se-Hq4Wn7Ck2Jd9Rf5Bx", crate::redact::Kind::Client);
+        let mut out = super::Redacting(Vec::new());
+        out.write_all(b"WARN refused se-Hq4Wn7Ck2Jd9Rf5Bx (HTTP 401)\n")
+            .unwrap();
+        assert_eq!(
+            String::from_utf8(out.0).unwrap(),
+            "WARN refused [redacted] (HTTP 401)\n"
+        );
+    }
 
     use super::parse_filter;
 

@@ -211,8 +211,10 @@ impl Reporter {
 
     /// Replaces both files with `snapshot`.
     pub fn publish(&mut self, snapshot: &Snapshot) {
-        let mut json = serde_json::to_vec_pretty(snapshot).expect("a snapshot serializes");
-        json.push(b'\n');
+        let json = serde_json::to_string_pretty(snapshot).expect("a snapshot serializes");
+        // The last line of defence: no secret reaches the file, whatever a field
+        // picked up on the way.
+        let json = format!("{}\n", crate::redact::redact(&json)).into_bytes();
         // Group-readable: `hostbeat status` works for the hostbeat group.
         let written = atomic_file::replace(
             &self.status_path,
@@ -229,7 +231,7 @@ impl Reporter {
         );
         if let Some(path) = &self.metrics_path {
             // World-readable: node_exporter runs as its own user; nothing here is secret.
-            let text = metrics::render(snapshot);
+            let text = crate::redact::redact(&metrics::render(snapshot)).into_owned();
             let written = atomic_file::replace(
                 path,
                 text.as_bytes(),

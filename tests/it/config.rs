@@ -622,3 +622,23 @@ fn a_missing_token_is_fixed_in_the_env_file_actually_in_use() {
         "{e}"
     );
 }
+
+/// A syntax error in the config file is said by its position only: the parser's
+/// own words quote the line, which held the token (on stderr, in the journal, in
+/// `check`, in a refused reload).
+#[test]
+fn a_config_file_syntax_error_never_quotes_the_line() {
+    let dir = Dir::new();
+    for (name, text) in [
+        ("unquoted.toml", format!("client_token = {SECRET}\n")),
+        ("unterminated.toml", format!("client_token = \"{SECRET}\n")),
+    ] {
+        let toml = dir.write(name, &text);
+        let e = error(dir.valid().config_file(&toml)).to_string();
+        assert!(e.contains("not valid TOML at line 1, column"), "{e}");
+        assert!(e.contains("every text in quotes"), "{e}");
+        for (what, form) in forms(SECRET) {
+            assert!(!e.contains(form.as_str()), "{what} in {e}");
+        }
+    }
+}

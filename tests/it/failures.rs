@@ -579,3 +579,62 @@ async fn a_token_echoed_by_the_server_is_scrubbed_from_the_logs() {
     assert!(text.contains("Invalid token [redacted]"), "{text}");
     assert!(!text.contains(SECRET));
 }
+
+/// An echo longer than a log line can hold, with the token at its end: scrubbed
+/// before it is cut short, so that no part of the token reaches the log (15 of 25
+/// characters did). And the echo of HTTP Basic's `client_id:secret` by a token
+/// endpoint, in base64 and URL-encoded: scrubbed as the token itself.
+#[tokio::test(start_paused = true)]
+async fn an_echo_cut_short_or_encoded_leaves_no_part_of_the_token() {
+    let world = World::start().await;
+    let (logs, _guard) = Logs::capture();
+    let padding = "x".repeat(190);
+    world.plane.set_fault(
+        Fault::Status {
+            status: 401,
+            body: format!(
+                r#"{{"error":"invalid_client","error_description":"{padding} {SECRET}"}}"#
+            ),
+            retry_after: None,
+            www_authenticate: None,
+        },
+        Scope::Token,
+        Some(1),
+    );
+    let agent = world.spawn(world.exchange_inputs());
+    assert!(until(mins(30), || !world.heartbeats().is_empty()).await);
+    agent.stop().await;
+    let forms = forms(SECRET);
+    let form = |what: &str| {
+        forms
+            .iter()
+            .find(|(w, _)| w == what)
+            .map_or(SECRET, |(_, f)| f.as_str())
+    };
+    let (basic, encoded) = (form("its Basic form"), form("it URL-encoded"));
+    world.plane.set_fault(
+        Fault::Status {
+            status: 401,
+            body: format!(
+                r#"{{"error":"invalid_client","error_description":"got Basic {basic} and client_secret={encoded}"}}"#
+            ),
+            retry_after: None,
+            www_authenticate: None,
+        },
+        Scope::Token,
+        Some(1),
+    );
+    let before = world.heartbeats().len();
+    let agent = world.spawn(world.exchange_inputs());
+    assert!(until(mins(30), || world.heartbeats().len() > before).await);
+    agent.stop().await;
+    let text = logs.text();
+    assert!(text.contains("invalid_client"), "{text}");
+    for (what, form) in &forms {
+        assert!(!text.contains(form.as_str()), "{what} in:\n{text}");
+    }
+    for run in SECRET.as_bytes().windows(hostbeat::redact::PARTIAL) {
+        let run = std::str::from_utf8(run).unwrap();
+        assert!(!text.contains(run), "{run:?} in:\n{text}");
+    }
+}

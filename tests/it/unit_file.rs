@@ -80,6 +80,8 @@ fn the_unit_runs_the_daemon_as_the_operations_docs_expect() {
         assert_eq!(values(&unit, key), vec![expected.to_owned()], "{key}");
     }
     assert!(!values(&unit, "WatchdogSec").is_empty());
+    // No core dump: the process holds the token.
+    assert_eq!(values(&unit, "LimitCORE"), vec!["0".to_owned()]);
     assert!(!values(&unit, "Documentation").is_empty());
 }
 

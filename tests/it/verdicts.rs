@@ -219,6 +219,53 @@ const CASES: &[Case] = &[
         says: "static token",
     },
     Case {
+        name: "a setting in lower case in the env file",
+        setup: |host, url| {
+            std::fs::write(
+                host.env_file(),
+                format!("HOSTBEAT_CLIENT_TOKEN={SECRET}\nhostbeat_heartbeat_interval=15s\n"),
+            )
+            .unwrap();
+            vec![server(url)]
+        },
+        as_nobody: false,
+        verdict: Verdict::Warns,
+        says: "rename it to HOSTBEAT_HEARTBEAT_INTERVAL",
+    },
+    Case {
+        name: "an empty variable clearing the server",
+        setup: |host, url| {
+            std::fs::write(
+                host.env_file(),
+                format!("HOSTBEAT_CLIENT_TOKEN={SECRET}\nHOSTBEAT_SERVER_URL={url}\n"),
+            )
+            .unwrap();
+            vec![("HOSTBEAT_SERVER_URL".to_owned(), String::new())]
+        },
+        as_nobody: false,
+        verdict: Verdict::Fatal,
+        says: "is empty, which clears the value of HOSTBEAT_SERVER_URL in",
+    },
+    Case {
+        name: "a FIFO for the env file",
+        setup: |host, url| {
+            let fifo = host.dir.path().join("fifo.env");
+            let made = std::process::Command::new("mkfifo")
+                .arg(&fifo)
+                .status()
+                .unwrap();
+            assert!(made.success());
+            vec![
+                server(url),
+                ("HOSTBEAT_CLIENT_TOKEN".to_owned(), SECRET.to_owned()),
+                ("HOSTBEAT_ENV_FILE".to_owned(), fifo.display().to_string()),
+            ]
+        },
+        as_nobody: false,
+        verdict: Verdict::Fatal,
+        says: "is not a regular file",
+    },
+    Case {
         name: "as the package keeps it",
         setup: |host, url| {
             token_in_env_file(host);

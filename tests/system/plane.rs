@@ -5,8 +5,8 @@ use hostbeat_refplane::{ControlPlane, HeartbeatRecord, PlaneConfig};
 
 pub const CLIENT_ID: &str = "hostbeat";
 /// Distinctive tokens, so that a scan finds any copy of their bytes.
-pub const SECRET: &str = "ct_SyStEmTeSt-0123456789abcdefXYZ";
-pub const ROTATED: &str = "ct_RoTaTeDsYs-9876543210fedcbaQRS";
+pub const SECRET: &str = "ct_SyStEmTeSt-Wq7Zr3Kd9Pm2Xv6Nb4Tj";
+pub const ROTATED: &str = "ct_RoTaTeDsYs-Fh5Lc8Gs2Yw7Qe4Ua9Vm";
 
 pub struct Plane {
     pub api: ControlPlane,

@@ -24,10 +24,13 @@ use tokio_util::sync::CancellationToken;
 
 /// The OAuth client id every test uses.
 pub const CLIENT_ID: &str = "hostbeat";
-/// The client token every test starts with (distinctive, to scan for it).
-pub const SECRET: &str = "ct_Zq9sEcReT-0123456789abcdefXYZ";
+/// The client token every test starts with: distinctive, to scan for it, and
+/// random like a real one, so that no 10-byte run of it occurs in other fixtures
+/// (the redaction of runs would find it there: "0123456789abcdef" is also in the
+/// mock instance id).
+pub const SECRET: &str = "ct_Zq9sEcReT-7Kp2vWx4Lm8Qn5Rt1Yz";
 /// A rotated token.
-pub const ROTATED: &str = "ct_RoTaTeD-9876543210fedcbaQRS";
+pub const ROTATED: &str = "ct_RoTaTeD-Hj3Gf6Dq9Ns2Vb5Xc8Lk";
 
 /// A control plane and a private directory for one test.
 pub struct World {
@@ -433,4 +436,4 @@ pub use figures::Row;
 /// The token scan, shared with tests/system.
 #[path = "../../common/scan.rs"]
 mod scan;
-pub use scan::{assert_no_token, contains, files_under};
+pub use scan::{assert_no_token, contains, files_under, forms};

@@ -1,0 +1,274 @@
+//! The last line of defence for secrets: every text the process puts out (journal
+//! and stderr lines, the status file, the metrics, `check`'s report, a panic's
+//! message) passes through [`redact`], which knows every form of every client and
+//! access token this process has held: raw, URL-encoded (as in a form body or a
+//! query), and the base64 of HTTP Basic's `client_id:secret`. The causes are fixed
+//! where they are (a server's echo is scrubbed before it is cut short, a parser's
+//! error is not quoted); this catches what a new cause would let through.
+//!
+//! Besides whole forms, any run of [`PARTIAL`] or more bytes of a raw or
+//! URL-encoded secret is redacted: a secret cut in the middle of a log line is
+//! still a secret.
+//!
+//! Invariants: this is the one piece of process-wide state in the crate, because an
+//! output anywhere must know secrets learnt anywhere; it only grows by
+//! [`remember`], holds a bounded number of forms of each kind (`CLIENT_FORMS`,
+//! `ACCESS_FORMS`; the oldest go first, and the kinds are kept apart so that
+//! refreshes never push the client token out), and never hands a form out.
+
+use std::borrow::Cow;
+use std::collections::VecDeque;
+use std::sync::Mutex;
+
+use zeroize::Zeroizing;
+
+/// What replaces a secret.
+pub const REDACTED: &str = "[redacted]";
+
+/// The shortest run of a secret's bytes that is redacted on its own. Shorter runs
+/// occur by chance in ordinary text; a secret shorter than this is matched whole.
+pub const PARTIAL: usize = 10;
+
+/// How many client-token forms are kept: the token in use and its predecessors
+/// after rotations, each in up to three forms.
+const CLIENT_FORMS: usize = 24;
+
+/// How many access-token forms are kept: the one in use and its predecessors of
+/// the last hours (a token outlives its replacement by its remaining lifetime at
+/// most), each in up to three forms.
+const ACCESS_FORMS: usize = 24;
+
+/// The shortest secret remembered at all: shorter ones are test fixtures or typos,
+/// and redacting a two-letter string everywhere would garble every line.
+const SHORTEST: usize = 6;
+
+/// Which kind of secret a form belongs to (they are kept apart, so that access
+/// tokens never push the client token out).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// The long-lived client token (or OAuth client secret) and its forms.
+    Client,
+    /// An access token issued by the token endpoint.
+    Access,
+}
+
+/// One form of a secret and, when runs of it are redacted too, where each pair of
+/// bytes occurs in it (sorted), so that a run is found without scanning the form
+/// for every position of a text.
+struct Form {
+    text: Zeroizing<String>,
+    pairs: Option<Vec<(u16, u32)>>,
+}
+
+impl Form {
+    fn new(text: &str, partial: bool) -> Self {
+        let pairs = (partial && text.len() > PARTIAL).then(|| {
+            let mut pairs: Vec<(u16, u32)> = text
+                .as_bytes()
+                .windows(2)
+                .enumerate()
+                .map(|(at, w)| {
+                    (
+                        u16::from_be_bytes([w[0], w[1]]),
+                        u32::try_from(at).unwrap_or(u32::MAX),
+                    )
+                })
+                .collect();
+            pairs.sort_unstable();
+            pairs
+        });
+        Self {
+            text: Zeroizing::new(text.to_owned()),
+            pairs,
+        }
+    }
+
+    /// Whether `run` (of [`PARTIAL`] bytes) occurs in this form.
+    fn holds_run(&self, run: &[u8]) -> bool {
+        let Some(pairs) = &self.pairs else {
+            return false;
+        };
+        let secret = self.text.as_bytes();
+        let first = u16::from_be_bytes([run[0], run[1]]);
+        let from = pairs.partition_point(|(pair, _)| *pair < first);
+        pairs[from..]
+            .iter()
+            .take_while(|(pair, _)| *pair == first)
+            .any(|(_, at)| {
+                let at = *at as usize;
+                secret.get(at..at + run.len()) == Some(run)
+            })
+    }
+}
+
+#[derive(Default)]
+struct Known {
+    client: VecDeque<Form>,
+    access: VecDeque<Form>,
+}
+
+static KNOWN: Mutex<Known> = Mutex::new(Known {
+    client: VecDeque::new(),
+    access: VecDeque::new(),
+});
+
+fn known() -> std::sync::MutexGuard<'static, Known> {
+    // A panic while holding the lock cannot leave the lists inconsistent.
+    KNOWN
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// Learns `secret` of `kind`: its raw and URL-encoded forms, whole and in runs.
+pub fn remember(secret: &str, kind: Kind) {
+    let encoded: String = url::form_urlencoded::byte_serialize(secret.as_bytes()).collect();
+    remember_form(secret, kind, true);
+    if encoded != secret {
+        remember_form(&encoded, kind, true);
+    }
+    // Percent-encoding as a URL path or query writes a space as %20, not +.
+    let path_encoded = encoded.replace('+', "%20");
+    if path_encoded != encoded {
+        remember_form(&path_encoded, kind, true);
+    }
+}
+
+/// Learns one more form of a secret of `kind` (like HTTP Basic's base64 of
+/// `client_id:secret`), redacted whole only: runs of an encoding can encode bytes
+/// that are not secret (the client id).
+pub fn remember_encoded(form: &str, kind: Kind) {
+    remember_form(form, kind, false);
+}
+
+fn remember_form(text: &str, kind: Kind, partial: bool) {
+    if text.len() < SHORTEST {
+        return;
+    }
+    let mut known = known();
+    let (list, limit) = match kind {
+        Kind::Client => (&mut known.client, CLIENT_FORMS),
+        Kind::Access => (&mut known.access, ACCESS_FORMS),
+    };
+    if let Some(at) = list.iter().position(|f| *f.text == text) {
+        // Known already: it moves to the young end, so the one in use stays.
+        let form = list.remove(at).expect("found");
+        list.push_back(form);
+        return;
+    }
+    if list.len() == limit {
+        list.pop_front();
+    }
+    list.push_back(Form::new(text, partial));
+}
+
+/// `text` with every known secret, and every run of [`PARTIAL`] bytes of one,
+/// replaced by [`REDACTED`]. Borrowed when there is nothing to replace, which is
+/// nearly always.
+pub fn redact(text: &str) -> Cow<'_, str> {
+    let known = known();
+    let bytes = text.as_bytes();
+    // Byte ranges of `text` to replace.
+    let mut hits: Vec<(usize, usize)> = Vec::new();
+    for form in known.client.iter().chain(&known.access) {
+        let secret = form.text.as_bytes();
+        let mut from = 0;
+        while let Some(at) = find(&bytes[from..], secret) {
+            hits.push((from + at, from + at + secret.len()));
+            from += at + secret.len();
+        }
+        if form.pairs.is_some() {
+            for start in 0..bytes.len().saturating_sub(PARTIAL - 1) {
+                if form.holds_run(&bytes[start..start + PARTIAL]) {
+                    hits.push((start, start + PARTIAL));
+                }
+            }
+        }
+    }
+    drop(known);
+    if hits.is_empty() {
+        return Cow::Borrowed(text);
+    }
+    hits.sort_unstable();
+    let mut out = String::with_capacity(text.len());
+    let mut at = 0;
+    let mut iter = hits.into_iter().peekable();
+    while let Some((start, mut end)) = iter.next() {
+        // Overlapping and adjacent runs are one redaction.
+        while let Some(&(next_start, next_end)) = iter.peek() {
+            if next_start > end {
+                break;
+            }
+            end = end.max(next_end);
+            iter.next();
+        }
+        if start >= at {
+            out.push_str(lossless(text, at, start));
+            out.push_str(REDACTED);
+            at = end;
+        } else if end > at {
+            at = end;
+        }
+    }
+    out.push_str(lossless(text, at, text.len()));
+    Cow::Owned(out)
+}
+
+/// `text[start..end]`, widened to whole characters: a secret is ASCII, but the text
+/// around it need not be, and a run may end inside a character of it.
+fn lossless(text: &str, mut start: usize, mut end: usize) -> &str {
+    while start < text.len() && !text.is_char_boundary(start) {
+        start += 1;
+    }
+    while end < text.len() && !text.is_char_boundary(end) {
+        end += 1;
+    }
+    &text[start.min(end)..end]
+}
+
+fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    if needle.is_empty() || needle.len() > haystack.len() {
+        return None;
+    }
+    haystack.windows(needle.len()).position(|w| w == needle)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_form_and_every_long_run_is_redacted() {
+        let secret = "rd-T0k+en/Secr=et~ABCDEF12345";
+        remember(secret, Kind::Client);
+        let encoded: String = url::form_urlencoded::byte_serialize(secret.as_bytes()).collect();
+        for text in [
+            format!("echo: {secret}"),
+            format!("client_secret={encoded}&grant_type=client_credentials"),
+            format!("cut short: {}", &secret[..15]),
+            format!("the tail: {}...", &secret[12..]),
+        ] {
+            let out = redact(&text);
+            assert!(out.contains(REDACTED), "{text} -> {out}");
+            for run in secret.as_bytes().windows(PARTIAL) {
+                let run = std::str::from_utf8(run).unwrap();
+                assert!(!out.contains(run), "{run:?} left in {out}");
+            }
+        }
+        assert_eq!(redact("nothing to see"), "nothing to see");
+    }
+
+    #[test]
+    fn a_basic_form_is_redacted_whole_and_its_client_id_part_left() {
+        remember_encoded("aG9zdGJlYXQ6cmQtYmFzaWMtc2VjcmV0LTk5", Kind::Client);
+        let out = redact("Authorization: Basic aG9zdGJlYXQ6cmQtYmFzaWMtc2VjcmV0LTk5 seen");
+        assert_eq!(out, "Authorization: Basic [redacted] seen");
+        assert_eq!(redact("aG9zdGJlYXQ6 alone"), "aG9zdGJlYXQ6 alone");
+    }
+
+    #[test]
+    fn text_around_a_secret_keeps_its_characters() {
+        remember("rd-ascii-neighbours-77", Kind::Access);
+        let out = redact("é rd-ascii-neighbours-77 ü, ürd-ascii-nei");
+        assert_eq!(out, "é [redacted] ü, ü[redacted]");
+    }
+}
