@@ -49,6 +49,8 @@ struct State {
     issued: u64,
     /// The most TTL granted, whatever was asked.
     max_ttl: Option<u64>,
+    /// A TTL said in the answer whatever was asked, as a hostile service would.
+    said_ttl: Option<u64>,
     metadata: HashMap<&'static str, String>,
     behaviour: Behaviour,
     requests: Vec<ImdsRequest>,
@@ -87,6 +89,7 @@ impl MockImds {
                 tokens: HashMap::new(),
                 issued: 0,
                 max_ttl: None,
+                said_ttl: None,
                 metadata,
                 behaviour: Behaviour::Normal,
                 requests: Vec::new(),
@@ -152,6 +155,12 @@ impl MockImds {
         self.state().max_ttl = Some(seconds);
     }
 
+    /// Answers every session `PUT` with this TTL, whatever was asked (up to
+    /// `u64::MAX`: what a hostile metadata service could say).
+    pub fn say_ttl(&self, seconds: u64) {
+        self.state().said_ttl = Some(seconds);
+    }
+
     /// Forgets every session token issued (as after the instance's restart).
     pub fn revoke_tokens(&self) {
         self.state().tokens.clear();
@@ -192,12 +201,15 @@ impl MockImds {
             match header("x-aws-ec2-metadata-token-ttl-seconds").and_then(|v| v.parse::<u64>().ok())
             {
                 Some(asked @ 1..=21_600) => {
-                    let ttl = state.max_ttl.map_or(asked, |max| asked.min(max));
+                    let ttl = state
+                        .said_ttl
+                        .unwrap_or_else(|| state.max_ttl.map_or(asked, |max| asked.min(max)));
                     state.issued += 1;
                     let token = format!("imds-session-{}", state.issued);
-                    state
-                        .tokens
-                        .insert(token.clone(), now + Duration::from_secs(ttl));
+                    let expiry = now
+                        .checked_add(Duration::from_secs(ttl))
+                        .unwrap_or(now + Duration::from_secs(86_400 * 365));
+                    state.tokens.insert(token.clone(), expiry);
                     (StatusCode::OK, token, Some(ttl))
                 }
                 _ => (StatusCode::BAD_REQUEST, String::new(), None),

@@ -25,7 +25,7 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 
 pub use settings::{
-    AuthMode, ClientAuth, Exchange, HEARTBEAT_FLOOR, INTERRUPTION_POLL_FLOOR, ImdsMode,
+    AuthMode, CEILINGS, ClientAuth, Exchange, HEARTBEAT_FLOOR, INTERRUPTION_POLL_FLOOR, ImdsMode,
     ImdsSettings, KEYS, Paths, Settings,
 };
 

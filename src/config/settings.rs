@@ -64,6 +64,30 @@ pub const KEYS: &[(&str, Option<&str>)] = &[
     ("interruption_poll_interval", Some("5s")),
 ];
 
+/// The ceiling of every duration setting, documented in docs/configuration.md.
+/// `shutdown_timeout` stays within the unit's `TimeoutStopSec=20s`, so that systemd
+/// does not kill the agent in the middle of its goodbye.
+pub const CEILINGS: &[(&str, Duration)] = &[
+    ("heartbeat_interval", Duration::from_secs(3600)),
+    ("refresh_margin", Duration::from_secs(3600)),
+    ("backoff_base", Duration::from_secs(3600)),
+    ("backoff_cap", Duration::from_secs(86_400)),
+    ("auth_backoff_cap", Duration::from_secs(86_400)),
+    ("retry_after_max", Duration::from_secs(86_400)),
+    ("connect_timeout", Duration::from_secs(300)),
+    ("request_timeout", Duration::from_secs(600)),
+    ("shutdown_timeout", Duration::from_secs(15)),
+    ("interruption_poll_interval", Duration::from_secs(3600)),
+];
+
+/// The ceiling of duration setting `key`.
+fn ceiling(key: &str) -> Duration {
+    CEILINGS
+        .iter()
+        .find(|(k, _)| *k == key)
+        .map_or(Duration::from_secs(86_400), |(_, c)| *c)
+}
+
 /// The static name of a known setting.
 pub(super) fn known_key(key: &str) -> Option<&'static str> {
     KEYS.iter().map(|(k, _)| *k).find(|k| *k == key)
@@ -260,8 +284,18 @@ impl Field<'_> {
         })
     }
 
+    /// A duration between `floor` and the setting's ceiling ([`CEILINGS`]): every
+    /// duration the agent adds to a clock is bounded, so that no setting can make
+    /// a deadline overflow or a wait outlast a human's patience.
     fn duration_at_least(&self, floor: Duration) -> Result<Duration, ConfigError> {
         let value = self.duration()?;
+        let ceiling = ceiling(self.key);
+        if value > ceiling {
+            return Err(self.error(
+                format!("{} is above the ceiling of {}", show(value), show(ceiling)),
+                format!("set it to {} or less", show(ceiling)),
+            ));
+        }
         if value < floor {
             return Err(self.error(
                 format!("{} is below the floor of {}", show(value), show(floor)),
@@ -484,13 +518,13 @@ pub(super) fn validate(
         agent_id,
         paths: paths(layers)?,
         heartbeat_interval: field("heartbeat_interval").duration_at_least(HEARTBEAT_FLOOR)?,
-        refresh_margin: field("refresh_margin").duration()?,
+        refresh_margin: field("refresh_margin").duration_at_least(Duration::ZERO)?,
         backoff: RetryPolicy::new(backoff_base, backoff_cap),
         auth_backoff: RetryPolicy::new(backoff_base, auth_backoff_cap),
-        retry_after_max: field("retry_after_max").duration()?,
+        retry_after_max: field("retry_after_max").duration_at_least(Duration::ZERO)?,
         connect_timeout: field("connect_timeout").duration_at_least(Duration::from_millis(1))?,
         request_timeout: field("request_timeout").duration_at_least(Duration::from_millis(1))?,
-        shutdown_timeout: field("shutdown_timeout").duration()?,
+        shutdown_timeout: field("shutdown_timeout").duration_at_least(Duration::ZERO)?,
         state_dir,
         ca_file: field("ca_file").absolute_path()?,
         log_level,

@@ -480,8 +480,11 @@ impl Agent {
                 Duration::from_secs_f64(s.min(SERVER_INTERVAL_MAX.as_secs_f64()))
                     .max(HEARTBEAT_FLOOR)
             });
-        // +-10%, so that a fleet started at once does not beat in step.
-        let next = interval.mul_f64(0.9 + 0.2 * fastrand::f64());
+        // +-10%, so that a fleet started at once does not beat in step; the bounds
+        // again after the jitter, so that they hold for the wait itself.
+        let next = interval
+            .mul_f64(0.9 + 0.2 * fastrand::f64())
+            .clamp(HEARTBEAT_FLOOR, SERVER_INTERVAL_MAX);
         tracing::debug!(seq = self.seq, "heartbeat accepted; next in {}", show(next));
         next
     }

@@ -113,7 +113,10 @@ impl ImdsClient {
             .get(TTL_HEADER)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.trim().parse::<u64>().ok())
-            .map_or(SESSION_TTL, Duration::from_secs);
+            .map_or(SESSION_TTL, Duration::from_secs)
+            // Never more than was asked for (a TTL of 2^64-1 s overflowed the clock),
+            // never less than a second.
+            .clamp(Duration::from_secs(1), SESSION_TTL);
         let body = body(response).await?;
         if status != StatusCode::OK {
             return Err(ImdsError::Status(status.as_u16()));

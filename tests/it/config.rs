@@ -642,3 +642,40 @@ fn a_config_file_syntax_error_never_quotes_the_line() {
         }
     }
 }
+
+/// Every duration setting has a documented ceiling, so that no value can make a
+/// deadline overflow (`heartbeat_interval = 1000000y` aborted at the first status
+/// write, past year 9999) or a wait outlast anyone's patience.
+#[test]
+fn every_duration_setting_has_a_ceiling_and_the_docs_say_it() {
+    let dir = Dir::new();
+    let docs = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/docs/configuration.md"
+    ))
+    .unwrap();
+    for (key, ceiling) in hostbeat::config::CEILINGS {
+        let variable = config::env_var(key);
+        for too_long in ["1000000y", "18446744073709551615"] {
+            let e = error(dir.valid().var(&variable, too_long));
+            assert_eq!(e.setting(), *key, "{e}");
+        }
+        let above = format!("{}s", ceiling.as_secs() + 1);
+        let e = error(dir.valid().var(&variable, &above));
+        assert!(e.to_string().contains("above the ceiling"), "{e}");
+        let at = format!("{}s", ceiling.as_secs());
+        let docs_row = docs
+            .lines()
+            .find(|l| l.starts_with(&format!("| `{key}` |")))
+            .unwrap();
+        let shown = humantime::format_duration(*ceiling).to_string();
+        let squeezed = docs_row.to_lowercase().replace(' ', "");
+        assert!(
+            squeezed.contains(&format!("atmost{shown}")),
+            "{key}: {docs_row}"
+        );
+        // The ceiling itself is accepted, unless the floor of another setting
+        // forbids it (backoff caps are at least the base).
+        let _ = config::load(dir.valid().var(&variable, &at));
+    }
+}

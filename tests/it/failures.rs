@@ -340,6 +340,31 @@ async fn retry_after_date_is_honoured_up_to_the_ceiling() {
         .done();
 }
 
+/// A `Retry-After` of 2^64-1 seconds under the highest `retry_after_max` allowed
+/// (a day): the wait is the day, and the agent is alive after it (an unbounded
+/// `retry_after_max` let the answer overflow the clock and abort the agent).
+#[tokio::test(start_paused = true)]
+async fn a_retry_after_beyond_any_clock_waits_the_ceiling() {
+    let world = World::start().await;
+    let agent = world
+        .spawn_online(world.inputs().var("HOSTBEAT_RETRY_AFTER_MAX", "1day"))
+        .await;
+    world.plane.set_fault(
+        Fault::retry_after(503, "18446744073709551615".to_owned()),
+        Scope::All,
+        Some(1),
+    );
+    let before = world.heartbeats().len();
+    pass(secs(86_000)).await;
+    assert_eq!(world.heartbeats().len(), before, "asked to wait, it waits");
+    assert!(until(mins(10), || world.heartbeats().len() > before).await);
+    agent.stop().await;
+    let beats = world.requests_to("/heartbeat");
+    let limited = beats.iter().position(|r| r.fault.is_some()).unwrap();
+    let gap = beats[limited + 1].at_ms - beats[limited].at_ms;
+    assert!((86_399_000..=86_401_000).contains(&gap), "waited {gap} ms");
+}
+
 /// Row 7: 5xx -> exponential backoff with full jitter, capped, never giving up.
 #[tokio::test(start_paused = true)]
 async fn server_errors_back_off_capped_and_never_give_up() {

@@ -155,6 +155,24 @@ fn a_rebalance_recommendation_is_sent_once_and_the_host_stays_online() {
     });
 }
 
+/// A metadata service that grants a session TTL of 2^64-1 s: the agent asked for
+/// six hours and keeps to them (the answer overflowed the clock and aborted the
+/// agent at start).
+#[test]
+fn a_session_ttl_beyond_any_clock_is_held_to_what_was_asked() {
+    with_real_time_limit(Duration::from_secs(60), || async {
+        let world = World::start().await;
+        let (mock, addr) = mock().await;
+        mock.say_ttl(u64::MAX);
+        let agent = world.spawn_online(world.imds_inputs("on", addr)).await;
+        pass(mins(10)).await;
+        assert!(world.heartbeats().len() >= 10);
+        let puts = mock.requests().iter().filter(|r| r.method == "PUT").count();
+        assert_eq!(puts, 1, "one session for the six hours asked");
+        agent.stop().await;
+    });
+}
+
 #[test]
 fn the_session_token_is_renewed_before_its_ttl_and_again_after_a_401() {
     with_real_time_limit(Duration::from_secs(60), || async {

@@ -731,7 +731,15 @@ fn launch(kind: Kind, args: &Args, dir: &Path, endpoint: &Endpoint) -> Result<Ru
             else {
                 return Err("hostbeat needs the plane".into());
             };
-            let env_file = file("hostbeat.env", &format!("HOSTBEAT_CLIENT_TOKEN={SECRET}\n"))?;
+            // The interval in the env file, not the environment: the environment
+            // wins over the env file, and the idle agent is reloaded to another
+            // interval by rewriting the file (`settle_idle`).
+            let env_file = file(
+                "hostbeat.env",
+                &format!(
+                    "HOSTBEAT_CLIENT_TOKEN={SECRET}\nHOSTBEAT_HEARTBEAT_INTERVAL={interval}\n"
+                ),
+            )?;
             set_mode(&env_file, 0o600)?;
             let config = file("hostbeat.toml", "")?;
             let socket_path = dir.join("notify.sock");
@@ -746,7 +754,6 @@ fn launch(kind: Kind, args: &Args, dir: &Path, endpoint: &Endpoint) -> Result<Ru
                 .env("HOSTBEAT_CA_FILE", ca_file)
                 .env("HOSTBEAT_ENV_FILE", env_file)
                 .env("HOSTBEAT_STATE_DIR", dir.join("state"))
-                .env("HOSTBEAT_HEARTBEAT_INTERVAL", interval)
                 .env("HOSTBEAT_IMDS", "off")
                 .env("NOTIFY_SOCKET", socket_path)
                 .env("WATCHDOG_USEC", WATCHDOG_USEC);
