@@ -34,6 +34,51 @@ fn tls_config(trusted: RootCertStore) -> rustls::ClientConfig {
     config
 }
 
+/// The proxy variables the HTTP client reads from the environment.
+pub const PROXY_VARIABLES: [&str; 6] = [
+    "HTTPS_PROXY",
+    "https_proxy",
+    "HTTP_PROXY",
+    "http_proxy",
+    "ALL_PROXY",
+    "all_proxy",
+];
+
+/// A proxy setting with its password replaced by `****`, whether or not it has a
+/// scheme: `user:pass@host:3128` is used as a proxy with credentials, but a URL
+/// parser reads `user:` as its scheme and finds no password to hide.
+pub fn without_password(value: &str) -> String {
+    let (scheme, rest) = match value.split_once("://") {
+        Some((scheme, rest)) => (format!("{scheme}://"), rest),
+        None => (String::new(), value),
+    };
+    let Some((userinfo, host)) = rest.rsplit_once('@') else {
+        return value.to_owned();
+    };
+    match userinfo.split_once(':') {
+        Some((user, _)) => format!("{scheme}{user}:****@{host}"),
+        None => value.to_owned(),
+    }
+}
+
+/// Tells [`crate::redact`] the passwords of the proxy variables of this process,
+/// which are secrets like the token (a proxy's error could quote its URL).
+pub fn remember_proxy_passwords() {
+    for name in PROXY_VARIABLES {
+        let Ok(value) = std::env::var(name) else {
+            continue;
+        };
+        let rest = value
+            .split_once("://")
+            .map_or(value.as_str(), |(_, rest)| rest);
+        if let Some((userinfo, _)) = rest.rsplit_once('@')
+            && let Some((_, password)) = userinfo.split_once(':')
+        {
+            crate::redact::remember(password, crate::redact::Kind::Client);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -58,5 +103,18 @@ mod tests {
             "{groups:?}"
         );
         assert_eq!(config.alpn_protocols, [b"http/1.1".to_vec()]);
+    }
+
+    #[test]
+    fn a_proxy_password_is_hidden_with_or_without_a_scheme() {
+        for (value, shown) in [
+            ("http://user:pa55@proxy:3128", "http://user:****@proxy:3128"),
+            ("user:pa55@proxy:3128", "user:****@proxy:3128"),
+            ("user@proxy:3128", "user@proxy:3128"),
+            ("proxy:3128", "proxy:3128"),
+            ("http://u:p@ss@proxy", "http://u:****@proxy"),
+        ] {
+            assert_eq!(super::without_password(value), shown, "{value}");
+        }
     }
 }

@@ -18,6 +18,7 @@ fn main() -> ExitCode {
     // The process holds the token: no core dump of it, and a panic's message (which
     // may quote anything) passes the last line of defence like every output.
     hostbeat::secret::forbid_core_dumps();
+    hostbeat::http::remember_proxy_passwords();
     std::panic::set_hook(Box::new(|info| {
         err(&format!("hostbeat: internal error: {info}"));
     }));

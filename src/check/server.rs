@@ -85,8 +85,7 @@ pub(super) async fn check(settings: &Settings, send_heartbeat: Heartbeat, report
 }
 
 /// The proxy variables of this process's environment (passwords hidden). The
-/// daemon's come from its unit and env file: the same only when check runs with
-/// them.
+/// daemon's come from its unit: the same only when check runs with them.
 fn proxy_environment(report: &mut Report) {
     const NAMES: [&str; 8] = [
         "HTTPS_PROXY",
@@ -102,16 +101,7 @@ fn proxy_environment(report: &mut Report) {
         .iter()
         .filter_map(|name| {
             let value = std::env::var(name).ok().filter(|v| !v.is_empty())?;
-            let shown = Url::parse(&value).map_or_else(
-                |_| value.clone(),
-                |mut url| {
-                    if url.password().is_some() {
-                        let _ = url.set_password(Some("****"));
-                    }
-                    url.to_string()
-                },
-            );
-            Some(format!("{name}={shown}"))
+            Some(format!("{name}={}", crate::http::without_password(&value)))
         })
         .collect();
     if found.is_empty() {

@@ -545,7 +545,7 @@ fn a_proxy_in_the_environment_is_checked_and_used_and_no_proxy_bypasses_it() {
         ],
     );
     assert_eq!(status, 0, "{json:#}");
-    json_finding(&json, "proxy", &format!("HTTP_PROXY={proxy}/"));
+    json_finding(&json, "proxy", &format!("HTTP_PROXY={proxy}"));
     json_finding(
         &json,
         "proxy",
