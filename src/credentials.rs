@@ -66,6 +66,9 @@ pub struct Credentials {
     /// Held while an exchange runs: the single flight.
     exchanging: tokio::sync::Mutex<()>,
     generation: std::sync::atomic::AtomicU64,
+    /// Whether a lifetime under [`LIFETIME_FLOOR`] was reported (once a run).
+    short_lifetime_said: std::sync::atomic::AtomicBool,
+
     refresh_margin: Duration,
     retry: RetryPolicy,
 }
@@ -91,6 +94,8 @@ impl Credentials {
             access: watch::Sender::new(None),
             exchanging: tokio::sync::Mutex::new(()),
             generation: std::sync::atomic::AtomicU64::new(0),
+            short_lifetime_said: std::sync::atomic::AtomicBool::new(false),
+
             refresh_margin,
             retry,
         }
@@ -147,7 +152,26 @@ impl Credentials {
         let client_token = self.client_token();
         let answer = self.api.exchange(exchange, &client_token).await?;
         let received = Instant::now();
-        let lifetime = token_lifetime(answer.expires_in, &answer.access_token, SystemTime::now());
+        let said = token_lifetime(answer.expires_in, &answer.access_token, SystemTime::now());
+        // A lifetime too short to use would drive an exchange per round trip: it is
+        // believed to be the floor instead (a server that means it refuses the token
+        // as expired, which the heartbeat's one retry and backoff then bound), and
+        // said once.
+        let lifetime = said.map(|l| l.max(LIFETIME_FLOOR));
+        if let Some(l) = said
+            && l < LIFETIME_FLOOR
+            && !self
+                .short_lifetime_said
+                .swap(true, std::sync::atomic::Ordering::Relaxed)
+        {
+            tracing::warn!(
+                event = "token_lifetime_short",
+                lifetime_ms = u64::try_from(l.as_millis()).unwrap_or(u64::MAX),
+                "the token endpoint gives access tokens a lifetime of {} ms, too short to use; treating it as {} s, so that it is asked at most twice a minute",
+                l.as_millis(),
+                LIFETIME_FLOOR.as_secs()
+            );
+        }
         let generation = self
             .generation
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
@@ -291,6 +315,11 @@ pub fn refresh_after(lifetime: Duration, margin: Duration) -> Duration {
     let jitter = lifetime.mul_f64(0.05 * fastrand::f64());
     lifetime.saturating_sub(ahead).saturating_sub(jitter)
 }
+
+/// The shortest lifetime believed: with the refresh a fraction of it ahead, at most
+/// two exchanges a minute, whatever the token endpoint says (`expires_in: 0.05`
+/// drove 142 exchanges in 9.3 s).
+pub const LIFETIME_FLOOR: Duration = Duration::from_secs(60);
 
 /// The longest lifetime believed. A server may answer anything (`expires_in:
 /// 1e300`), and the refresh point is an `Instant` that must not overflow; a token

@@ -263,9 +263,15 @@ impl Agent {
     }
 
     /// Stops the refresher and waits for it.
+    /// Stops the refresher at once, an exchange in flight included: waiting for
+    /// it could take a whole `request_timeout` (or more, with retries), which a
+    /// shutdown bounded by `shutdown_timeout` does not have. Dropping an exchange
+    /// half-way loses nothing: the token it would have brought is asked for again
+    /// when it is needed.
     pub(super) async fn stop_refresher(&mut self) {
         if let Some(refresher) = self.refresher.take() {
             refresher.stop.cancel();
+            refresher.task.abort();
             let _ = refresher.task.await;
         }
     }

@@ -84,6 +84,12 @@ pub const EVENTS: &[Event] = &[
         meaning: "the control plane refused the access token; getting a new one",
     },
     Event {
+        name: "token_lifetime_short",
+        message_id: "8b61f4ddcc3a4f5aa65bea18850b40af",
+        priority: None,
+        meaning: "the token endpoint gives access tokens too short a lifetime to use; a floor applies",
+    },
+    Event {
         name: "token_reloaded",
         message_id: "2b56365eba4644f096c976fd360b5e44",
         priority: Some(NOTICE),

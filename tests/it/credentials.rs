@@ -277,3 +277,59 @@ async fn a_refused_access_token_is_replaced_at_once_for_heartbeats_and_registrat
     let seqs = world.seqs();
     assert_eq!(&seqs[..3], &[1, 2, 3]);
 }
+
+/// SIGTERM while a refresh hangs on the token endpoint: the goodbye, from any
+/// state, ends within `shutdown_timeout` (5 s), well inside the unit's
+/// `TimeoutStopSec=20s`; the refresh in flight was waited for without a bound
+/// (13.4 s with the defaults, 28.5 s with `request_timeout = 25s`).
+#[tokio::test(start_paused = true)]
+async fn a_stop_during_a_hanging_refresh_ends_within_shutdown_timeout() {
+    let world = World::with(lifetime(120)).await;
+    let agent = world
+        .spawn_online(
+            world
+                .exchange_inputs()
+                .var("HOSTBEAT_REQUEST_TIMEOUT", "25s"),
+        )
+        .await;
+    let before = world.requests_to("/oauth/token").len();
+    world
+        .plane
+        .set_fault(Fault::Slow { delay_ms: 60_000 }, Scope::Token, None);
+    // The refresh goes about a minute before expiry, and hangs.
+    assert!(until(mins(3), || world.requests_to("/oauth/token").len() > before).await);
+    pass(secs(1)).await;
+    let took = agent.stop().await;
+    assert!(
+        took <= secs(5) + std::time::Duration::from_millis(100),
+        "stopped in {took:?}"
+    );
+    assert_eq!(world.heartbeats().last().unwrap().status(), "offline");
+}
+
+/// A token endpoint that gives lifetimes of 50 ms drove an exchange per round trip
+/// (142 in 9.3 s): the lifetime is believed to be at least a minute, so at most two
+/// exchanges a minute, and it is said once, with the figure.
+#[tokio::test(start_paused = true)]
+async fn a_lifetime_too_short_to_use_is_floored_and_said_once() {
+    let world = World::with(PlaneConfig {
+        token_lifetime: std::time::Duration::from_millis(50),
+        ..PlaneConfig::default()
+    })
+    .await;
+    let (logs, _guard) = Logs::capture();
+    let agent = world.spawn(world.exchange_inputs());
+    pass(mins(10)).await;
+    agent.stop().await;
+    // The refresher at most twice a minute, and each heartbeat the control plane
+    // refuses as expired one more (then its backoff): at most 4 a minute at the
+    // default 30 s interval, where it was one per round trip.
+    let exchanges = world.requests_to("/oauth/token").len();
+    assert!(
+        exchanges <= 4 * 10 + 2,
+        "{exchanges} exchanges in 10 minutes"
+    );
+    let said = logs.events("token_lifetime_short");
+    assert_eq!(said.len(), 1, "{}", logs.text());
+    assert!(said[0].contains("too short to use; treating it as 60 s"), "{}", said[0]);
+}
