@@ -34,14 +34,17 @@ fn tls_config(trusted: RootCertStore) -> rustls::ClientConfig {
     config
 }
 
-/// The proxy variables the HTTP client reads from the environment.
-pub const PROXY_VARIABLES: [&str; 6] = [
+/// The proxy variables the HTTP client reads from the environment (reqwest's, and
+/// hyper-util's matcher that `check` uses), `NO_PROXY` last.
+pub const PROXY_VARIABLES: [&str; 8] = [
     "HTTPS_PROXY",
     "https_proxy",
     "HTTP_PROXY",
     "http_proxy",
     "ALL_PROXY",
     "all_proxy",
+    "NO_PROXY",
+    "no_proxy",
 ];
 
 /// A proxy setting with its password replaced by `****`, whether or not it has a

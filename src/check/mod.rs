@@ -212,19 +212,9 @@ pub async fn run(inputs: ConfigInputs, heartbeat: Heartbeat) -> Report {
 }
 
 /// Variables outside hostbeat's own that the HTTP client reads from the
-/// environment: `check` uses its own, `run` the unit's.
-const CLIENT_VARIABLES: [&str; 10] = [
-    "HTTPS_PROXY",
-    "https_proxy",
-    "HTTP_PROXY",
-    "http_proxy",
-    "ALL_PROXY",
-    "all_proxy",
-    "NO_PROXY",
-    "no_proxy",
-    "SSL_CERT_FILE",
-    "SSL_CERT_DIR",
-];
+/// environment besides the proxy's (`crate::http::PROXY_VARIABLES`): `check` uses
+/// its own, `run` the unit's.
+const CA_VARIABLES: [&str; 2] = ["SSL_CERT_FILE", "SSL_CERT_DIR"];
 
 /// Runs every check beside the service: with the unit's environment (see
 /// [`mod@unit`]) in place of this process's `HOSTBEAT_*` variables, as `hostbeat
@@ -243,7 +233,7 @@ pub async fn run_as_service(
             service.environment.len()
         ),
     ));
-    for name in CLIENT_VARIABLES {
+    for name in crate::http::PROXY_VARIABLES.into_iter().chain(CA_VARIABLES) {
         let unit_value = service
             .environment
             .iter()

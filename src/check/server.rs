@@ -87,17 +87,7 @@ pub(super) async fn check(settings: &Settings, send_heartbeat: Heartbeat, report
 /// The proxy variables of this process's environment (passwords hidden). The
 /// daemon's come from its unit: the same only when check runs with them.
 fn proxy_environment(report: &mut Report) {
-    const NAMES: [&str; 8] = [
-        "HTTPS_PROXY",
-        "https_proxy",
-        "HTTP_PROXY",
-        "http_proxy",
-        "ALL_PROXY",
-        "all_proxy",
-        "NO_PROXY",
-        "no_proxy",
-    ];
-    let found: Vec<String> = NAMES
+    let found: Vec<String> = crate::http::PROXY_VARIABLES
         .iter()
         .filter_map(|name| {
             let value = std::env::var(name).ok().filter(|v| !v.is_empty())?;
