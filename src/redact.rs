@@ -29,14 +29,15 @@ pub const REDACTED: &str = "[redacted]";
 /// occur by chance in ordinary text; a secret shorter than this is matched whole.
 pub const PARTIAL: usize = 10;
 
-/// How many client-token forms are kept: the token in use and its predecessors
-/// after rotations, each in up to three forms.
-const CLIENT_FORMS: usize = 24;
+/// How many client-token forms are kept: the token in use and a few predecessors
+/// after rotations, each in its raw, percent-encoded and base64 forms (up to 27),
+/// and proxy passwords.
+const CLIENT_FORMS: usize = 160;
 
 /// How many access-token forms are kept: the one in use and its predecessors of
 /// the last hours (a token outlives its replacement by its remaining lifetime at
-/// most), each in up to three forms.
-const ACCESS_FORMS: usize = 24;
+/// most), each in its forms (a JWT has 4: nothing in it is percent-encoded).
+const ACCESS_FORMS: usize = 48;
 
 /// The shortest secret remembered at all: shorter ones are test fixtures or typos,
 /// and redacting a two-letter string everywhere would garble every line.
@@ -101,15 +102,35 @@ impl Form {
     }
 }
 
-#[derive(Default)]
 struct Known {
     client: VecDeque<Form>,
     access: VecDeque<Form>,
+    /// One bit for each pair of bytes that starts a run of some form: most
+    /// positions of a text start none, and are passed over at the cost of one
+    /// lookup (a status file is redacted at every heartbeat).
+    starts: [u64; 1024],
+}
+
+impl Known {
+    fn rebuild_starts(&mut self) {
+        self.starts = [0; 1024];
+        for form in self.client.iter().chain(&self.access) {
+            for (pair, _) in form.pairs.iter().flatten() {
+                self.starts[usize::from(*pair) / 64] |= 1 << (pair % 64);
+            }
+        }
+    }
+
+    fn may_start_run(&self, first: u8, second: u8) -> bool {
+        let pair = u16::from_be_bytes([first, second]);
+        self.starts[usize::from(pair) / 64] & (1 << (pair % 64)) != 0
+    }
 }
 
 static KNOWN: Mutex<Known> = Mutex::new(Known {
     client: VecDeque::new(),
     access: VecDeque::new(),
+    starts: [0; 1024],
 });
 
 fn known() -> std::sync::MutexGuard<'static, Known> {
@@ -119,18 +140,66 @@ fn known() -> std::sync::MutexGuard<'static, Known> {
         .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
-/// Learns `secret` of `kind`: its raw and URL-encoded forms, whole and in runs.
+/// Learns `secret` of `kind` in every form a server or a file could write it in,
+/// whole and in runs: raw; percent-encoded as a form (space as `+`) or a path
+/// (`%20`), with upper- or lower-case hex, with or without `~` encoded; and the
+/// base64 of each, at each of the three alignments a prefix (like Basic's
+/// `client_id:`) can give it, so that a base64 text holding it is found whatever
+/// came before.
 pub fn remember(secret: &str, kind: Kind) {
-    let encoded: String = url::form_urlencoded::byte_serialize(secret.as_bytes()).collect();
-    remember_form(secret, kind, true);
-    if encoded != secret {
-        remember_form(&encoded, kind, true);
+    let form: String = url::form_urlencoded::byte_serialize(secret.as_bytes()).collect();
+    let mut forms = vec![secret.to_owned()];
+    for encoded in [form.clone(), form.replace('+', "%20")] {
+        let tilde = encoded.replace("%7E", "~");
+        for variant in [
+            encoded.clone(),
+            lower_hex(&encoded),
+            tilde.clone(),
+            lower_hex(&tilde),
+        ] {
+            if !forms.contains(&variant) {
+                forms.push(variant);
+            }
+        }
     }
-    // Percent-encoding as a URL path or query writes a space as %20, not +.
-    let path_encoded = encoded.replace('+', "%20");
-    if path_encoded != encoded {
-        remember_form(&path_encoded, kind, true);
+    for text in forms.clone() {
+        for shift in 0..3 {
+            let core = base64_core(text.as_bytes(), shift);
+            if !core.is_empty() && !forms.contains(&core) {
+                forms.push(core);
+            }
+        }
     }
+    for text in forms {
+        remember_form(&text, kind, true);
+    }
+}
+
+/// `%2B` -> `%2b`.
+fn lower_hex(encoded: &str) -> String {
+    let mut out = String::with_capacity(encoded.len());
+    let mut chars = encoded.chars();
+    while let Some(c) = chars.next() {
+        out.push(c);
+        if c == '%' {
+            out.extend(chars.by_ref().take(2).map(|h| h.to_ascii_lowercase()));
+        }
+    }
+    out
+}
+
+/// The base64 characters that encode `bytes` and nothing else when `shift` bytes
+/// of anything come before them (and anything after).
+fn base64_core(bytes: &[u8], shift: usize) -> String {
+    use base64::Engine as _;
+    let mut padded = vec![0u8; shift];
+    padded.extend_from_slice(bytes);
+    let encoded = base64::engine::general_purpose::STANDARD_NO_PAD.encode(&padded);
+    // The first characters carry bits of the bytes before; the last may carry
+    // bits of the bytes after.
+    let skip = (shift * 8).div_ceil(6);
+    let whole = padded.len() * 8 / 6;
+    encoded.get(skip..whole).unwrap_or_default().to_owned()
 }
 
 /// Learns one more form of a secret of `kind` (like HTTP Basic's base64 of
@@ -159,6 +228,7 @@ fn remember_form(text: &str, kind: Kind, partial: bool) {
         list.pop_front();
     }
     list.push_back(Form::new(text, partial));
+    known.rebuild_starts();
 }
 
 /// `text` with every known secret, and every run of [`PARTIAL`] bytes of one,
@@ -176,12 +246,19 @@ pub fn redact(text: &str) -> Cow<'_, str> {
             hits.push((from + at, from + at + secret.len()));
             from += at + secret.len();
         }
-        if form.pairs.is_some() {
-            for start in 0..bytes.len().saturating_sub(PARTIAL - 1) {
-                if form.holds_run(&bytes[start..start + PARTIAL]) {
-                    hits.push((start, start + PARTIAL));
-                }
-            }
+    }
+    for start in 0..bytes.len().saturating_sub(PARTIAL - 1) {
+        if !known.may_start_run(bytes[start], bytes[start + 1]) {
+            continue;
+        }
+        let run = &bytes[start..start + PARTIAL];
+        if known
+            .client
+            .iter()
+            .chain(&known.access)
+            .any(|form| form.holds_run(run))
+        {
+            hits.push((start, start + PARTIAL));
         }
     }
     drop(known);
@@ -263,6 +340,25 @@ mod tests {
         let out = redact("Authorization: Basic aG9zdGJlYXQ6cmQtYmFzaWMtc2VjcmV0LTk5 seen");
         assert_eq!(out, "Authorization: Basic [redacted] seen");
         assert_eq!(redact("aG9zdGJlYXQ6 alone"), "aG9zdGJlYXQ6 alone");
+    }
+
+    #[test]
+    fn any_encoding_of_a_secret_is_found_after_any_prefix() {
+        use base64::Engine as _;
+        let secret = "rd-Enc+od/ed=tok~en0987";
+        remember(secret, Kind::Client);
+        let lower = "rd-Enc%2bod%2fed%3dtok~en0987";
+        let b64 = |text: &str| base64::engine::general_purpose::STANDARD.encode(text);
+        for text in [
+            format!("lower {lower}"),
+            format!("Basic {}", b64(&format!("hostbeat:{lower}"))),
+            format!("Basic {}", b64(&format!("an-id:{secret}"))),
+            format!("b64 {}", b64(secret)),
+            format!("x{}", b64(&format!("ab{secret}"))),
+        ] {
+            let out = redact(&text);
+            assert!(out.contains(REDACTED), "{text} -> {out}");
+        }
     }
 
     #[test]

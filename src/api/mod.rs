@@ -307,7 +307,8 @@ impl ApiClient {
                     form_encode(&exchange.client_id),
                     Zeroizing::new(form_encode(client_secret.expose())),
                 );
-                // The header's value, in case a server echoes it.
+                // The header's value, in case a server echoes it (its base64 holds
+                // the secret's, which the redactor knows at any alignment too).
                 let basic = Zeroizing::new(
                     base64::engine::general_purpose::STANDARD.encode(format!("{id}:{}", *secret)),
                 );

@@ -304,10 +304,26 @@ pub(super) fn token_hygiene(file: &[u8], shown: &str, elsewhere: Option<&str>) -
         ));
     }
     let (mut inner_start, mut inner_end) = (start, end);
-    if end - start >= 2 && matches!(value[start], b'"' | b'\'') && value[start] == value[end - 1] {
+    // A quoted value ends at its closing quote, as the env file's reader reads
+    // it; anything after (a comment) is not part of the token.
+    let closing = matches!(value.get(start), Some(b'"' | b'\''))
+        .then(|| {
+            value[start + 1..end]
+                .iter()
+                .position(|&b| b == value[start])
+        })
+        .flatten()
+        .map(|at| start + 1 + at);
+    if let Some(close) = closing {
         inner_start += 1;
-        inner_end -= 1;
+        inner_end = close;
         notes.push("the token is quoted".to_owned());
+        if close + 1 < end {
+            notes.push(format!(
+                "{} bytes after the closing quote are not part of it",
+                end - close - 1
+            ));
+        }
     }
     let token = &value[inner_start..inner_end];
     let refused = bad_byte(token, inner_start, shown);

@@ -111,7 +111,12 @@ fn proxy_environment(report: &mut Report) {
 fn proxy_for(proxies: &Matcher, server: &Url) -> Option<Url> {
     let uri: http::Uri = server.as_str().parse().ok()?;
     let intercept = proxies.intercept(&uri)?;
-    Url::parse(&intercept.uri().to_string()).ok()
+    let mut proxy = Url::parse(&intercept.uri().to_string()).ok()?;
+    // Whatever the matcher made of a user and password (one with an `@` in it is
+    // split anywhere), none of it is shown.
+    let _ = proxy.set_username("");
+    let _ = proxy.set_password(None);
+    Some(proxy)
 }
 
 /// `target` is the server, or the proxy it is reached through (`via_proxy`).

@@ -29,8 +29,14 @@ pub const CREDENTIAL_NAME: &str = "client-token";
 pub struct RawToken(SecretString);
 
 impl RawToken {
-    /// Wraps the text read from a source; the `String` is moved, not copied.
+    /// Wraps the text read from a source; the `String` is moved, not copied. The
+    /// redactor learns it at once, before anything could quote it (an error about
+    /// another setting that holds the same text, say).
     pub fn new(value: String) -> Self {
+        let trimmed = value.trim().trim_matches(['"', '\'']).trim();
+        if !trimmed.is_empty() {
+            crate::redact::remember(trimmed, crate::redact::Kind::Client);
+        }
         Self(SecretString::from(value))
     }
 

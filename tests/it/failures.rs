@@ -582,6 +582,56 @@ async fn a_connection_cut_in_the_middle_of_the_body_is_retried() {
         .done();
 }
 
+/// The token echoed in the encodings a server's own library may choose: percent-
+/// encoding with lower-case hex and `~` left alone, and the base64 of Basic's
+/// `client_id:secret` in static mode (where the agent never sent one): none of it,
+/// whole or cut short, reaches the logs.
+#[tokio::test(start_paused = true)]
+async fn an_echo_in_any_encoding_is_scrubbed() {
+    let world = World::start().await;
+    let (logs, _guard) = Logs::capture();
+    let lower: String = SECRET
+        .bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+                char::from(b).to_string()
+            } else {
+                format!("%{b:02x}")
+            }
+        })
+        .collect();
+    let forms = forms(SECRET);
+    let basic = forms
+        .iter()
+        .find(|(w, _)| w == "its Basic form")
+        .unwrap()
+        .1
+        .clone();
+    world.plane.set_fault(
+        Fault::Status {
+            status: 401,
+            body: format!(
+                r#"{{"error":"invalid","detail":"{lower} | Basic {basic} | {}"}}"#,
+                &basic[..30]
+            ),
+            retry_after: None,
+            www_authenticate: None,
+        },
+        Scope::All,
+        Some(2),
+    );
+    let agent = world.spawn(world.inputs());
+    assert!(until(mins(30), || !world.heartbeats().is_empty()).await);
+    agent.stop().await;
+    let text = logs.text();
+    assert!(text.contains("[redacted]"), "{text}");
+    assert!(!text.contains(&basic[..30]), "{text}");
+    for run in SECRET.as_bytes().windows(hostbeat::redact::PARTIAL) {
+        let run = std::str::from_utf8(run).unwrap();
+        assert!(!text.contains(run), "{run:?} in:\n{text}");
+    }
+}
+
 /// A server that echoes the credential in its error must not get it into the logs.
 #[tokio::test(start_paused = true)]
 async fn a_token_echoed_by_the_server_is_scrubbed_from_the_logs() {

@@ -266,6 +266,20 @@ const CASES: &[Case] = &[
         says: "is not a regular file",
     },
     Case {
+        name: "a quoted token with a comment after it",
+        setup: |host, url| {
+            std::fs::write(
+                host.env_file(),
+                format!("HOSTBEAT_CLIENT_TOKEN=\"{SECRET}\" # issued 2026-11\n"),
+            )
+            .unwrap();
+            vec![server(url)]
+        },
+        as_nobody: false,
+        verdict: Verdict::Clean,
+        says: "static token",
+    },
+    Case {
         name: "as the package keeps it",
         setup: |host, url| {
             token_in_env_file(host);
