@@ -1,0 +1,58 @@
+//! The last line of defence (`hostbeat::redact`): whatever text surrounds a secret,
+//! and whatever part of it a text holds, no run of `PARTIAL` bytes of the secret
+//! (raw or percent-encoded) is left in what comes out, and the text around it
+//! keeps its characters.
+#![no_main]
+
+use hostbeat::redact::{Kind, PARTIAL, redact, remember};
+use libfuzzer_sys::fuzz_target;
+
+/// Visible ASCII a bearer token may hold (no brackets: `[redacted]` stays apart).
+const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~+/=";
+
+fuzz_target!(|bytes: &[u8]| {
+    let [length, cut_from, cut_to, at, rest @ ..] = bytes else {
+        return;
+    };
+    let length = 16 + usize::from(*length % 48);
+    if rest.len() < length {
+        return;
+    }
+    let (seed, text) = rest.split_at(length);
+    let secret: String = seed
+        .iter()
+        .map(|b| char::from(ALPHABET[usize::from(*b) % ALPHABET.len()]))
+        .collect();
+    remember(&secret, Kind::Access);
+    let encoded: String = url_encoded(&secret);
+    let text = String::from_utf8_lossy(text);
+    // A piece of the secret, in one of its forms, somewhere in the text.
+    let form = if cut_from % 2 == 0 { &secret } else { &encoded };
+    let from = usize::from(*cut_from) % form.len();
+    let to = (from + usize::from(*cut_to)).min(form.len());
+    let mut at = usize::from(*at) % (text.len() + 1);
+    while !text.is_char_boundary(at) {
+        at -= 1;
+    }
+    let composed = format!("{}{}{}", &text[..at], &form[from..to], &text[at..]);
+    let out = redact(&composed);
+    for form in [&secret, &encoded] {
+        for run in form.as_bytes().windows(PARTIAL) {
+            let run = std::str::from_utf8(run).expect("ASCII");
+            assert!(!out.contains(run), "{run:?} left in {out:?}");
+        }
+    }
+});
+
+/// application/x-www-form-urlencoded, written here, not taken from the crate.
+fn url_encoded(text: &str) -> String {
+    text.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'*' => {
+                char::from(b).to_string()
+            }
+            b' ' => "+".to_owned(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
