@@ -170,8 +170,13 @@ pub fn remember(secret: &str, kind: Kind) {
             }
         }
     }
+    let mut known = known();
+    let mut evicted = false;
     for text in forms {
-        remember_form(&text, kind, true);
+        evicted |= remember_form(&mut known, &text, kind, true);
+    }
+    if evicted {
+        known.rebuild_starts();
     }
 }
 
@@ -206,14 +211,18 @@ fn base64_core(bytes: &[u8], shift: usize) -> String {
 /// `client_id:secret`), redacted whole only: runs of an encoding can encode bytes
 /// that are not secret (the client id).
 pub fn remember_encoded(form: &str, kind: Kind) {
-    remember_form(form, kind, false);
+    let mut known = known();
+    if remember_form(&mut known, form, kind, false) {
+        known.rebuild_starts();
+    }
 }
 
-fn remember_form(text: &str, kind: Kind, partial: bool) {
+/// Adds one form; whether an older one had to leave (the caller then rebuilds the
+/// starts, once for all the forms it adds).
+fn remember_form(known: &mut Known, text: &str, kind: Kind, partial: bool) -> bool {
     if text.len() < SHORTEST {
-        return;
+        return false;
     }
-    let mut known = known();
     let (list, limit) = match kind {
         Kind::Client => (&mut known.client, CLIENT_FORMS),
         Kind::Access => (&mut known.access, ACCESS_FORMS),
@@ -222,13 +231,22 @@ fn remember_form(text: &str, kind: Kind, partial: bool) {
         // Known already: it moves to the young end, so the one in use stays.
         let form = list.remove(at).expect("found");
         list.push_back(form);
-        return;
+        return false;
     }
-    if list.len() == limit {
+    let evicted = list.len() == limit;
+    if evicted {
         list.pop_front();
     }
-    list.push_back(Form::new(text, partial));
-    known.rebuild_starts();
+    let form = Form::new(text, partial);
+    // A new form only adds starts; only one that leaves takes some away.
+    for (pair, _) in form.pairs.iter().flatten() {
+        known.starts[usize::from(*pair) / 64] |= 1 << (pair % 64);
+    }
+    match kind {
+        Kind::Client => known.client.push_back(form),
+        Kind::Access => known.access.push_back(form),
+    }
+    evicted
 }
 
 /// `text` with every known secret, and every run of [`PARTIAL`] bytes of one,
