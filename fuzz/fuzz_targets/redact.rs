@@ -7,6 +7,12 @@
 use hostbeat::redact::{Kind, PARTIAL, redact, remember};
 use libfuzzer_sys::fuzz_target;
 
+// The tests' own encoder, independent of the crate's.
+#[allow(dead_code)]
+#[path = "../../tests/common/scan.rs"]
+mod scan;
+use scan::url_encoded;
+
 /// Visible ASCII a bearer token may hold (no brackets: `[redacted]` stays apart).
 const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~+/=";
 
@@ -44,15 +50,3 @@ fuzz_target!(|bytes: &[u8]| {
     }
 });
 
-/// application/x-www-form-urlencoded, written here, not taken from the crate.
-fn url_encoded(text: &str) -> String {
-    text.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'*' => {
-                char::from(b).to_string()
-            }
-            b' ' => "+".to_owned(),
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
-}

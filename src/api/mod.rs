@@ -3,12 +3,15 @@
 //!
 //! Invariants:
 //! - every call to the control plane goes through `ApiClient::authorized`, which
-//!   always sets `Authorization: Bearer` (field-notes.md 1); the token endpoint is the
-//!   one exception, authenticated as an OAuth client;
+//!   always sets `Authorization: Bearer` (a call built without it is a 401 that
+//!   looks like a rejected token); the token endpoint is the one exception,
+//!   authenticated as an OAuth client;
 //! - redirects are never followed, so a token cannot follow one to another origin;
 //! - every call has a connect timeout and a total timeout;
 //! - bodies are read up to [`BODY_LIMIT`], never further, and never logged whole;
-//! - an error's text never holds the token, even if a server echoes it back.
+//! - an error's text never holds the token, even if a server echoes it back: every
+//!   error is made by `ApiError::new`, which passes its detail through
+//!   [`crate::redact`].
 
 pub mod classify;
 pub mod wire;
@@ -70,7 +73,13 @@ impl std::fmt::Display for ApiError {
 impl std::error::Error for ApiError {}
 
 impl ApiError {
+    /// Every error of a call is made here, so that its detail (a server's words,
+    /// a library's) passes the redactor at its cause, whatever the call.
     fn new(class: FailureClass, endpoint: Endpoint, server: &Url, detail: String) -> Self {
+        let detail = match crate::redact::redact(&detail) {
+            std::borrow::Cow::Owned(clean) => clean,
+            std::borrow::Cow::Borrowed(_) => detail,
+        };
         Self {
             class,
             endpoint,
@@ -79,13 +88,6 @@ impl ApiError {
             retry_after: None,
             server: server.origin().ascii_serialization(),
         }
-    }
-
-    /// This error with any copy of `token` removed from its text.
-    #[must_use]
-    pub fn scrubbed(mut self, token: &Token) -> Self {
-        self.detail = token.scrub(&self.detail);
-        self
     }
 }
 
@@ -238,10 +240,7 @@ impl ApiClient {
         let request = self
             .authorized(Method::POST, url.clone(), bearer)
             .json(body);
-        let answer: RegisterAnswer = self
-            .call(Endpoint::Register, &url, request)
-            .await
-            .map_err(|e| e.scrubbed(bearer))?;
+        let answer: RegisterAnswer = self.call(Endpoint::Register, &url, request).await?;
         if !crate::identity::is_valid_agent_id(&answer.agent_id) {
             return Err(ApiError::new(
                 FailureClass::Protocol,
@@ -264,10 +263,7 @@ impl ApiClient {
         let request = self
             .authorized(Method::POST, url.clone(), bearer)
             .json(body);
-        let answer: HeartbeatAnswer = self
-            .call(Endpoint::Heartbeat, &url, request)
-            .await
-            .map_err(|e| e.scrubbed(bearer))?;
+        let answer: HeartbeatAnswer = self.call(Endpoint::Heartbeat, &url, request).await?;
         if answer.success == Some(false) {
             return Err(ApiError::new(
                 FailureClass::Protocol,
@@ -283,9 +279,7 @@ impl ApiClient {
     pub async fn validate(&self, bearer: &Token) -> Result<ValidateAnswer, ApiError> {
         let url = self.url(&self.paths.validate);
         let request = self.authorized(Method::GET, url.clone(), bearer);
-        self.call(Endpoint::Validate, &url, request)
-            .await
-            .map_err(|e| e.scrubbed(bearer))
+        self.call(Endpoint::Validate, &url, request).await
     }
 
     /// The OAuth 2.0 client-credentials grant (RFC 6749 section 4.4). The answer's
@@ -322,10 +316,7 @@ impl ApiClient {
             }
         }
         .form(&form);
-        let answer: TokenAnswer = self
-            .call(Endpoint::Token, &url, request)
-            .await
-            .map_err(|e| e.scrubbed(client_secret))?;
+        let answer: TokenAnswer = self.call(Endpoint::Token, &url, request).await?;
         let protocol = |detail: &str| {
             ApiError::new(
                 FailureClass::Protocol,

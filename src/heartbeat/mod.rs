@@ -600,8 +600,9 @@ impl Agent {
     }
 
     /// The `offline` heartbeat (protocol.md section 4) within `shutdown_timeout`:
-    /// the same heartbeat as any other, with the token still held (field-notes.md 1)
-    /// and the one retry an expired token allows.
+    /// the same heartbeat as any other, with the token still held (a goodbye built
+    /// after the token is dropped goes out without one, and is refused) and the one
+    /// retry an expired token allows.
     async fn goodbye(&mut self) {
         let Some(agent_id) = self.agent_id.clone() else {
             tracing::info!(

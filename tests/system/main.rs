@@ -1,5 +1,6 @@
 //! System tests: the packages, installed on a real systemd booted with
-//! systemd-nspawn (see ../shared/design/systemd-testing.md for the recipe). They
+//! systemd-nspawn (`--boot --register=no --keep-unit`, both flags needed without a
+//! host bus; the recipe is in container.rs). They
 //! need root, the tools and the cached Debian root that tests/system/prepare
 //! installs and builds (scripts/test runs it first); without them they fail, saying
 //! so, rather than skip. The control plane runs on the host's loopback, which the
