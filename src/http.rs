@@ -10,14 +10,17 @@
 
 use std::sync::Arc;
 
+use hyper_util::client::proxy::matcher::Matcher;
 use rustls::RootCertStore;
 
-/// `reqwest::Client::builder()` with TLS verified against `trusted` only.
+/// `reqwest::Client::builder()` with TLS verified against `trusted` only, and the
+/// environment's proxies as [`Proxies`] reads them.
 pub fn client_builder(trusted: RootCertStore) -> reqwest::ClientBuilder {
     // reqwest recognises the configuration by its type: a rustls of another version
     // than reqwest's would make `build()` fail ("unknown TLS backend"), which the
     // tests below would see.
-    reqwest::Client::builder().tls_backend_preconfigured(tls_config(trusted))
+    let builder = reqwest::Client::builder().tls_backend_preconfigured(tls_config(trusted));
+    Proxies::from_env().apply(builder)
 }
 
 /// rustls's client configuration, as reqwest would make it: TLS 1.2 and 1.3, SNI,
@@ -46,6 +49,111 @@ pub const PROXY_VARIABLES: [&str; 8] = [
     "NO_PROXY",
     "no_proxy",
 ];
+
+/// Destinations no proxy ever carries, added to every `NO_PROXY`: a proxy's
+/// loopback is not this host's, and plain http is allowed to a loopback control
+/// plane only because the token then never leaves the host. Through a proxy it
+/// would, in clear text. Go's `net/http` has the same rule.
+pub const NEVER_PROXIED: &str = "localhost,127.0.0.0/8,::1";
+
+/// A constructor of reqwest's proxies for one kind of destination.
+type ProxyFor = fn(String) -> reqwest::Result<reqwest::Proxy>;
+
+/// The proxy variables of this process, read as reqwest and hyper-util read them
+/// (the first of each upper/lower case pair that is set; `ALL_PROXY` where the
+/// scheme's own is unset; none at all under CGI's `REQUEST_METHOD`), with one rule
+/// more: [`NEVER_PROXIED`]. The daemon's client and `check`'s prediction of it are
+/// both made from here, so the two cannot disagree.
+#[derive(Debug, Clone, Default)]
+pub struct Proxies {
+    all: String,
+    http: String,
+    https: String,
+    no: String,
+}
+
+impl Proxies {
+    /// This process's proxy variables.
+    pub fn from_env() -> Self {
+        if std::env::var_os("REQUEST_METHOD").is_some() {
+            return Self::default();
+        }
+        let first = |names: [&str; 2]| {
+            names
+                .iter()
+                .find_map(|name| std::env::var(name).ok())
+                .unwrap_or_default()
+        };
+        Self {
+            all: first(["ALL_PROXY", "all_proxy"]),
+            http: first(["HTTP_PROXY", "http_proxy"]),
+            https: first(["HTTPS_PROXY", "https_proxy"]),
+            no: first(["NO_PROXY", "no_proxy"]),
+        }
+    }
+
+    /// `NO_PROXY` with [`NEVER_PROXIED`] added.
+    fn bypassed(&self) -> String {
+        match self.no.trim() {
+            "" => NEVER_PROXIED.to_owned(),
+            no => format!("{no},{NEVER_PROXIED}"),
+        }
+    }
+
+    /// What `check` asks which proxy, if any, a URL is reached through.
+    pub fn matcher(&self) -> Matcher {
+        self.matcher_bypassing(self.bypassed())
+    }
+
+    /// Whether a proxy would carry `uri` but for [`NEVER_PROXIED`].
+    pub fn skips_loopback(&self, uri: &http::Uri) -> bool {
+        self.matcher().intercept(uri).is_none()
+            && self
+                .matcher_bypassing(self.no.clone())
+                .intercept(uri)
+                .is_some()
+    }
+
+    fn matcher_bypassing(&self, no: String) -> Matcher {
+        Matcher::builder()
+            .all(self.all.clone())
+            .http(self.http.clone())
+            .https(self.https.clone())
+            .no(no)
+            .build()
+    }
+
+    /// `builder` with these proxies in place of reqwest's own reading of the
+    /// environment. reqwest takes the first proxy that matches a destination: the
+    /// scheme's own, then `ALL_PROXY`.
+    fn apply(&self, builder: reqwest::ClientBuilder) -> reqwest::ClientBuilder {
+        let mut builder = builder.no_proxy();
+        let kinds: [(&str, ProxyFor); 3] = [
+            (&self.http, reqwest::Proxy::http),
+            (&self.https, reqwest::Proxy::https),
+            (&self.all, reqwest::Proxy::all),
+        ];
+        for (value, proxy) in kinds {
+            let value = value.trim();
+            if value.is_empty() {
+                continue;
+            }
+            // A value without a scheme is an http proxy, as hyper-util reads it; a
+            // URL parser would take `user:` of `user:pass@host:3128` for a scheme.
+            let value = if value.contains("://") {
+                value.to_owned()
+            } else {
+                format!("http://{value}")
+            };
+            // A value that is no URL is ignored, as reqwest's own reading does.
+            if let Ok(proxy) = proxy(value) {
+                builder =
+                    builder.proxy(proxy.no_proxy(reqwest::NoProxy::from_string(&self.bypassed())));
+            }
+        }
+        builder
+    }
+}
 
 /// A proxy setting with its password replaced by `****`, whether or not it has a
 /// scheme: `user:pass@host:3128` is used as a proxy with credentials, but a URL

@@ -18,11 +18,23 @@ use crate::heartbeat::{CLOCK_SKEW_LIMIT, Connection};
 
 pub(super) async fn check(settings: &Settings, send_heartbeat: Heartbeat, report: &mut Report) {
     proxy_environment(report);
-    // The matcher reqwest itself uses, so that this says what the calls below do.
-    let proxies = Matcher::from_system();
+    // The proxies the daemon's client is built with, so that this says what the
+    // calls below do.
+    let environment = crate::http::Proxies::from_env();
+    let proxies = environment.matcher();
     let mut reachable = false;
     for server in &settings.servers {
         let proxy = proxy_for(&proxies, server);
+        if server
+            .as_str()
+            .parse()
+            .is_ok_and(|uri| environment.skips_loopback(&uri))
+        {
+            report.push(Finding::ok(
+                "proxy.skipped",
+                format!("{server} is on loopback: reached directly, never through a proxy (a proxy's loopback is not this host's)"),
+            ));
+        }
         if let Some(proxy) = &proxy {
             report.push(Finding::ok(
                 "proxy.used",

@@ -477,19 +477,68 @@ fn toml_position(message: &str) -> Option<(u32, u32)> {
     Some((line.parse().ok()?, column.parse().ok()?))
 }
 
-/// The TOML file's top-level keys as strings (a list becomes a comma-separated value).
+/// The most a config file may hold: hostbeat's whole file is a few hundred bytes.
+const CONFIG_FILE_LIMIT: u64 = 1 << 20;
+
+/// The TOML file's top-level keys as strings (see [`parse_config_file`]).
 fn read_config_file(path: &Path, required: bool) -> Result<Vec<(String, String)>, ConfigError> {
-    if !path.exists() {
-        if required {
-            return Err(ConfigError::new(
-                "config file",
-                Some(path.display().to_string()),
+    use std::io::Read;
+    let refused = |problem: String, fix: &str| {
+        ConfigError::new(
+            "config file",
+            Some(path.display().to_string()),
+            problem,
+            fix,
+        )
+    };
+    let metadata = match std::fs::metadata(path) {
+        Ok(metadata) => metadata,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound && !required => {
+            return Ok(Vec::new());
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Err(refused(
                 "the file does not exist".to_owned(),
                 "check the path given with --config or HOSTBEAT_CONFIG",
             ));
         }
-        return Ok(Vec::new());
+        Err(e) => {
+            return Err(refused(
+                format!("cannot read it: {e}"),
+                "let the hostbeat user read it: chown root:hostbeat FILE && chmod 0640 FILE",
+            ));
+        }
+    };
+    // Not a regular file (a FIFO would block the read for good, /dev/zero never
+    // end it): refused.
+    if !metadata.is_file() {
+        return Err(refused(
+            "it is not a regular file".to_owned(),
+            "name the TOML file itself with --config or HOSTBEAT_CONFIG",
+        ));
     }
+    let mut bytes = Vec::new();
+    std::fs::File::open(path)
+        .and_then(|f| f.take(CONFIG_FILE_LIMIT + 1).read_to_end(&mut bytes))
+        .map_err(|e| {
+            refused(
+                format!("cannot read it: {e}"),
+                "let the hostbeat user read it: chown root:hostbeat FILE && chmod 0640 FILE",
+            )
+        })?;
+    if bytes.len() as u64 > CONFIG_FILE_LIMIT {
+        return Err(refused(
+            format!("it is larger than {} KiB", CONFIG_FILE_LIMIT / 1024),
+            "name hostbeat's own TOML file with --config or HOSTBEAT_CONFIG",
+        ));
+    }
+    parse_config_file(path, &String::from_utf8_lossy(&bytes))
+}
+
+/// The top-level keys of a TOML config file read from `path`, as strings (a list
+/// becomes a comma-separated value). No error quotes the file: it may hold the
+/// token.
+pub fn parse_config_file(path: &Path, text: &str) -> Result<Vec<(String, String)>, ConfigError> {
     let problem = |what: String| {
         ConfigError::new(
             "config file",
@@ -508,11 +557,7 @@ fn read_config_file(path: &Path, required: bool) -> Result<Vec<(String, String)>
         ))
     };
     let table = config::Config::builder()
-        .add_source(
-            config::File::from(path)
-                .format(config::FileFormat::Toml)
-                .required(required),
-        )
+        .add_source(config::File::from_str(text, config::FileFormat::Toml))
         .build()
         .and_then(config::Config::try_deserialize::<BTreeMap<String, config::Value>>)
         .map_err(syntax)?;
@@ -531,6 +576,19 @@ fn read_config_file(path: &Path, required: bool) -> Result<Vec<(String, String)>
                 "{key}: the value is not a text, a number or a list of them"
             ))
         })?;
+        // A multi-line string left open above the token's line takes that line
+        // into its value, which is then logged as the setting's: refused, and not
+        // quoted.
+        if key != "client_token"
+            && text
+                .lines()
+                .any(|line| line.trim_start().starts_with("client_token"))
+        {
+            return Err(problem(format!(
+                "{key}: its value runs over the client_token line (a multi-line string is left open above it)"
+            ))
+            .with_fix(format!("close the quotes of {key} on its own line")));
+        }
         out.push((key, text));
     }
     Ok(out)

@@ -67,6 +67,22 @@ pub(super) enum TokenReread {
 /// The longest interval a server may ask for: a host never goes silent for longer.
 pub const SERVER_INTERVAL_MAX: Duration = Duration::from_secs(3600);
 
+/// The wait before the next heartbeat after one was accepted: the server's
+/// `next_heartbeat_in` (any number: a non-finite or non-positive one is ignored)
+/// or else `configured`, within [`HEARTBEAT_FLOOR`]..[`SERVER_INTERVAL_MAX`], with
+/// +-10% jitter so that a fleet started at once does not beat in step. The bounds
+/// are applied again after the jitter, so that they hold for the wait itself.
+pub fn wait_after_success(server_says: Option<f64>, configured: Duration) -> Duration {
+    let interval = server_says
+        .filter(|s| s.is_finite() && *s > 0.0)
+        .map_or(configured, |s| {
+            Duration::from_secs_f64(s.min(SERVER_INTERVAL_MAX.as_secs_f64())).max(HEARTBEAT_FLOOR)
+        });
+    interval
+        .mul_f64(0.9 + 0.2 * fastrand::f64())
+        .clamp(HEARTBEAT_FLOOR, SERVER_INTERVAL_MAX)
+}
+
 /// The agent's loop and everything it remembers.
 pub struct Agent {
     settings: Arc<Settings>,
@@ -473,18 +489,7 @@ impl Agent {
         self.last_success = Some((SystemTime::now(), self.seq));
         self.backoff.reset();
         self.auth_backoff.reset();
-        let interval = answer
-            .next_heartbeat_in
-            .filter(|s| s.is_finite() && *s > 0.0)
-            .map_or(self.settings.heartbeat_interval, |s| {
-                Duration::from_secs_f64(s.min(SERVER_INTERVAL_MAX.as_secs_f64()))
-                    .max(HEARTBEAT_FLOOR)
-            });
-        // +-10%, so that a fleet started at once does not beat in step; the bounds
-        // again after the jitter, so that they hold for the wait itself.
-        let next = interval
-            .mul_f64(0.9 + 0.2 * fastrand::f64())
-            .clamp(HEARTBEAT_FLOOR, SERVER_INTERVAL_MAX);
+        let next = wait_after_success(answer.next_heartbeat_in, self.settings.heartbeat_interval);
         tracing::debug!(seq = self.seq, "heartbeat accepted; next in {}", show(next));
         next
     }

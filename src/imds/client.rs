@@ -108,15 +108,12 @@ impl ImdsClient {
             .map_err(unreachable)?;
         let status = response.status();
         // The service may grant less than asked; it says so in the same header.
-        let granted = response
-            .headers()
-            .get(TTL_HEADER)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.trim().parse::<u64>().ok())
-            .map_or(SESSION_TTL, Duration::from_secs)
-            // Never more than was asked for (a TTL of 2^64-1 s overflowed the clock),
-            // never less than a second.
-            .clamp(Duration::from_secs(1), SESSION_TTL);
+        let granted = granted_ttl(
+            response
+                .headers()
+                .get(TTL_HEADER)
+                .and_then(|v| v.to_str().ok()),
+        );
         let body = body(response).await?;
         if status != StatusCode::OK {
             return Err(ImdsError::Status(status.as_u16()));
@@ -197,4 +194,14 @@ async fn body(response: reqwest::Response) -> Result<Vec<u8>, ImdsError> {
         BodyError::TooLarge => ImdsError::Garbage("an answer larger than 64 KiB".to_owned()),
         BodyError::Transport(e) => unreachable(e),
     })
+}
+
+/// The session lifetime the service granted, from its TTL header: what was asked
+/// ([`SESSION_TTL`]) when it says nothing readable, and never more than that (a TTL
+/// of 2^64-1 s overflowed the clock) nor less than a second.
+pub fn granted_ttl(header: Option<&str>) -> Duration {
+    header
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .map_or(SESSION_TTL, Duration::from_secs)
+        .clamp(Duration::from_secs(1), SESSION_TTL)
 }

@@ -9,7 +9,7 @@ use hostbeat_refplane::{ControlPlane, Fault, PlaneConfig, Scope};
 use tokio::io::AsyncReadExt;
 use tokio::process::{Child, Command};
 
-use crate::support::{CLIENT_ID, ROTATED, SECRET, contains, files_under};
+use crate::support::{CLIENT_ID, ROTATED, Row, SECRET, contains, files_under};
 
 const BIN: &str = env!("CARGO_BIN_EXE_hostbeat");
 
@@ -376,6 +376,58 @@ async fn runs_reloads_and_stops_with_a_goodbye_and_writes_the_token_nowhere() {
             );
         }
     }
+}
+
+/// Plain http is allowed to a loopback control plane only because the token then
+/// never leaves the host. With every proxy variable pointing at a proxy, the agent
+/// still reaches its loopback plane directly: not one connection to the proxy.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_loopback_plane_is_reached_directly_whatever_the_proxy_variables_say() {
+    let (plane, url) = plane(PlaneConfig::default()).await;
+    let proxy = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let proxy_url = format!("http://{}", proxy.local_addr().unwrap());
+    let connections = Arc::new(Mutex::new(0usize));
+    let counted = connections.clone();
+    let accepting = tokio::spawn(async move {
+        while proxy.accept().await.is_ok() {
+            *counted.lock().unwrap() += 1;
+        }
+    });
+    let host = Host::new(&format!("HOSTBEAT_CLIENT_TOKEN={SECRET}\n"));
+    let mut agent = Process::spawn(host.command(&[
+        ("HOSTBEAT_SERVER_URL", &url),
+        ("HOSTBEAT_TOKEN_URL", &format!("{url}/oauth/token")),
+        ("HOSTBEAT_HEARTBEAT_INTERVAL", "1s"),
+        ("HTTP_PROXY", &proxy_url),
+        ("http_proxy", &proxy_url),
+        ("HTTPS_PROXY", &proxy_url),
+        ("ALL_PROXY", &proxy_url),
+    ]));
+    assert!(
+        eventually(Duration::from_secs(20), || plane.heartbeats().len() >= 2).await,
+        "{}",
+        agent.text()
+    );
+    agent.signal("TERM");
+    let status = agent.wait(Duration::from_secs(10)).await;
+    assert!(status.success(), "{status:?}\n{}", agent.text());
+    assert_eq!(plane.heartbeats().last().unwrap().status(), "offline");
+    accepting.abort();
+    let proxied = *connections.lock().unwrap();
+    assert_eq!(proxied, 0, "{}", agent.text());
+    Row::new("proxy-loopback")
+        .figure(
+            "proxy variables set",
+            "HTTP_PROXY, http_proxy, HTTPS_PROXY, ALL_PROXY",
+        )
+        .figure("connections to the proxy", proxied)
+        .figure("heartbeats at the plane", plane.heartbeats().len())
+        .scan_written(
+            &host.dir.path().join("state"),
+            "output",
+            agent.text().into_bytes(),
+        )
+        .done();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -8,7 +8,7 @@ use std::os::unix::fs::PermissionsExt;
 use hostbeat::check::{Heartbeat, Level, Report};
 use hostbeat_refplane::PlaneConfig;
 
-use crate::support::{CLIENT_ID, SECRET, World, contains, tls};
+use crate::support::{CLIENT_ID, SECRET, TunnelProxy, World, contains, tls};
 
 /// The finding of `area` whose summary contains `text`; panics with the report.
 fn finding<'a>(report: &'a Report, area: &str, text: &str) -> &'a hostbeat::check::Finding {
@@ -534,39 +534,92 @@ fn ssl_cert_file_replaces_the_system_roots_and_no_roots_at_all_is_named() {
 #[test]
 fn a_proxy_in_the_environment_is_checked_and_used_and_no_proxy_bypasses_it() {
     let runtime = runtime();
-    let world = runtime.block_on(World::start());
-    let unreachable = "http://localhost:9".to_owned();
-    let proxy = format!("http://{}", world.addr);
+    let authority = tls::Authority::new("hostbeat test CA");
+    let world = runtime.block_on(World::with_tls(
+        &authority.issue(&["plane.test"], tls::Validity::Current),
+    ));
+    let proxy = runtime.block_on(TunnelProxy::start(world.addr));
+    let ca_file = world.write_ca(&authority).display().to_string();
+    // A name that no resolver here knows: only the proxy can reach it.
+    let server = format!("https://plane.test:{}", world.addr.port());
+    let proxy_url = format!("http://user:pa55word@{}", proxy.addr);
     let (json, status) = check_binary(
         &world,
         &[
-            ("HOSTBEAT_SERVER_URL", unreachable.clone()),
-            ("HTTP_PROXY", proxy.clone()),
+            ("HOSTBEAT_SERVER_URL", server.clone()),
+            ("HOSTBEAT_CA_FILE", ca_file.clone()),
+            ("HTTPS_PROXY", proxy_url.clone()),
         ],
     );
     assert_eq!(status, 0, "{json:#}");
-    json_finding(&json, "proxy", &format!("HTTP_PROXY={proxy}"));
     json_finding(
         &json,
         "proxy",
-        &format!("http://localhost:9/ is reached through the proxy {proxy}/"),
+        &format!("HTTPS_PROXY=http://user:****@{}", proxy.addr),
     );
-    json_finding(&json, "tcp", &format!("connected to {}", world.addr));
+    json_finding(
+        &json,
+        "proxy",
+        &format!(
+            "{server}/ is reached through the proxy http://{}/",
+            proxy.addr
+        ),
+    );
+    json_finding(&json, "tcp", &format!("connected to {}", proxy.addr));
     json_finding(&json, "validate", "accepts the credential");
+    assert!(!json.to_string().contains("pa55word"), "{json:#}");
     assert_eq!(world.requests_to("validate").len(), 1);
+    let tunnels = proxy.requests();
+    assert!(!tunnels.is_empty());
+    for line in &tunnels {
+        assert!(
+            line.starts_with(&format!("CONNECT plane.test:{} ", world.addr.port())),
+            "{line}"
+        );
+    }
 
     let (json, status) = check_binary(
         &world,
         &[
-            ("HOSTBEAT_SERVER_URL", unreachable),
-            ("HTTP_PROXY", proxy),
-            ("NO_PROXY", "localhost".to_owned()),
+            ("HOSTBEAT_SERVER_URL", server),
+            ("HOSTBEAT_CA_FILE", ca_file),
+            ("HTTPS_PROXY", proxy_url),
+            ("NO_PROXY", "plane.test".to_owned()),
         ],
     );
     assert_eq!(status, 1, "{json:#}");
-    let tcp = json_finding(&json, "tcp", "cannot connect to http://localhost:9/");
-    assert!(tcp["fix"].as_str().unwrap().contains("server_url"));
+    json_finding(&json, "dns", "plane.test");
     assert_eq!(world.requests_to("validate").len(), 1);
+    assert_eq!(proxy.requests().len(), tunnels.len());
+}
+
+/// A proxy's loopback is not this host's, and a plain http control plane is
+/// allowed on loopback only because the token never leaves the host: `check`, like
+/// the daemon (binary.rs), reaches a loopback plane directly whatever the proxy
+/// variables say, and says so.
+#[test]
+fn a_loopback_control_plane_is_never_reached_through_a_proxy() {
+    let runtime = runtime();
+    let world = runtime.block_on(World::start());
+    let proxy = runtime.block_on(TunnelProxy::start(world.addr));
+    let proxy_url = format!("http://{}", proxy.addr);
+    let (json, status) = check_binary(
+        &world,
+        &[
+            ("HTTP_PROXY", proxy_url.clone()),
+            ("HTTPS_PROXY", proxy_url.clone()),
+            ("ALL_PROXY", proxy_url),
+        ],
+    );
+    assert_eq!(status, 0, "{json:#}");
+    json_finding(
+        &json,
+        "proxy",
+        &format!("{}/ is on loopback: reached directly", world.url()),
+    );
+    json_finding(&json, "tcp", &format!("connected to {}", world.addr));
+    json_finding(&json, "validate", "accepts the credential");
+    assert_eq!(proxy.requests(), Vec::<String>::new());
 }
 
 /// The world's inputs with the token left to the env file.

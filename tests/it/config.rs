@@ -43,6 +43,13 @@ impl Dir {
     }
 }
 
+/// An empty directory in `dir`, for a scan of what loading wrote (nothing).
+fn empty_dir(dir: &Dir) -> std::path::PathBuf {
+    let path = dir.path("written");
+    std::fs::create_dir_all(&path).unwrap();
+    path
+}
+
 fn error(inputs: ConfigInputs) -> ConfigError {
     config::load(inputs).expect_err("should be refused")
 }
@@ -629,6 +636,7 @@ fn a_missing_token_is_fixed_in_the_env_file_actually_in_use() {
 #[test]
 fn a_config_file_syntax_error_never_quotes_the_line() {
     let dir = Dir::new();
+    let mut said = String::new();
     for (name, text) in [
         ("unquoted.toml", format!("client_token = {SECRET}\n")),
         ("unterminated.toml", format!("client_token = \"{SECRET}\n")),
@@ -640,7 +648,62 @@ fn a_config_file_syntax_error_never_quotes_the_line() {
         for (what, form) in forms(SECRET) {
             assert!(!e.contains(form.as_str()), "{what} in {e}");
         }
+        said.push_str(&e);
     }
+    let toml = dir.write(
+        "swallowed.toml",
+        &format!("server_url = '''\nclient_token = \"{SECRET}\"\n'''\n"),
+    );
+    said.push_str(&error(dir.valid().config_file(&toml)).to_string());
+    Row::new("config-file-token")
+        .figure(
+            "files",
+            "the token unquoted; a quote left open; a multi-line string over its line",
+        )
+        .figure("said", "the position, or the setting it ran into")
+        // Loading writes no state: the scan is of the errors.
+        .scan_written(&empty_dir(&dir), "errors", said.into_bytes())
+        .done();
+}
+
+/// A multi-line string left open above the token's line would carry the token
+/// into another setting's value, which is logged and written to the status file:
+/// refused, quoting neither. A config file that is no regular file or is huge is
+/// refused before it is read.
+#[test]
+fn a_config_file_cannot_carry_the_token_into_another_setting_or_hang_the_start() {
+    let dir = Dir::new();
+    for (name, text) in [
+        (
+            "literal.toml",
+            format!("server_url = '''https://cp.example.com\nclient_token = \"{SECRET}\"\n'''\n"),
+        ),
+        (
+            "basic.toml",
+            format!("log_level = \"\"\"info\n  client_token = {SECRET}\"\"\"\n"),
+        ),
+    ] {
+        let toml = dir.write(name, &text);
+        let e = error(dir.valid().config_file(&toml)).to_string();
+        assert!(e.contains("runs over the client_token line"), "{e}");
+        assert!(e.contains("close the quotes of"), "{e}");
+        for (what, form) in forms(SECRET) {
+            assert!(!e.contains(form.as_str()), "{what} in {e}");
+        }
+    }
+    let fifo = dir.path("fifo.toml");
+    assert!(
+        std::process::Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .unwrap()
+            .success()
+    );
+    let e = error(dir.valid().config_file(&fifo)).to_string();
+    assert!(e.contains("not a regular file"), "{e}");
+    let huge = dir.write("huge.toml", &"# comment\n".repeat(200_000));
+    let e = error(dir.valid().config_file(&huge)).to_string();
+    assert!(e.contains("larger than 1024 KiB"), "{e}");
 }
 
 /// Every duration setting has a documented ceiling, so that no value can make a

@@ -285,6 +285,7 @@ async fn a_refused_access_token_is_replaced_at_once_for_heartbeats_and_registrat
 #[tokio::test(start_paused = true)]
 async fn a_stop_during_a_hanging_refresh_ends_within_shutdown_timeout() {
     let world = World::with(lifetime(120)).await;
+    let (logs, _guard) = Logs::capture();
     let agent = world
         .spawn_online(
             world
@@ -305,6 +306,15 @@ async fn a_stop_during_a_hanging_refresh_ends_within_shutdown_timeout() {
         "stopped in {took:?}"
     );
     assert_eq!(world.heartbeats().last().unwrap().status(), "offline");
+    Row::new("sigterm-hung-refresh")
+        .figure("request_timeout", "25 s")
+        .figure(
+            "stopped in",
+            format!("{:.1} s (shutdown_timeout 5 s)", took.as_secs_f64()),
+        )
+        .figure("goodbye sent", "yes")
+        .scan(&world, &logs)
+        .done();
 }
 
 /// A token endpoint that gives lifetimes of 50 ms drove an exchange per round trip
@@ -336,4 +346,10 @@ async fn a_lifetime_too_short_to_use_is_floored_and_said_once() {
         "{}",
         said[0]
     );
+    Row::new("token-lifetime-short")
+        .figure("lifetime given", "50 ms")
+        .figure("exchanges in 10 min", exchanges)
+        .figure("log entries about it", said.len())
+        .scan(&world, &logs)
+        .done();
 }

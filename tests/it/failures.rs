@@ -346,6 +346,7 @@ async fn retry_after_date_is_honoured_up_to_the_ceiling() {
 #[tokio::test(start_paused = true)]
 async fn a_retry_after_beyond_any_clock_waits_the_ceiling() {
     let world = World::start().await;
+    let (logs, _guard) = Logs::capture();
     let agent = world
         .spawn_online(world.inputs().var("HOSTBEAT_RETRY_AFTER_MAX", "1day"))
         .await;
@@ -363,6 +364,12 @@ async fn a_retry_after_beyond_any_clock_waits_the_ceiling() {
     let limited = beats.iter().position(|r| r.fault.is_some()).unwrap();
     let gap = beats[limited + 1].at_ms - beats[limited].at_ms;
     assert!((86_399_000..=86_401_000).contains(&gap), "waited {gap} ms");
+    Row::new("retry-after-huge")
+        .figure("Retry-After", "18446744073709551615 (seconds)")
+        .figure("retry_after_max", "1 day (its ceiling)")
+        .figure("waited", format!("{} s", gap / 1000))
+        .scan(&world, &logs)
+        .done();
 }
 
 /// Row 7: 5xx -> exponential backoff with full jitter, capped, never giving up.
@@ -630,6 +637,17 @@ async fn an_echo_in_any_encoding_is_scrubbed() {
         let run = std::str::from_utf8(run).unwrap();
         assert!(!text.contains(run), "{run:?} in:\n{text}");
     }
+    Row::new("echo-cut-short")
+        .figure(
+            "echo",
+            "the token after 190 characters; its Basic and URL-encoded forms",
+        )
+        .figure(
+            "runs of 10 bytes of the token logged",
+            format!("0 of {}", SECRET.len() - hostbeat::redact::PARTIAL + 1),
+        )
+        .scan(&world, &logs)
+        .done();
 }
 
 /// A server that echoes the credential in its error must not get it into the logs.

@@ -16,7 +16,7 @@ use tokio::time::Instant;
 
 use crate::report::{gauge, scrape};
 use crate::support::{
-    Behaviour, Logs, MockImds, World, mins, pass, secs, until, with_real_time_limit,
+    Behaviour, Logs, MockImds, Row, World, mins, pass, secs, until, with_real_time_limit,
 };
 
 /// The default poll interval, and a bound for one metadata request.
@@ -162,6 +162,7 @@ fn a_rebalance_recommendation_is_sent_once_and_the_host_stays_online() {
 fn a_session_ttl_beyond_any_clock_is_held_to_what_was_asked() {
     with_real_time_limit(Duration::from_secs(60), || async {
         let world = World::start().await;
+        let (logs, _guard) = Logs::capture();
         let (mock, addr) = mock().await;
         mock.say_ttl(u64::MAX);
         let agent = world.spawn_online(world.imds_inputs("on", addr)).await;
@@ -170,6 +171,12 @@ fn a_session_ttl_beyond_any_clock_is_held_to_what_was_asked() {
         let puts = mock.requests().iter().filter(|r| r.method == "PUT").count();
         assert_eq!(puts, 1, "one session for the six hours asked");
         agent.stop().await;
+        Row::new("imds-ttl-huge")
+            .figure("TTL granted", "18446744073709551615 s")
+            .figure("sessions opened in 10 min", puts)
+            .figure("heartbeats in 10 min", world.heartbeats().len())
+            .scan(&world, &logs)
+            .done();
     });
 }
 

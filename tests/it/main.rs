@@ -8,6 +8,7 @@ mod binary;
 mod check;
 mod config;
 mod credentials;
+mod extremes;
 mod failures;
 mod host_faults;
 mod imds;

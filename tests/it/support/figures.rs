@@ -10,6 +10,7 @@
 
 use std::fmt::Display;
 use std::io::Write;
+use std::path::Path;
 use std::sync::Mutex;
 
 use super::{Logs, ROTATED, SECRET, World, assert_no_token, files_under};
@@ -44,14 +45,20 @@ impl Row {
     /// Fails if the token (the first or the rotated one) is in the logs or in any
     /// file of the state directory (state, status, metrics), and records the scan.
     pub fn scan(&mut self, world: &World, logs: &Logs) -> &mut Self {
-        let mut written = files_under(&world.state_dir());
+        self.scan_written(&world.state_dir(), "logs", logs.text().into_bytes())
+    }
+
+    /// The same scan of `said` (named `what`: the logs, a process's output) and
+    /// of the files under `state_dir`.
+    pub fn scan_written(&mut self, state_dir: &Path, what: &str, said: Vec<u8>) -> &mut Self {
+        let mut written = files_under(state_dir);
         let files = written.len();
-        written.push(("the logs".into(), logs.text().into_bytes()));
+        written.push((format!("the {what}").into(), said));
         assert_no_token(&written, &[SECRET, ROTATED]);
         let bytes: usize = written.iter().map(|(_, b)| b.len()).sum();
         self.figure(
             "token in output",
-            format!("none (logs and {files} state files, {bytes} bytes)"),
+            format!("none ({what} and {files} state files, {bytes} bytes)"),
         )
     }
 
