@@ -48,6 +48,11 @@ pub const FILES: &[(&str, &str)] = &[
 pub const EXIT_STATUS: &[(u8, &str)] = &[
     (0, "Stopped cleanly, after the offline heartbeat."),
     (
+        1,
+        "A second stop signal, a second or more after the first, ended it without \
+         waiting for the offline heartbeat.",
+    ),
+    (
         EX_CONFIG,
         "The configuration cannot work; the message names the setting and the fix. \
          systemd does not restart it until a human has acted.",

@@ -173,20 +173,33 @@ pub fn without_password(value: &str) -> String {
 }
 
 /// Tells [`crate::redact`] the passwords of the proxy variables of this process,
-/// which are secrets like the token (a proxy's error could quote its URL).
+/// which are secrets like the token (a proxy's error could quote its URL, or the
+/// `Proxy-Authorization` it was sent): as written, percent-decoded as the HTTP
+/// client sends it, and whole as that header's base64 of `user:password`.
 pub fn remember_proxy_passwords() {
     for name in PROXY_VARIABLES {
-        let Ok(value) = std::env::var(name) else {
-            continue;
-        };
-        let rest = value
-            .split_once("://")
-            .map_or(value.as_str(), |(_, rest)| rest);
-        if let Some((userinfo, _)) = rest.rsplit_once('@')
-            && let Some((_, password)) = userinfo.split_once(':')
-        {
-            crate::redact::remember(password, crate::redact::Kind::Client);
+        if let Ok(value) = std::env::var(name) {
+            remember_proxy_password(&value);
         }
+    }
+}
+
+/// The password of one proxy setting, in its forms (see above).
+fn remember_proxy_password(value: &str) {
+    use crate::redact::{Kind, percent_decoded, remember, remember_encoded};
+    use base64::Engine as _;
+    let rest = value.split_once("://").map_or(value, |(_, rest)| rest);
+    if let Some((userinfo, _)) = rest.rsplit_once('@')
+        && let Some((user, password)) = userinfo.split_once(':')
+    {
+        remember(password, Kind::Client);
+        remember(&percent_decoded(password), Kind::Client);
+        let basic = base64::engine::general_purpose::STANDARD.encode(format!(
+            "{}:{}",
+            percent_decoded(user),
+            percent_decoded(password)
+        ));
+        remember_encoded(&basic, Kind::Client);
     }
 }
 
@@ -214,6 +227,21 @@ mod tests {
             "{groups:?}"
         );
         assert_eq!(config.alpn_protocols, [b"http/1.1".to_vec()]);
+    }
+
+    /// A proxy that echoes the `Proxy-Authorization` it was sent, or the password
+    /// as the client decoded it: both redacted.
+    #[test]
+    fn a_proxy_password_is_known_in_the_forms_the_client_sends() {
+        remember_proxy_password("http://user:pa%24%24w0rd%21@127.0.0.1:3128");
+        assert_eq!(
+            crate::redact::redact("proxy saw Basic dXNlcjpwYSQkdzByZCE="),
+            "proxy saw Basic [redacted]"
+        );
+        assert_eq!(
+            crate::redact::redact("password pa$$w0rd! refused"),
+            "password [redacted] refused"
+        );
     }
 
     #[test]

@@ -208,20 +208,28 @@ fn runtime() -> Result<tokio::runtime::Runtime, ExitCode> {
         })
 }
 
-/// SIGTERM and SIGINT cancel `shutdown` (a second one exits at once); SIGHUP
-/// notifies `reload`. Installed before anything else awaits, so none is lost.
+/// A stop signal this soon after the first is the same request, not a second
+/// one: `timeout(1)` signals its child and then its process group, and a terminal's
+/// Ctrl-C reaches every process of the group.
+const SAME_STOP: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// SIGTERM and SIGINT cancel `shutdown`; a second one, [`SAME_STOP`] or more after
+/// the first, exits at once (status 1). SIGHUP notifies `reload`. Installed before
+/// anything else awaits, so none is lost.
 fn watch_signals(shutdown: CancellationToken, reload: Arc<Notify>) -> std::io::Result<()> {
     let mut terminate = signal(SignalKind::terminate())?;
     let mut interrupt = signal(SignalKind::interrupt())?;
     let mut hangup = signal(SignalKind::hangup())?;
     tokio::spawn(async move {
+        let mut first = None;
         loop {
             tokio::select! {
                 _ = terminate.recv() => {}
                 _ = interrupt.recv() => {}
                 _ = hangup.recv() => { reload.notify_one(); continue; }
             }
-            if shutdown.is_cancelled() {
+            let at = *first.get_or_insert_with(tokio::time::Instant::now);
+            if shutdown.is_cancelled() && at.elapsed() >= SAME_STOP {
                 tracing::warn!(
                     event = "shutdown",
                     "second stop signal: exiting without waiting for the goodbye"

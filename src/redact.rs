@@ -125,6 +125,130 @@ impl Known {
         let pair = u16::from_be_bytes([first, second]);
         self.starts[usize::from(pair) / 64] & (1 << (pair % 64)) != 0
     }
+
+    /// The byte ranges of `bytes` that are runs of [`PARTIAL`] bytes of a form.
+    fn runs<'a>(&'a self, bytes: &'a [u8]) -> impl Iterator<Item = (usize, usize)> + 'a {
+        (0..bytes.len().saturating_sub(PARTIAL - 1)).filter_map(move |start| {
+            if !self.may_start_run(bytes[start], bytes[start + 1]) {
+                return None;
+            }
+            let run = &bytes[start..start + PARTIAL];
+            self.client
+                .iter()
+                .chain(&self.access)
+                .any(|form| form.holds_run(run))
+                .then_some((start, start + PARTIAL))
+        })
+    }
+}
+
+/// A text with its escapes undone and its white space dropped, and for each byte
+/// of it, the range of the original it came from.
+struct Decoded {
+    bytes: Vec<u8>,
+    /// Where in the original each byte starts.
+    from: Vec<usize>,
+    /// Where in the original each byte ends.
+    to: Vec<usize>,
+    /// Whether anything was undone or dropped (else the runs are the original's).
+    changed: bool,
+}
+
+impl Decoded {
+    fn of(text: &[u8]) -> Self {
+        let mut decoded = Self {
+            bytes: Vec::with_capacity(text.len()),
+            from: Vec::with_capacity(text.len()),
+            to: Vec::with_capacity(text.len()),
+            changed: false,
+        };
+        let mut at = 0;
+        while at < text.len() {
+            let (byte, width) = match text[at] {
+                b if b <= b' ' || b == 0x7f => (None, 1),
+                b'%' => hex_byte(&text[at + 1..], 2).map_or((Some(b'%'), 1), |b| (Some(b), 3)),
+                b'&' => entity(&text[at..]).map_or((Some(b'&'), 1), |(b, w)| (Some(b), w)),
+                b'\\' => json_escape(&text[at..]).map_or((Some(b'\\'), 1), |(b, w)| (Some(b), w)),
+                b => (Some(b), 1),
+            };
+            if let Some(byte) = byte {
+                decoded.bytes.push(byte);
+                decoded.from.push(at);
+                decoded.to.push(at + width);
+            }
+            decoded.changed |= width > 1 || byte.is_none();
+            at += width;
+        }
+        decoded
+    }
+}
+
+/// The ASCII byte that `digits` hex digits at the start of `text` spell.
+fn hex_byte(text: &[u8], digits: usize) -> Option<u8> {
+    let hex = text.get(..digits)?;
+    if !hex.iter().all(u8::is_ascii_hexdigit) {
+        return None;
+    }
+    let hex = std::str::from_utf8(hex).ok()?;
+    u8::try_from(u32::from_str_radix(hex, 16).ok()?)
+        .ok()
+        .filter(u8::is_ascii)
+}
+
+/// An HTML character reference at the start of `text` (`&amp;`, `&#43;`,
+/// `&#x2B;`, ...) for an ASCII character, and its width.
+fn entity(text: &[u8]) -> Option<(u8, usize)> {
+    let end = text.iter().take(10).position(|b| *b == b';')?;
+    let name = std::str::from_utf8(&text[1..end]).ok()?;
+    let byte = match name {
+        "amp" => b'&',
+        "lt" => b'<',
+        "gt" => b'>',
+        "quot" => b'"',
+        "apos" => b'\'',
+        _ => {
+            let number = name.strip_prefix('#')?;
+            let code = match number.strip_prefix(['x', 'X']) {
+                Some(hex) => u32::from_str_radix(hex, 16).ok()?,
+                None => number.parse().ok()?,
+            };
+            u8::try_from(code).ok().filter(u8::is_ascii)?
+        }
+    };
+    Some((byte, end + 1))
+}
+
+/// A JSON escape at the start of `text` (`\u002b`, `\/`, `\"`, `\\\\`) for an
+/// ASCII character, and its width.
+fn json_escape(text: &[u8]) -> Option<(u8, usize)> {
+    match text.get(1)? {
+        b'u' => hex_byte(&text[2..], 4).map(|b| (b, 6)),
+        b @ (b'/' | b'"' | b'\\') => Some((*b, 2)),
+        _ => None,
+    }
+}
+
+/// `text` with its percent-escapes undone (as an HTTP client decodes the user and
+/// password of a proxy URL); an escape that is not one stays as it is.
+pub fn percent_decoded(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut at = 0;
+    while at < bytes.len() {
+        let escaped = (bytes[at] == b'%')
+            .then(|| bytes.get(at + 1..at + 3))
+            .flatten()
+            .filter(|hex| hex.iter().all(u8::is_ascii_hexdigit))
+            .and_then(|hex| u8::from_str_radix(std::str::from_utf8(hex).ok()?, 16).ok());
+        if let Some(byte) = escaped {
+            out.push(byte);
+            at += 3;
+        } else {
+            out.push(bytes[at]);
+            at += 1;
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 static KNOWN: Mutex<Known> = Mutex::new(Known {
@@ -254,6 +378,9 @@ fn remember_form(known: &mut Known, text: &str, kind: Kind, partial: bool) -> bo
 /// nearly always.
 pub fn redact(text: &str) -> Cow<'_, str> {
     let known = known();
+    if known.client.is_empty() && known.access.is_empty() {
+        return Cow::Borrowed(text);
+    }
     let bytes = text.as_bytes();
     // Byte ranges of `text` to replace.
     let mut hits: Vec<(usize, usize)> = Vec::new();
@@ -273,18 +400,17 @@ pub fn redact(text: &str) -> Cow<'_, str> {
             from += at + secret.len();
         }
     }
-    for start in 0..bytes.len().saturating_sub(PARTIAL - 1) {
-        if !known.may_start_run(bytes[start], bytes[start + 1]) {
-            continue;
-        }
-        let run = &bytes[start..start + PARTIAL];
-        if known
-            .client
-            .iter()
-            .chain(&known.access)
-            .any(|form| form.holds_run(run))
-        {
-            hits.push((start, start + PARTIAL));
+    // Runs, in the text as it is and in the text decoded: every escape a server
+    // or a file may write a secret's characters in (percent-encoding of any of
+    // them, in either case; HTML's entities; JSON's `\u` escapes) undone, and
+    // white space and control characters dropped (a secret broken over lines).
+    let decoded = Decoded::of(bytes);
+    for (start, end) in known.runs(bytes) {
+        hits.push((start, end));
+    }
+    if decoded.changed {
+        for (start, end) in known.runs(&decoded.bytes) {
+            hits.push((decoded.from[start], decoded.to[end - 1]));
         }
     }
     drop(known);
@@ -385,6 +511,46 @@ mod tests {
             let out = redact(&text);
             assert!(out.contains(REDACTED), "{text} -> {out}");
         }
+    }
+
+    /// An echo need not be accidental in one known encoding: a server may escape
+    /// any of a secret's characters in its own way, or break it over lines.
+    #[test]
+    fn a_secret_escaped_any_way_or_broken_over_lines_is_redacted() {
+        let secret = "Ab1+Cd2/Ef3=Gh4&Ij5<Kl6>Mn7+Op8/Qr9";
+        remember(secret, Kind::Client);
+        let chunks: Vec<&str> = secret
+            .as_bytes()
+            .chunks(9)
+            .map(|c| std::str::from_utf8(c).unwrap())
+            .collect();
+        for text in [
+            // Broken every 9 bytes, by new lines or spaces.
+            format!("error: {}", chunks.join("\n")),
+            format!("error: {}", chunks.join(" ")),
+            // HTML's entities.
+            "token Ab1+Cd2/Ef3=Gh4&amp;Ij5&lt;Kl6&gt;Mn7+Op8/Qr9 refused".to_owned(),
+            "&#65;b1&#x2B;Cd2/Ef3=Gh4&#38;Ij5<Kl6>Mn7+Op8/Qr9".to_owned(),
+            // Python's quote (`/` left), Go's PathEscape (`+`, `=`, `&` left).
+            "Location: /x/Ab1%2BCd2/Ef3%3DGh4%26Ij5%3CKl6%3EMn7%2BOp8/Qr9".to_owned(),
+            "Location: /x/Ab1+Cd2%2FEf3=Gh4&Ij5%3CKl6%3EMn7+Op8%2FQr9".to_owned(),
+            // JSON's escapes.
+            r#"{"detail":"Ab1\u002bCd2\/Ef3\u003dGh4\u0026Ij5\u003cKl6\u003eMn7+Op8\/Qr9"}"#
+                .to_owned(),
+        ] {
+            let out = redact(&text);
+            assert!(out.contains(REDACTED), "{text} -> {out}");
+            for chunk in &chunks {
+                assert!(!out.contains(chunk), "{chunk:?} left in {out}");
+            }
+        }
+        assert_eq!(redact("a & b < c"), "a & b < c");
+    }
+
+    #[test]
+    fn percent_decoding_undoes_escapes_and_keeps_what_is_not_one() {
+        assert_eq!(percent_decoded("pa%24%24w0rd%21"), "pa$$w0rd!");
+        assert_eq!(percent_decoded("100%+%zz%4"), "100%+%zz%4");
     }
 
     #[test]

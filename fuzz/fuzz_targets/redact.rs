@@ -1,7 +1,7 @@
 //! The last line of defence (`hostbeat::redact`): whatever text surrounds a secret,
-//! and whatever part of it a text holds, no run of `PARTIAL` bytes of the secret
-//! (raw or percent-encoded) is left in what comes out, and the text around it
-//! keeps its characters.
+//! and whatever part of it a text holds (raw, percent-encoded, HTML-escaped or
+//! broken over lines), no run of `PARTIAL` bytes of the secret (raw or
+//! percent-encoded) is left in what comes out, white space aside.
 #![no_main]
 
 use hostbeat::redact::{Kind, PARTIAL, redact, remember};
@@ -32,8 +32,24 @@ fuzz_target!(|bytes: &[u8]| {
     remember(&secret, Kind::Access);
     let encoded: String = url_encoded(&secret);
     let text = String::from_utf8_lossy(text);
-    // A piece of the secret, in one of its forms, somewhere in the text.
-    let form = if cut_from % 2 == 0 { &secret } else { &encoded };
+    // A piece of the secret, in one of its forms, somewhere in the text: raw,
+    // percent-encoded, HTML-escaped, or broken over lines every 9 bytes.
+    let html = secret
+        .replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;");
+    let broken = secret
+        .as_bytes()
+        .chunks(9)
+        .map(|c| std::str::from_utf8(c).expect("ASCII"))
+        .collect::<Vec<_>>()
+        .join("\n");
+    let form = match cut_from % 4 {
+        0 => &secret,
+        1 => &encoded,
+        2 => &html,
+        _ => &broken,
+    };
     let from = usize::from(*cut_from) % form.len();
     let to = (from + usize::from(*cut_to)).min(form.len());
     let mut at = usize::from(*at) % (text.len() + 1);
@@ -42,10 +58,16 @@ fuzz_target!(|bytes: &[u8]| {
     }
     let composed = format!("{}{}{}", &text[..at], &form[from..to], &text[at..]);
     let out = redact(&composed);
+    // White space and control characters dropped, as the redactor drops them.
+    let squeezed: String = out
+        .chars()
+        .filter(|c| !(c.is_ascii_control() || *c == ' '))
+        .collect();
     for form in [&secret, &encoded] {
         for run in form.as_bytes().windows(PARTIAL) {
             let run = std::str::from_utf8(run).expect("ASCII");
             assert!(!out.contains(run), "{run:?} left in {out:?}");
+            assert!(!squeezed.contains(run), "{run:?} left in {out:?}");
         }
     }
 });

@@ -133,6 +133,16 @@ impl EnvFile {
                         "remove the backslash at the end of the token's line",
                     ));
                 }
+                if next.trim_start().starts_with(['#', ';']) {
+                    return Err(ConfigError::new(
+                        "env_file",
+                        None,
+                        format!(
+                            "{joined}: {key}'s line ends in a backslash, which joins the comment below it into {key}'s value"
+                        ),
+                        format!("remove the backslash at the end of {key}'s line"),
+                    ));
+                }
                 if let Some(swallowed) = assignment_key(next) {
                     return Err(ConfigError::new(
                         "env_file",

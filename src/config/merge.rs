@@ -82,14 +82,48 @@ pub(super) struct Merge {
     /// Settings an empty variable cleared: (setting, where it was set, where it was
     /// cleared).
     cleared: Vec<(&'static str, Origin, Origin)>,
+    /// The first setting whose value holds a client token's assignment, and where.
+    carries_token: Option<(&'static str, Origin)>,
 }
 
 impl Merge {
     /// Sets `key` from `origin`, over any lower layer's value.
     pub fn set(&mut self, key: &'static str, value: String, origin: Origin) {
+        if self.carries_token.is_none() && super::assigns_client_token(&value) {
+            self.carries_token = Some((key, origin.clone()));
+        }
         if let Some(below) = self.values.insert(key, (value, origin)) {
             self.overridden.entry(key).or_default().push(below);
         }
+    }
+
+    /// An error for a setting whose value holds a client token's assignment (a
+    /// quote or a trailing backslash left open above the token's line, or two
+    /// settings on one line, carried the token into it): the value is logged and
+    /// shown as the setting's, so it is refused, and not quoted.
+    pub fn token_carried(&self) -> Option<ConfigError> {
+        let (key, origin) = self.carries_token.as_ref()?;
+        let fix = match origin {
+            Origin::ConfigFile(path) => format!(
+                "close the quotes of {key} on its own line in {}",
+                path.display()
+            ),
+            Origin::EnvFile(path) => format!(
+                "put {} on a line of its own in {}, with no backslash at the end of the line above",
+                env_var(key),
+                path.display()
+            ),
+            Origin::Environment | Origin::Default => format!(
+                "set {} to its value alone (systemctl edit hostbeat), and the token in the env file",
+                env_var(key)
+            ),
+        };
+        Some(ConfigError::new(
+            *key,
+            Some(origin.describe(key)),
+            "its value holds a client token setting, which would be logged as part of it (the value is not shown)".to_owned(),
+            fix,
+        ))
     }
 
     /// Adds the `HOSTBEAT_*` variables of one environment layer (the env file, the

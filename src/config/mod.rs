@@ -413,6 +413,9 @@ pub fn load(inputs: ConfigInputs) -> Result<Loaded, ConfigError> {
             .machine_id_file
             .unwrap_or_else(|| PathBuf::from("/etc/machine-id")),
     };
+    if let Some(carried) = merge.token_carried() {
+        return Err(carried);
+    }
     let shadowed = merge.shadowed();
     let layers = Layers {
         values: merge.values.clone(),
@@ -475,6 +478,20 @@ fn toml_position(message: &str) -> Option<(u32, u32)> {
     let after = &after[after.find("column ")? + 7..];
     let column: String = after.chars().take_while(char::is_ascii_digit).collect();
     Some((line.parse().ok()?, column.parse().ok()?))
+}
+
+/// Whether `value` holds an assignment of the client token in any of the ways a
+/// file or a variable spells one (`client_token =`, `"client_token" =`,
+/// `HOSTBEAT_CLIENT_TOKEN=`, any case): what a quote or a line continuation left
+/// open, or two settings written on one line, carries into another setting's value.
+pub(crate) fn assigns_client_token(value: &str) -> bool {
+    let lower = value.to_ascii_lowercase();
+    lower.match_indices("client_token").any(|(at, name)| {
+        lower[at + name.len()..]
+            .trim_start_matches(['"', '\''])
+            .trim_start()
+            .starts_with('=')
+    })
 }
 
 /// The most a config file may hold: hostbeat's whole file is a few hundred bytes.
@@ -579,11 +596,7 @@ pub fn parse_config_file(path: &Path, text: &str) -> Result<Vec<(String, String)
         // A multi-line string left open above the token's line takes that line
         // into its value, which is then logged as the setting's: refused, and not
         // quoted.
-        if key != "client_token"
-            && text
-                .lines()
-                .any(|line| line.trim_start().starts_with("client_token"))
-        {
+        if key != "client_token" && assigns_client_token(&text) {
             return Err(problem(format!(
                 "{key}: its value runs over the client_token line (a multi-line string is left open above it)"
             ))

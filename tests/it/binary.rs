@@ -466,6 +466,52 @@ async fn sigterm_in_the_middle_of_a_backoff_wait_exits_at_once_after_the_goodbye
     assert_eq!(plane.heartbeats().last().unwrap().status(), "offline");
 }
 
+/// Two stop signals at once (`timeout(1)` signals its child, then its group) are
+/// one request: the goodbye is still said, and the exit is clean. A second signal
+/// a second or more later means "now": exit status 1 without waiting.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_stop_signal_means_now_only_a_second_after_the_first() {
+    let (plane, url) = plane(PlaneConfig::default()).await;
+    let host = Host::new(&format!("HOSTBEAT_CLIENT_TOKEN={SECRET}\n"));
+    let vars = [
+        ("HOSTBEAT_SERVER_URL", url.as_str()),
+        ("HOSTBEAT_HEARTBEAT_INTERVAL", "1s"),
+    ];
+    for (gap, code) in [(Duration::ZERO, 0), (Duration::from_millis(1500), 1)] {
+        plane.clear_fault();
+        let mut agent = Process::spawn(host.command(&vars));
+        assert!(
+            eventually(Duration::from_secs(20), || plane.heartbeats().len() >= 2).await,
+            "{}",
+            agent.text()
+        );
+        // The goodbye hangs for 3 s (within shutdown_timeout, 5 s).
+        plane.set_fault(Fault::Slow { delay_ms: 3_000 }, Scope::All, None);
+        let stopping = tokio::time::Instant::now();
+        agent.signal("TERM");
+        tokio::time::sleep(gap).await;
+        agent.signal("TERM");
+        let status = agent.wait(Duration::from_secs(10)).await;
+        assert_eq!(status.code(), Some(code), "{}", agent.text());
+        let took = stopping.elapsed();
+        if code == 0 {
+            assert!(took >= Duration::from_secs(3), "took {took:?}");
+            assert!(
+                agent.text().contains("told this host is offline"),
+                "{}",
+                agent.text()
+            );
+        } else {
+            assert!(took < Duration::from_millis(2_800), "took {took:?}");
+            assert!(
+                agent.text().contains("second stop signal"),
+                "{}",
+                agent.text()
+            );
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rotated_token_is_used_after_the_first_rejection_without_a_restart() {
     let (plane, url) = plane(PlaneConfig::default()).await;

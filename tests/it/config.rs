@@ -682,10 +682,20 @@ fn a_config_file_cannot_carry_the_token_into_another_setting_or_hang_the_start()
             "basic.toml",
             format!("log_level = \"\"\"info\n  client_token = {SECRET}\"\"\"\n"),
         ),
+        (
+            "quoted_key.toml",
+            format!(
+                "server_url = \"\"\"http://127.0.0.1:1\n\"client_token\" = \"{SECRET}\"\n\"\"\"\n"
+            ),
+        ),
+        (
+            "upper_case.toml",
+            format!("scope = \"\"\"read\nCLIENT_TOKEN = '{SECRET}'\"\"\"\n"),
+        ),
     ] {
         let toml = dir.write(name, &text);
         let e = error(dir.valid().config_file(&toml)).to_string();
-        assert!(e.contains("runs over the client_token line"), "{e}");
+        assert!(e.contains("runs over the client_token line"), "{name}: {e}");
         assert!(e.contains("close the quotes of"), "{e}");
         for (what, form) in forms(SECRET) {
             assert!(!e.contains(form.as_str()), "{what} in {e}");
@@ -704,6 +714,51 @@ fn a_config_file_cannot_carry_the_token_into_another_setting_or_hang_the_start()
     let huge = dir.write("huge.toml", &"# comment\n".repeat(200_000));
     let e = error(dir.valid().config_file(&huge)).to_string();
     assert!(e.contains("larger than 1024 KiB"), "{e}");
+}
+
+/// However the token's assignment gets into another setting's value (two settings
+/// on one line of the env file, a backslash joining a commented-out old token, a
+/// variable holding both), that setting is refused without quoting it: its value
+/// would be logged, shown by `check` and written to the status file.
+#[test]
+fn no_setting_carries_a_token_assignment_from_any_place() {
+    let dir = Dir::new();
+    let old = "ct_OlDtOkEn-Rq8Wm3Zs6Xk1Pv4Nd7";
+    for (env_file, var, says) in [
+        (
+            format!("HOSTBEAT_SERVER_URL=http://127.0.0.1:1 HOSTBEAT_CLIENT_TOKEN={SECRET}\n"),
+            None,
+            "holds a client token setting",
+        ),
+        (
+            format!(
+                "HOSTBEAT_CLIENT_TOKEN={SECRET}\nHOSTBEAT_SCOPE=read \\\n# HOSTBEAT_CLIENT_TOKEN={old}\n"
+            ),
+            None,
+            "joins the comment below it",
+        ),
+        (
+            String::new(),
+            Some(format!("read HOSTBEAT_CLIENT_TOKEN={SECRET}")),
+            "holds a client token setting",
+        ),
+    ] {
+        dir.write("hostbeat.env", &env_file);
+        let mut inputs = dir
+            .bare()
+            .var("HOSTBEAT_SERVER_URL", "https://cp.example.com")
+            .var("HOSTBEAT_CLIENT_TOKEN", SECRET);
+        if let Some(value) = &var {
+            inputs = inputs.var("HOSTBEAT_SCOPE", value);
+        }
+        let e = error(inputs).to_string();
+        assert!(e.contains(says), "{e}");
+        for token in [SECRET, old] {
+            for (what, form) in forms(token) {
+                assert!(!e.contains(form.as_str()), "{what} in {e}");
+            }
+        }
+    }
 }
 
 /// Every duration setting has a documented ceiling, so that no value can make a
