@@ -175,6 +175,14 @@ pub async fn plane(config: PlaneConfig) -> (ControlPlane, String) {
     (plane, format!("http://{addr}"))
 }
 
+/// SIGTERM, then a clean exit after the `offline` heartbeat.
+pub async fn stop_with_goodbye(agent: &mut Process, plane: &ControlPlane) {
+    agent.signal("TERM");
+    let status = agent.wait(Duration::from_secs(10)).await;
+    assert!(status.success(), "{status:?}\n{}", agent.text());
+    assert_eq!(plane.heartbeats().last().unwrap().status(), "offline");
+}
+
 /// Rotates the token on the control plane and in the env file, and waits until the
 /// running agent heartbeats with the new one.
 pub async fn rotate_and_wait(plane: &ControlPlane, host: &Host, agent: &Process) {
@@ -348,10 +356,7 @@ async fn runs_reloads_and_stops_with_a_goodbye_and_writes_the_token_nowhere() {
         "{}",
         agent.text()
     );
-    agent.signal("TERM");
-    let status = agent.wait(Duration::from_secs(10)).await;
-    assert!(status.success(), "{status:?}\n{}", agent.text());
-    assert_eq!(plane.heartbeats().last().unwrap().status(), "offline");
+    stop_with_goodbye(&mut agent, &plane).await;
 
     let output = agent.text();
     for line in [
@@ -408,10 +413,7 @@ async fn a_loopback_plane_is_reached_directly_whatever_the_proxy_variables_say()
         "{}",
         agent.text()
     );
-    agent.signal("TERM");
-    let status = agent.wait(Duration::from_secs(10)).await;
-    assert!(status.success(), "{status:?}\n{}", agent.text());
-    assert_eq!(plane.heartbeats().last().unwrap().status(), "offline");
+    stop_with_goodbye(&mut agent, &plane).await;
     accepting.abort();
     let proxied = *connections.lock().unwrap();
     assert_eq!(proxied, 0, "{}", agent.text());

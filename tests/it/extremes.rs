@@ -8,7 +8,7 @@ use std::time::{Duration, SystemTime};
 
 use hostbeat::config::{self, CEILINGS, ConfigInputs};
 
-use crate::support::SECRET;
+use crate::support::{SECRET, base64_url};
 
 /// The extremes as a setting could spell them.
 const SPELLED: &[&str] = &[
@@ -147,7 +147,7 @@ fn any_token_lifetime_is_within_the_ceiling_or_none() {
         "9223372036854775807",
         "1795000000.5",
     ] {
-        let payload = base64_url(&format!("{{\"exp\":{exp}}}"));
+        let payload = base64_url(format!("{{\"exp\":{exp}}}").as_bytes());
         let jwt = format!("eyJhbGciOiJub25lIn0.{payload}.sig");
         within(
             hostbeat::credentials::token_lifetime(None, &jwt, now),
@@ -195,21 +195,4 @@ fn any_session_ttl_is_held_to_what_was_asked() {
             "{header:?}: {ttl:?}"
         );
     }
-}
-
-/// Unpadded base64url, as in a JWT.
-fn base64_url(text: &str) -> String {
-    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
-    let bytes = text.as_bytes();
-    let mut out = String::new();
-    for chunk in bytes.chunks(3) {
-        let n = chunk
-            .iter()
-            .enumerate()
-            .fold(0u32, |n, (i, b)| n | u32::from(*b) << (16 - 8 * i));
-        for i in 0..=chunk.len() {
-            out.push(char::from(ALPHABET[(n >> (18 - 6 * i) & 63) as usize]));
-        }
-    }
-    out
 }

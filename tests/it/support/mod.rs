@@ -436,7 +436,7 @@ pub use figures::Row;
 /// The token scan, shared with tests/system.
 #[path = "../../common/scan.rs"]
 mod scan;
-pub use scan::{assert_no_token, contains, files_under, forms};
+pub use scan::{assert_no_token, base64_url, contains, files_under, forms};
 
 /// A forward proxy on loopback that tunnels every `CONNECT` to `target` (whatever
 /// host the request names) and answers anything else with 502. It records each
