@@ -175,7 +175,8 @@ pub fn without_password(value: &str) -> String {
 /// Tells [`crate::redact`] the passwords of the proxy variables of this process,
 /// which are secrets like the token (a proxy's error could quote its URL, or the
 /// `Proxy-Authorization` it was sent): as written, percent-decoded as the HTTP
-/// client sends it, and whole as that header's base64 of `user:password`.
+/// client sends it, and whole as that header's base64 of `user:password`. They
+/// are kept apart from the client token's forms, which rotations replace.
 pub fn remember_proxy_passwords() {
     for name in PROXY_VARIABLES {
         if let Ok(value) = std::env::var(name) {
@@ -184,23 +185,30 @@ pub fn remember_proxy_passwords() {
     }
 }
 
-/// The password of one proxy setting, in its forms (see above).
+/// The password of one proxy setting, in its forms (see above); a user name
+/// without a password is the credential itself (an API key as the user).
 fn remember_proxy_password(value: &str) {
     use crate::redact::{Kind, percent_decoded, remember, remember_encoded};
     use base64::Engine as _;
     let rest = value.split_once("://").map_or(value, |(_, rest)| rest);
-    if let Some((userinfo, _)) = rest.rsplit_once('@')
-        && let Some((user, password)) = userinfo.split_once(':')
-    {
-        remember(password, Kind::Client);
-        remember(&percent_decoded(password), Kind::Client);
-        let basic = base64::engine::general_purpose::STANDARD.encode(format!(
-            "{}:{}",
-            percent_decoded(user),
-            percent_decoded(password)
-        ));
-        remember_encoded(&basic, Kind::Client);
-    }
+    let Some((userinfo, _)) = rest.rsplit_once('@') else {
+        return;
+    };
+    let (user, secret) = match userinfo.split_once(':') {
+        Some((user, password)) => (user, password),
+        None => ("", userinfo),
+    };
+    remember(secret, Kind::Fixed);
+    remember(&percent_decoded(secret), Kind::Fixed);
+    let header = if user.is_empty() {
+        format!("{}:", percent_decoded(secret))
+    } else {
+        format!("{}:{}", percent_decoded(user), percent_decoded(secret))
+    };
+    remember_encoded(
+        &base64::engine::general_purpose::STANDARD.encode(header),
+        Kind::Fixed,
+    );
 }
 
 #[cfg(test)]
@@ -230,10 +238,22 @@ mod tests {
     }
 
     /// A proxy that echoes the `Proxy-Authorization` it was sent, or the password
-    /// as the client decoded it: both redacted.
+    /// as the client decoded it: both redacted, however many client tokens are
+    /// learnt after it.
     #[test]
     fn a_proxy_password_is_known_in_the_forms_the_client_sends() {
         remember_proxy_password("http://user:pa%24%24w0rd%21@127.0.0.1:3128");
+        remember_proxy_password("http://APIKEY-0123456789abcdef@127.0.0.1:3128");
+        for rotation in 0..200 {
+            crate::redact::remember(
+                &format!("rotated-client-token-{rotation:04}"),
+                crate::redact::Kind::Client,
+            );
+        }
+        assert_eq!(
+            crate::redact::redact("proxy saw Basic QVBJS0VZLTAxMjM0NTY3ODlhYmNkZWY6"),
+            "proxy saw Basic [redacted]"
+        );
         assert_eq!(
             crate::redact::redact("proxy saw Basic dXNlcjpwYSQkdzByZCE="),
             "proxy saw Basic [redacted]"

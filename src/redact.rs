@@ -30,9 +30,12 @@ pub const REDACTED: &str = "[redacted]";
 pub const PARTIAL: usize = 10;
 
 /// How many client-token forms are kept: the token in use and a few predecessors
-/// after rotations, each in its raw, percent-encoded and base64 forms (up to 27),
-/// and proxy passwords.
+/// after rotations, each in its raw, percent-encoded and base64 forms (up to 27).
 const CLIENT_FORMS: usize = 160;
+
+/// How many forms of the secrets read once at start and never replaced are kept
+/// (proxy passwords): a list of their own, so that no rotation pushes them out.
+const FIXED_FORMS: usize = 96;
 
 /// How many access-token forms are kept: the one in use and its predecessors of
 /// the last hours (a token outlives its replacement by its remaining lifetime at
@@ -44,13 +47,15 @@ const ACCESS_FORMS: usize = 48;
 const SHORTEST: usize = 6;
 
 /// Which kind of secret a form belongs to (they are kept apart, so that access
-/// tokens never push the client token out).
+/// tokens never push the client token out, nor rotations a proxy's password).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
     /// The long-lived client token (or OAuth client secret) and its forms.
     Client,
     /// An access token issued by the token endpoint.
     Access,
+    /// A secret read once at start and never replaced (a proxy's password).
+    Fixed,
 }
 
 /// One form of a secret and, when runs of it are redacted too, where each pair of
@@ -105,6 +110,7 @@ impl Form {
 struct Known {
     client: VecDeque<Form>,
     access: VecDeque<Form>,
+    fixed: VecDeque<Form>,
     /// One bit for each pair of bytes that starts a run of some form: most
     /// positions of a text start none, and are passed over at the cost of one
     /// lookup (a status file is redacted at every heartbeat).
@@ -112,9 +118,14 @@ struct Known {
 }
 
 impl Known {
+    /// Every form of every kind.
+    fn forms(&self) -> impl Iterator<Item = &Form> {
+        self.client.iter().chain(&self.access).chain(&self.fixed)
+    }
+
     fn rebuild_starts(&mut self) {
         self.starts = [0; 1024];
-        for form in self.client.iter().chain(&self.access) {
+        for form in self.client.iter().chain(&self.access).chain(&self.fixed) {
             for (pair, _) in form.pairs.iter().flatten() {
                 self.starts[usize::from(*pair) / 64] |= 1 << (pair % 64);
             }
@@ -133,9 +144,7 @@ impl Known {
                 return None;
             }
             let run = &bytes[start..start + PARTIAL];
-            self.client
-                .iter()
-                .chain(&self.access)
+            self.forms()
                 .any(|form| form.holds_run(run))
                 .then_some((start, start + PARTIAL))
         })
@@ -165,12 +174,14 @@ impl Decoded {
         let mut at = 0;
         while at < text.len() {
             let (byte, width) = match text[at] {
-                b if b <= b' ' || b == 0x7f => (None, 1),
-                b'%' => hex_byte(&text[at + 1..], 2).map_or((Some(b'%'), 1), |b| (Some(b), 3)),
-                b'&' => entity(&text[at..]).map_or((Some(b'&'), 1), |(b, w)| (Some(b), w)),
-                b'\\' => json_escape(&text[at..]).map_or((Some(b'\\'), 1), |(b, w)| (Some(b), w)),
-                b => (Some(b), 1),
+                b'%' => hex_byte(&text[at + 1..], 2).map_or((b'%', 1), |b| (b, 3)),
+                b'&' => entity(&text[at..]).unwrap_or((b'&', 1)),
+                b'\\' => backslash_escape(&text[at..]).unwrap_or((b'\\', 1)),
+                b => (b, 1),
             };
+            // White space and control characters are dropped, written as they are
+            // or escaped (`%0A`, `&#10;`, `\n`): a secret broken over lines.
+            let byte = (byte > b' ' && byte != 0x7f).then_some(byte);
             if let Some(byte) = byte {
                 decoded.bytes.push(byte);
                 decoded.from.push(at);
@@ -195,10 +206,10 @@ fn hex_byte(text: &[u8], digits: usize) -> Option<u8> {
         .filter(u8::is_ascii)
 }
 
-/// An HTML character reference at the start of `text` (`&amp;`, `&#43;`,
-/// `&#x2B;`, ...) for an ASCII character, and its width.
+/// An HTML character reference at the start of `text` (`&amp;`, `&plus;`,
+/// `&#43;`, `&#x002B;`, ...) for an ASCII character, and its width.
 fn entity(text: &[u8]) -> Option<(u8, usize)> {
-    let end = text.iter().take(10).position(|b| *b == b';')?;
+    let end = text.iter().take(16).position(|b| *b == b';')?;
     let name = std::str::from_utf8(&text[1..end]).ok()?;
     let byte = match name {
         "amp" => b'&',
@@ -206,6 +217,22 @@ fn entity(text: &[u8]) -> Option<(u8, usize)> {
         "gt" => b'>',
         "quot" => b'"',
         "apos" => b'\'',
+        "plus" => b'+',
+        "sol" => b'/',
+        "equals" => b'=',
+        "colon" => b':',
+        "percnt" => b'%',
+        "num" => b'#',
+        "excl" => b'!',
+        "quest" => b'?',
+        "lowbar" => b'_',
+        "period" => b'.',
+        "comma" => b',',
+        "ast" => b'*',
+        "commat" => b'@',
+        "dollar" => b'$',
+        "Tab" => b'\t',
+        "NewLine" => b'\n',
         _ => {
             let number = name.strip_prefix('#')?;
             let code = match number.strip_prefix(['x', 'X']) {
@@ -218,12 +245,19 @@ fn entity(text: &[u8]) -> Option<(u8, usize)> {
     Some((byte, end + 1))
 }
 
-/// A JSON escape at the start of `text` (`\u002b`, `\/`, `\"`, `\\\\`) for an
-/// ASCII character, and its width.
-fn json_escape(text: &[u8]) -> Option<(u8, usize)> {
+/// A backslash escape at the start of `text`, as JSON, JavaScript, Python or a
+/// shell write one (`\u002b`, `\x2b`, `\/`, `\"`, `\n`, ...), for an ASCII
+/// character, and its width.
+fn backslash_escape(text: &[u8]) -> Option<(u8, usize)> {
     match text.get(1)? {
         b'u' => hex_byte(&text[2..], 4).map(|b| (b, 6)),
-        b @ (b'/' | b'"' | b'\\') => Some((*b, 2)),
+        b'x' => hex_byte(&text[2..], 2).map(|b| (b, 4)),
+        b'n' => Some((b'\n', 2)),
+        b'r' => Some((b'\r', 2)),
+        b't' => Some((b'\t', 2)),
+        b'b' => Some((0x08, 2)),
+        b'f' => Some((0x0c, 2)),
+        b @ (b'/' | b'"' | b'\'' | b'\\') => Some((*b, 2)),
         _ => None,
     }
 }
@@ -254,6 +288,7 @@ pub fn percent_decoded(text: &str) -> String {
 static KNOWN: Mutex<Known> = Mutex::new(Known {
     client: VecDeque::new(),
     access: VecDeque::new(),
+    fixed: VecDeque::new(),
     starts: [0; 1024],
 });
 
@@ -285,6 +320,12 @@ pub fn remember(secret: &str, kind: Kind) {
                 forms.push(variant);
             }
         }
+    }
+    // The secret as the decoded scan sees it, when it holds text that looks like
+    // an escape (`%41`, `&amp;`, `\x41`) or white space itself.
+    let decoded = String::from_utf8_lossy(&Decoded::of(secret.as_bytes()).bytes).into_owned();
+    if !forms.contains(&decoded) {
+        forms.push(decoded);
     }
     for text in forms.clone() {
         for shift in 0..3 {
@@ -350,6 +391,7 @@ fn remember_form(known: &mut Known, text: &str, kind: Kind, partial: bool) -> bo
     let (list, limit) = match kind {
         Kind::Client => (&mut known.client, CLIENT_FORMS),
         Kind::Access => (&mut known.access, ACCESS_FORMS),
+        Kind::Fixed => (&mut known.fixed, FIXED_FORMS),
     };
     if let Some(at) = list.iter().position(|f| *f.text == text) {
         // Known already: it moves to the young end, so the one in use stays.
@@ -369,6 +411,7 @@ fn remember_form(known: &mut Known, text: &str, kind: Kind, partial: bool) -> bo
     match kind {
         Kind::Client => known.client.push_back(form),
         Kind::Access => known.access.push_back(form),
+        Kind::Fixed => known.fixed.push_back(form),
     }
     evicted
 }
@@ -378,7 +421,7 @@ fn remember_form(known: &mut Known, text: &str, kind: Kind, partial: bool) -> bo
 /// nearly always.
 pub fn redact(text: &str) -> Cow<'_, str> {
     let known = known();
-    if known.client.is_empty() && known.access.is_empty() {
+    if known.forms().next().is_none() {
         return Cow::Borrowed(text);
     }
     let bytes = text.as_bytes();
@@ -387,12 +430,7 @@ pub fn redact(text: &str) -> Cow<'_, str> {
     // Whole forms: only those the run scan below does not cover (a form with runs
     // is covered whole by its own runs), so that a status file's redaction at
     // every heartbeat is one pass over its bytes, not one per form.
-    for form in known
-        .client
-        .iter()
-        .chain(&known.access)
-        .filter(|form| form.pairs.is_none())
-    {
+    for form in known.forms().filter(|form| form.pairs.is_none()) {
         let secret = form.text.as_bytes();
         let mut from = 0;
         while let Some(at) = find(&bytes[from..], secret) {
@@ -537,6 +575,12 @@ mod tests {
             // JSON's escapes.
             r#"{"detail":"Ab1\u002bCd2\/Ef3\u003dGh4\u0026Ij5\u003cKl6\u003eMn7+Op8\/Qr9"}"#
                 .to_owned(),
+            // Broken by escaped white space, and other languages' escapes.
+            format!("error: {}", chunks.join("%0A")),
+            format!("error: {}", chunks.join("&#10;")),
+            format!("error: {}", chunks.join("\\n")),
+            format!("error: {}", chunks.join("\\u0020")),
+            "Ab1\\x2bCd2&sol;Ef3&equals;Gh4&amp;Ij5&#x000003C;Kl6>Mn7+Op8/Qr9".to_owned(),
         ] {
             let out = redact(&text);
             assert!(out.contains(REDACTED), "{text} -> {out}");
@@ -545,6 +589,20 @@ mod tests {
             }
         }
         assert_eq!(redact("a & b < c"), "a & b < c");
+    }
+
+    /// A secret that holds what looks like an escape is found broken over lines
+    /// too: its decoded form is remembered with it.
+    #[test]
+    fn a_secret_that_looks_escaped_is_found_broken_over_lines() {
+        let secret = "aB3dE6gH9%41jK2mN5pQ8sT";
+        remember(secret, Kind::Client);
+        let out = redact("bad token: aB3dE6gH\n9%41jK2mN\n5pQ8sT");
+        let squeezed: String = out.split_whitespace().collect();
+        for run in secret.as_bytes().windows(PARTIAL) {
+            let run = std::str::from_utf8(run).unwrap();
+            assert!(!squeezed.contains(run), "{run:?} left in {out}");
+        }
     }
 
     #[test]

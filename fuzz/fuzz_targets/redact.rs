@@ -33,7 +33,8 @@ fuzz_target!(|bytes: &[u8]| {
     let encoded: String = url_encoded(&secret);
     let text = String::from_utf8_lossy(text);
     // A piece of the secret, in one of its forms, somewhere in the text: raw,
-    // percent-encoded, HTML-escaped, or broken over lines every 9 bytes.
+    // percent-encoded, HTML-escaped, or broken every 9 bytes by a line break,
+    // written as it is or escaped.
     let html = secret
         .replace('&', "&amp;")
         .replace('<', "&lt;")
@@ -43,7 +44,7 @@ fuzz_target!(|bytes: &[u8]| {
         .chunks(9)
         .map(|c| std::str::from_utf8(c).expect("ASCII"))
         .collect::<Vec<_>>()
-        .join("\n");
+        .join(["\n", "%0A", "&#10;", "\\n"][usize::from(cut_from / 4) % 4]);
     let form = match cut_from % 4 {
         0 => &secret,
         1 => &encoded,
@@ -58,8 +59,11 @@ fuzz_target!(|bytes: &[u8]| {
     }
     let composed = format!("{}{}{}", &text[..at], &form[from..to], &text[at..]);
     let out = redact(&composed);
-    // White space and control characters dropped, as the redactor drops them.
+    // Line breaks dropped, written or escaped, as the redactor drops them.
     let squeezed: String = out
+        .replace("%0A", "")
+        .replace("&#10;", "")
+        .replace("\\n", "")
         .chars()
         .filter(|c| !(c.is_ascii_control() || *c == ' '))
         .collect();

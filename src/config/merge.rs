@@ -89,8 +89,9 @@ pub(super) struct Merge {
 impl Merge {
     /// Sets `key` from `origin`, over any lower layer's value.
     pub fn set(&mut self, key: &'static str, value: String, origin: Origin) {
-        if self.carries_token.is_none() && super::assigns_client_token(&value) {
-            self.carries_token = Some((key, origin.clone()));
+        if super::assigns_client_token(&value) {
+            super::remember_carried_tokens(&value);
+            self.carries_token.get_or_insert((key, origin.clone()));
         }
         if let Some(below) = self.values.insert(key, (value, origin)) {
             self.overridden.entry(key).or_default().push(below);

@@ -175,6 +175,9 @@ impl ConfigInputs {
     /// The real process environment: `HOSTBEAT_*`, `STATE_DIRECTORY` and
     /// `CREDENTIALS_DIRECTORY`. The token goes straight into its secret slot.
     pub fn from_process(config_file: Option<PathBuf>) -> Self {
+        if let Some(path) = &config_file {
+            remember_carried_tokens(&path.to_string_lossy());
+        }
         // A systemd service: started by systemd (PID 1, its parent) with an
         // invocation id. The id alone is also in desktop terminals' shells.
         let mut inputs = Self {
@@ -191,6 +194,7 @@ impl ConfigInputs {
                 let value = value
                     .into_string()
                     .unwrap_or_else(|v| v.to_string_lossy().into_owned());
+                remember_carried_tokens(&value);
                 inputs = inputs.var(key, value);
             }
         }
@@ -494,6 +498,35 @@ pub(crate) fn assigns_client_token(value: &str) -> bool {
     })
 }
 
+/// The values `value` assigns to a client token (see [`assigns_client_token`]),
+/// as far as the next white space or quote.
+fn carried_tokens(value: &str) -> Vec<&str> {
+    let lower = value.to_ascii_lowercase();
+    lower
+        .match_indices("client_token")
+        .filter_map(|(at, name)| {
+            let rest = &value[at + name.len()..];
+            let rest = rest.trim_start_matches(['"', '\'']).trim_start();
+            let rest = rest.strip_prefix('=')?.trim_start();
+            let rest = rest.trim_start_matches(['"', '\'']);
+            let end = rest
+                .find(|c: char| c.is_whitespace() || c == '"' || c == '\'')
+                .unwrap_or(rest.len());
+            Some(&rest[..end]).filter(|token| !token.is_empty())
+        })
+        .collect()
+}
+
+/// Tells the redactor every client token `value` assigns: a value from outside
+/// (a variable, a path, a setting) that carries one is refused where it is a
+/// setting, but may still be shown where it is only a path (`--config`,
+/// `HOSTBEAT_STATE_DIR` for `hostbeat status`).
+pub(crate) fn remember_carried_tokens(value: &str) {
+    for token in carried_tokens(value) {
+        crate::redact::remember(token, crate::redact::Kind::Client);
+    }
+}
+
 /// The most a config file may hold: hostbeat's whole file is a few hundred bytes.
 const CONFIG_FILE_LIMIT: u64 = 1 << 20;
 
@@ -605,4 +638,36 @@ pub fn parse_config_file(path: &Path, text: &str) -> Result<Vec<(String, String)
         out.push((key, text));
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_token_assignment_is_found_in_any_spelling_and_a_path_is_not_one() {
+        for (value, carried) in [
+            (
+                "read HOSTBEAT_CLIENT_TOKEN=ct-carried-1",
+                vec!["ct-carried-1"],
+            ),
+            (
+                "\"client_token\" = \"ct-carried-2\"\n",
+                vec!["ct-carried-2"],
+            ),
+            ("x CLIENT_TOKEN = 'ct-carried-3' y", vec!["ct-carried-3"]),
+            ("/etc/hostbeat/client_token", vec![]),
+            ("/srv/client_token_file", vec![]),
+        ] {
+            assert_eq!(carried_tokens(value), carried, "{value}");
+            assert_eq!(assigns_client_token(value), !carried.is_empty(), "{value}");
+        }
+        remember_carried_tokens("/etc/hostbeat.toml HOSTBEAT_CLIENT_TOKEN=ct-PathCarried-77");
+        assert_eq!(
+            crate::redact::redact(
+                "reading /etc/hostbeat.toml HOSTBEAT_CLIENT_TOKEN=ct-PathCarried-77"
+            ),
+            "reading /etc/hostbeat.toml HOSTBEAT_CLIENT_TOKEN=[redacted]"
+        );
+    }
 }
