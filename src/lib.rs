@@ -36,6 +36,7 @@ pub mod http;
 pub mod identity;
 pub mod imds;
 pub mod logging;
+pub mod reaction;
 pub mod redact;
 pub mod report;
 pub mod retry;

@@ -57,13 +57,28 @@ impl FailureClass {
         }
     }
 
-    /// Failures of authentication, logged as auth failures and retried on the auth
-    /// schedule.
-    pub fn is_auth(self) -> bool {
-        matches!(
-            self,
-            Self::MissingToken | Self::CredentialRejected | Self::ClientInactive
-        )
+    /// Every class, in the order of the declaration.
+    pub fn all() -> impl Iterator<Item = Self> + Clone {
+        std::iter::successors(Some(Self::MissingToken), |class| class.next())
+    }
+
+    /// The class declared after this one: a new class is an arm here, which the
+    /// compiler asks for, and so a member of [`all`](Self::all).
+    fn next(self) -> Option<Self> {
+        match self {
+            Self::MissingToken => Some(Self::TokenExpired),
+            Self::TokenExpired => Some(Self::CredentialRejected),
+            Self::CredentialRejected => Some(Self::ClientInactive),
+            Self::ClientInactive => Some(Self::UnknownAgent),
+            Self::UnknownAgent => Some(Self::RateLimited),
+            Self::RateLimited => Some(Self::ServerError),
+            Self::ServerError => Some(Self::Timeout),
+            Self::Timeout => Some(Self::Connect),
+            Self::Connect => Some(Self::Tls),
+            Self::Tls => Some(Self::Dns),
+            Self::Dns => Some(Self::Protocol),
+            Self::Protocol => None,
+        }
     }
 
     /// What it means, for a person.

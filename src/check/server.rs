@@ -15,6 +15,7 @@ use crate::api::{ApiClient, ApiError, FailureClass};
 use crate::config::Settings;
 use crate::credentials::{Bearer, Credentials};
 use crate::heartbeat::{CLOCK_SKEW_LIMIT, Connection};
+use crate::reaction::{Failed, Mode, react};
 
 pub(super) async fn check(settings: &Settings, send_heartbeat: Heartbeat, report: &mut Report) {
     proxy_environment(report);
@@ -319,6 +320,8 @@ pub(super) fn failure(
 ) -> Finding {
     let summary = format!("{error} ({})", ms(took));
     let rotate = rotate_fix(settings);
+    // What `hostbeat run` does about it, from the table the daemon follows.
+    let run_does = react(Failed::from(error), Mode::of(settings)).describe();
     let (area, meaning, fix) = match error.class {
         FailureClass::CredentialRejected | FailureClass::TokenExpired => (
             area,
@@ -337,7 +340,12 @@ pub(super) fn failure(
         ),
         FailureClass::Tls => {
             let (meaning, fix) = tls::refused(error);
-            return Finding::fail("tls.refused", summary, meaning, fix);
+            return Finding::fail(
+                "tls.refused",
+                summary,
+                format!("{meaning}; {run_does}"),
+                fix,
+            );
         }
         FailureClass::Connect | FailureClass::Timeout | FailureClass::Dns => (
             "http",
@@ -346,7 +354,7 @@ pub(super) fn failure(
         ),
         FailureClass::RateLimited | FailureClass::ServerError => (
             area,
-            "the control plane has a problem of its own; hostbeat backs off and retries",
+            "the control plane has a problem of its own",
             "nothing to fix on this host; ask the control plane's operators",
         ),
         FailureClass::UnknownAgent | FailureClass::Protocol => (
@@ -358,7 +366,7 @@ pub(super) fn failure(
     Finding::fail(
         format!("{area}.{}", error.class.reason()),
         summary,
-        meaning,
+        format!("{meaning}; {run_does}"),
         fix,
     )
 }

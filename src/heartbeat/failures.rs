@@ -1,14 +1,14 @@
-//! What a failed heartbeat does: the wait before the next attempt (protocol.md
-//! section 3: auth schedule, `Retry-After`, transient backoff with failover), the
-//! stretch of failures it belongs to, and whether it is worth a log line; and the
-//! clock check on every answer.
+//! What a failed heartbeat does: the wait before the next attempt, as the failure
+//! table says ([`crate::reaction`]), the stretch of failures it belongs to, and
+//! whether it is worth a log line; and the clock check on every answer.
 
 use std::time::{Duration, SystemTime};
 
 use tokio::time::Instant;
 
 use super::{Agent, TokenReread, show};
-use crate::api::{ApiError, Endpoint, FailureClass};
+use crate::api::{ApiError, FailureClass};
+use crate::reaction::{Failed, Retry, Wait, react};
 use crate::report::Failure;
 
 /// A clock further than this from the control plane's is reported (once).
@@ -24,6 +24,8 @@ pub(super) struct Outage {
     pub(super) started: Instant,
     pub(super) missed: u64,
     pub(super) last_class: Option<FailureClass>,
+    /// Whether the last failure was an authentication failure.
+    pub(super) last_auth: bool,
     /// The class last logged, and when.
     logged: Option<(FailureClass, Instant)>,
 }
@@ -59,11 +61,13 @@ impl Outage {
 impl Agent {
     /// Decides the wait after a failure (protocol.md section 3) and logs it.
     pub(super) fn on_failure(&mut self, error: &ApiError) -> Duration {
+        let reaction = react(Failed::from(error), self.mode());
         let outage = self.outage.get_or_insert_with(|| Outage {
             since: SystemTime::now(),
             started: Instant::now(),
             missed: 0,
             last_class: None,
+            last_auth: false,
             logged: None,
         });
         outage.missed += 1;
@@ -81,9 +85,8 @@ impl Agent {
         } else {
             String::new()
         };
-        let static_token_refused =
-            class == FailureClass::TokenExpired && !self.credentials.is_exchange();
-        let auth = class.is_auth() || static_token_refused;
+        let auth = reaction.is_auth();
+        outage.last_auth = auth;
         if auth {
             *self
                 .counters
@@ -91,47 +94,38 @@ impl Agent {
                 .entry(class.reason().to_owned())
                 .or_default() += 1;
         }
-        // The token may have been rotated in the env file: try it at once. What the
-        // re-read found goes on the failure's own line (once, then in summaries).
+        // What a re-read of the client token found goes on the failure's own line
+        // (once, then in summaries).
         let mut reread = None;
-        let access_token_refused = self.credentials.is_exchange()
-            && class == FailureClass::CredentialRejected
-            && error.endpoint != Endpoint::Token;
-        if access_token_refused {
-            // The token endpoint accepted the client token and issued a fresh
-            // access token, which the control plane refused: re-reading the client
-            // token would not help.
-            reread = Some(
-                "the token endpoint accepts the client token, but the control plane refuses the access tokens it issues (a fresh one was refused too): the two disagree about this client (its audience, issuer or signing key)".to_owned(),
-            );
-        } else if auth
-            && (matches!(
-                class,
-                FailureClass::CredentialRejected | FailureClass::ClientInactive
-            ) || static_token_refused)
-        {
+        if reaction.reread_token {
+            // The token may have been rotated in the env file: try it at once.
             match self.reread_token_quietly("the rejection") {
                 TokenReread::Changed => return Duration::ZERO,
                 TokenReread::Unchanged(note) | TokenReread::Failed(note) => reread = Some(note),
             }
+        } else if auth && reaction.retry == Some(Retry::NewAccessToken) {
+            // The token endpoint accepted the client token and issued a fresh
+            // access token, which the control plane refused too.
+            reread = Some(
+                "the token endpoint accepts the client token, but the control plane refuses the access tokens it issues (a fresh one was refused too): the two disagree about this client (its audience, issuer or signing key)".to_owned(),
+            );
         }
-        // The wait: the auth schedule, what the server asked for, or the backoff
-        // (with the next attempt moved to the next server).
-        let (delay, failover) = if auth {
-            (self.auth_backoff.next_delay(), None)
-        } else if let (FailureClass::RateLimited, Some(asked)) = (class, error.retry_after) {
-            self.backoff.next_ceiling();
-            let asked = asked
-                .min(self.settings.retry_after_max)
-                .max(self.settings.backoff.base());
-            (asked, None)
-        } else {
-            let delay = self.backoff.next_delay();
-            let failover = match class {
-                FailureClass::RateLimited => None,
-                _ => self.api.fail_over().map(|s| format!(" at {s}")),
-            };
-            (delay, failover)
+        let (delay, failover) = match reaction.wait {
+            Wait::Auth => (self.auth_backoff.next_delay(), None),
+            Wait::AsAsked(asked) => {
+                // Still a failure of the stretch, for the backoff after it.
+                self.backoff.next_ceiling();
+                let asked = asked
+                    .min(self.settings.retry_after_max)
+                    .max(self.settings.backoff.base());
+                (asked, None)
+            }
+            Wait::Transient { failover } => (
+                self.backoff.next_delay(),
+                failover
+                    .then(|| self.api.fail_over().map(|s| format!(" at {s}")))
+                    .flatten(),
+            ),
         };
         let next = show(delay);
         if log.is_none() {

@@ -42,11 +42,12 @@ use crate::Controls;
 use crate::api::wire::{
     HeartbeatAnswer, HeartbeatRequest, InterruptionNotice, RegisterRequest, Status,
 };
-use crate::api::{ApiClient, ApiError, FailureClass};
+use crate::api::{ApiClient, ApiError};
 use crate::config::HEARTBEAT_FLOOR;
 use crate::config::{ImdsMode, Settings};
 use crate::credentials::{Bearer, Credentials, Reread};
 use crate::identity;
+use crate::reaction::{Failed, Mode, Retry, react};
 use crate::report::timestamp::rfc3339;
 use crate::report::{AgentState, Counters, Failure, Reporter, STATUS_FORMAT, Snapshot, Success};
 use crate::retry::Backoff;
@@ -375,11 +376,8 @@ impl Agent {
                 Ok(answer) => return Ok(answer),
                 Err(error) => error,
             };
-            let stale_token = matches!(
-                error.class,
-                FailureClass::TokenExpired | FailureClass::CredentialRejected
-            );
-            if stale_token && self.credentials.is_exchange() && !refreshed {
+            let retry = react(Failed::from(&error), self.mode()).retry;
+            if retry == Some(Retry::NewAccessToken) && !refreshed {
                 // The access token is what was refused (expired early, or the server
                 // lost it): a new one settles it, or the token endpoint says why not.
                 // Said once a stretch of failures, like the failure itself: a
@@ -404,10 +402,7 @@ impl Agent {
                 }
                 bearer = self.credentials.refresh(Some(bearer.generation)).await?;
                 refreshed = true;
-            } else if error.class == FailureClass::UnknownAgent
-                && self.settings.agent_id.is_none()
-                && !reregistered
-            {
+            } else if retry == Some(Retry::Register) && !reregistered {
                 tracing::warn!(
                     event = "unknown_agent",
                     agent_id = self.agent_id.as_deref(),
@@ -538,12 +533,15 @@ impl Agent {
         }
     }
 
+    /// The inputs of the failure table besides the failure.
+    fn mode(&self) -> Mode {
+        Mode::of(&self.settings)
+    }
+
     /// The state the status file and the metrics report.
     fn agent_state(&self) -> AgentState {
         match (&self.outage, &self.last_success) {
-            (Some(outage), _) if outage.last_class.is_some_and(FailureClass::is_auth) => {
-                AgentState::AuthFailure
-            }
+            (Some(outage), _) if outage.last_auth => AgentState::AuthFailure,
             (Some(_), _) => AgentState::BackingOff,
             (None, Some(_)) => AgentState::Online,
             (None, None) => AgentState::Starting,

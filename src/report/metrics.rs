@@ -12,15 +12,6 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use super::{AgentState, Snapshot};
 
-/// The auth reasons with a series of their own even at zero (the classes the
-/// heartbeat loop counts as authentication failures).
-pub const AUTH_REASONS: [&str; 4] = [
-    "client_inactive",
-    "credential_rejected",
-    "missing_token",
-    "token_expired",
-];
-
 /// The whole file for `snapshot`.
 pub fn render(snapshot: &Snapshot) -> String {
     let mut out = Exposition::default();
@@ -64,16 +55,13 @@ pub fn render(snapshot: &Snapshot) -> String {
         ]
         .map(|(result, n)| (labels(&[("result", result)]), n.to_string())),
     );
-    let others = counters
-        .auth_failures
-        .keys()
-        .map(String::as_str)
-        .filter(|r| !AUTH_REASONS.contains(r));
+    // Every reason the failure table makes an authentication failure, so that
+    // each has its series from the start.
     out.family(
         "hostbeat_auth_failures_total",
         "counter",
         "Heartbeat attempts refused for the credential or the client, by reason.",
-        AUTH_REASONS.into_iter().chain(others).map(|reason| {
+        crate::reaction::auth_reasons().into_iter().map(|reason| {
             let n = counters.auth_failures.get(reason).copied().unwrap_or(0);
             (labels(&[("reason", reason)]), n.to_string())
         }),
