@@ -113,17 +113,25 @@ impl Credentials {
 
     /// The token for the next call: the current one while it is valid, else a new one.
     pub async fn bearer(&self) -> Result<Bearer, ApiError> {
-        if self.exchange.is_none() {
-            return Ok(Bearer {
-                token: self.client_token(),
-                generation: 0,
-                expires_at: None,
-            });
-        }
+        let Some(exchange) = &self.exchange else {
+            return Ok(self.static_bearer());
+        };
         let current = self.access.borrow().clone();
         match current {
             Some(access) if !expired(&access.bearer) => Ok(access.bearer.clone()),
-            stale => self.refresh(stale.map(|a| a.bearer.generation)).await,
+            stale => {
+                self.exchange_anew(exchange, stale.map(|a| a.bearer.generation))
+                    .await
+            }
+        }
+    }
+
+    /// The client token as the bearer token (static mode).
+    fn static_bearer(&self) -> Bearer {
+        Bearer {
+            token: self.client_token(),
+            generation: 0,
+            expires_at: None,
         }
     }
 
@@ -137,11 +145,19 @@ impl Credentials {
 
     /// Obtains a new access token, unless another caller already replaced the
     /// generation `stale` while this one waited: then that token is shared.
+    /// In static mode there is nothing to obtain: the client token is the bearer.
     pub async fn refresh(&self, stale: Option<u64>) -> Result<Bearer, ApiError> {
-        let exchange = self
-            .exchange
-            .as_ref()
-            .expect("refresh is for exchange mode");
+        match &self.exchange {
+            Some(exchange) => self.exchange_anew(exchange, stale).await,
+            None => Ok(self.static_bearer()),
+        }
+    }
+
+    async fn exchange_anew(
+        &self,
+        exchange: &Exchange,
+        stale: Option<u64>,
+    ) -> Result<Bearer, ApiError> {
         let _single_flight = self.exchanging.lock().await;
         if let Some(access) = self.access.borrow().as_ref()
             && Some(access.bearer.generation) != stale
@@ -192,7 +208,7 @@ impl Credentials {
             "access token obtained{}",
             lifetime.map_or_else(
                 || " (no lifetime given: used until the server rejects it)".to_owned(),
-                |l| format!(", valid {}", humantime::format_duration(Duration::from_secs(l.as_secs())))
+                |l| format!(", valid {}", crate::duration::show(l))
             ),
         );
         self.access.send_replace(Some(Arc::new(Access {
@@ -264,7 +280,8 @@ impl Credentials {
                         if backoff.failures() > 1 && !give_up {
                             tracing::debug!(
                                 reason = error.class.reason(),
-                                "token refresh failed again: {error}; next attempt in {delay:?}"
+                                "token refresh failed again: {error}; next attempt in {}",
+                                crate::duration::show(delay)
                             );
                         } else {
                             tracing::warn!(
@@ -273,7 +290,8 @@ impl Credentials {
                                 endpoint = error.endpoint.name(),
                                 http_status = error.status,
                                 consecutive_failures = backoff.failures(),
-                                next_attempt_s = (!give_up).then_some(delay.as_secs()),
+                                next_attempt_s =
+                                    (!give_up).then_some(crate::duration::seconds(delay)),
                                 "token refresh failed: {error}{}",
                                 if give_up {
                                     "; the next call will ask for a new token"

@@ -26,24 +26,26 @@
 //! systemd) as an argument, so that tests drive it without touching process state.
 
 pub mod api;
-pub mod atomic_file;
+pub(crate) mod atomic_file;
 pub mod check;
 pub mod cli;
 pub mod config;
+pub(crate) mod connection;
 pub mod credentials;
+pub(crate) mod duration;
 pub mod heartbeat;
 pub mod http;
 pub mod identity;
 pub mod imds;
 pub mod logging;
-pub mod reaction;
+pub(crate) mod reaction;
 pub mod redact;
 pub mod report;
 pub mod retry;
 pub mod secret;
-pub mod state;
+pub(crate) mod state;
 pub mod systemd;
-pub mod trust;
+pub(crate) mod trust;
 pub mod wheel;
 
 use std::sync::Arc;
@@ -136,7 +138,7 @@ impl std::fmt::Debug for Reloader {
 /// Runs the agent until `controls.shutdown` is cancelled, then says goodbye and
 /// returns. Every notification on `controls.reload` reloads the configuration.
 pub async fn run(settings: Settings, controls: Controls) -> Result<(), RunError> {
-    let connection = heartbeat::Connection::new(&settings)?;
+    let connection = connection::Connection::new(&settings)?;
     heartbeat::Agent::new(Arc::new(settings), connection)
         .run(controls)
         .await;

@@ -244,7 +244,7 @@ pub fn transport_detail(
     connect_timeout: Duration,
     request_timeout: Duration,
 ) -> String {
-    let shown = |d: Duration| humantime::format_duration(d).to_string();
+    let shown = crate::duration::show;
     match class {
         FailureClass::Timeout if error.is_connect() => format!(
             "no connection within {} (connect_timeout)",

@@ -13,8 +13,9 @@ use url::Url;
 use super::{Finding, Heartbeat, Report, heartbeat, tls};
 use crate::api::{ApiClient, ApiError, FailureClass};
 use crate::config::Settings;
+use crate::connection::Connection;
 use crate::credentials::{Bearer, Credentials};
-use crate::heartbeat::{CLOCK_SKEW_LIMIT, Connection};
+use crate::heartbeat::CLOCK_SKEW_LIMIT;
 use crate::reaction::{Failed, Mode, react};
 
 pub(super) async fn check(settings: &Settings, send_heartbeat: Heartbeat, report: &mut Report) {
@@ -426,5 +427,5 @@ fn clock(api: &ApiClient, report: &mut Report) {
 }
 
 pub(super) fn ms(elapsed: Duration) -> String {
-    format!("{} ms", elapsed.as_millis())
+    crate::duration::show(elapsed)
 }

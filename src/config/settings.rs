@@ -14,6 +14,7 @@ use url::Url;
 
 use super::token::{self, CREDENTIAL_NAME, RawToken, TokenOrigin, TokenSource};
 use super::{ConfigError, Layers, Origin};
+use crate::duration::show;
 use crate::retry::RetryPolicy;
 use crate::secret::Token;
 
@@ -402,10 +403,6 @@ fn is_loopback(url: &Url) -> bool {
     }
 }
 
-fn show(d: Duration) -> String {
-    humantime::format_duration(d).to_string()
-}
-
 /// The value of `key` (or its default) and where it came from.
 fn field<'a>(layers: &'a Layers, key: &'static str) -> Field<'a> {
     let default = KEYS.iter().find(|(k, _)| *k == key).and_then(|(_, d)| *d);
@@ -472,7 +469,12 @@ pub(super) fn validate(
     let backoff_cap = field("backoff_cap").duration_at_least(backoff_base)?;
     let auth_backoff_cap = field("auth_backoff_cap").duration_at_least(backoff_base)?;
 
-    let log_level = field("log_level").value.unwrap_or("info").trim().to_owned();
+    // Always set (its default is in KEYS); an empty text would be refused below.
+    let log_level = field("log_level")
+        .value
+        .unwrap_or_default()
+        .trim()
+        .to_owned();
     if let Err(problem) = crate::logging::parse_filter(&log_level) {
         return Err(field("log_level").error(
             format!("{log_level:?} is not a log filter: {problem}"),

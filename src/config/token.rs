@@ -86,7 +86,7 @@ impl fmt::Display for TokenOrigin {
 }
 
 /// How to read the token again: after a rejected credential and on SIGHUP.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct TokenSource {
     /// Where the token in use came from.
     pub origin: TokenOrigin,

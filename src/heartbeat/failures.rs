@@ -6,8 +6,9 @@ use std::time::{Duration, SystemTime};
 
 use tokio::time::Instant;
 
-use super::{Agent, TokenReread, show};
+use super::{Agent, TokenReread};
 use crate::api::{ApiError, FailureClass};
+use crate::duration::{seconds, show};
 use crate::reaction::{Failed, Retry, Wait, react};
 use crate::report::Failure;
 
@@ -142,7 +143,7 @@ impl Agent {
                 token_fp = %self.credentials.client_token().fingerprint(),
                 agent_id = self.agent_id.as_deref(),
                 consecutive_failures = self.auth_backoff.failures(),
-                next_attempt_s = delay.as_secs(),
+                next_attempt_s = seconds(delay),
                 "{still}authentication failed: {error}; {}next attempt in {next}",
                 reread.map(|note| format!("{note}; ")).unwrap_or_default()
             );
@@ -154,7 +155,7 @@ impl Agent {
                 http_status = error.status,
                 agent_id = self.agent_id.as_deref(),
                 consecutive_failures = self.backoff.failures(),
-                next_attempt_s = delay.as_secs(),
+                next_attempt_s = seconds(delay),
                 "{still}{error}; next attempt in {next}{}",
                 failover.unwrap_or_default()
             );

@@ -33,11 +33,11 @@ mod status;
 mod watchdog;
 
 pub use failures::{CLOCK_SKEW_LIMIT, SUMMARY_EVERY};
-pub use reload::Connection;
 
 use self::failures::Outage;
 use self::watchdog::Watchdog;
 use crate::Controls;
+use crate::connection::Connection;
 
 use crate::api::wire::{
     HeartbeatAnswer, HeartbeatRequest, InterruptionNotice, RegisterRequest, Status,
@@ -46,6 +46,7 @@ use crate::api::{ApiClient, ApiError};
 use crate::config::HEARTBEAT_FLOOR;
 use crate::config::{ImdsMode, Settings};
 use crate::credentials::{Bearer, Credentials, Reread};
+use crate::duration::show;
 use crate::identity;
 use crate::reaction::{Failed, Mode, Retry, react};
 use crate::report::timestamp::rfc3339;
@@ -206,20 +207,20 @@ impl Agent {
             state.generated_logical_id.as_deref(),
         )
         .unwrap_or_else(|| {
-                let id = identity::generate().unwrap_or_else(|_| {
-                    format!("{:032x}", fastrand::u128(..))
-                });
-                state.generated_logical_id = Some(id.clone());
-                if let Err(e) = store.save(&state) {
-                    state_unwritable = true;
-                    tracing::warn!(
-                        event = "state_unwritable",
-                        "cannot save the state file {} ({e}); this host's generated id will change at the next start",
-                        store.path().display()
-                    );
-                }
-                id
-            });
+            let id =
+                identity::generate().unwrap_or_else(|_| format!("{:032x}", fastrand::u128(..)));
+            state.generated_logical_id = Some(id.clone());
+            if let Err(e) = store.save(&state) {
+                state_unwritable = true;
+                tracing::warn!(
+                    event = "state_unwritable",
+                    "cannot save the state file {} ({e}); {}",
+                    store.path().display(),
+                    "this host's generated id will change at the next start"
+                );
+            }
+            id
+        });
         let agent_id = settings.agent_id.clone().or_else(|| state.agent_id.clone());
         let reporter = Reporter::new(&settings.state_dir, settings.metrics_textfile.clone());
         Self {
@@ -650,14 +651,4 @@ async fn ping_due(watchdog: Option<&Watchdog>) {
         Some(watchdog) => watchdog.due().await,
         None => std::future::pending().await,
     }
-}
-
-/// A duration for a person: whole seconds above 10 s, milliseconds below.
-pub(super) fn show(d: Duration) -> String {
-    let rounded = if d >= Duration::from_secs(10) {
-        Duration::from_secs(d.as_secs())
-    } else {
-        Duration::from_millis(u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-    };
-    humantime::format_duration(rounded).to_string()
 }

@@ -1,8 +1,7 @@
 //! Reloading on SIGHUP: the configuration is read and validated again and what
 //! changed is applied without losing the agent id, the heartbeat sequence or the
 //! failure count; a configuration that does not validate is refused and the running
-//! one stays. Also the pieces a reload swaps: the [`Connection`] (client and
-//! credentials) and the token refresher.
+//! one stays. Also the token refresher, which a new [`Connection`] restarts.
 
 use std::sync::Arc;
 
@@ -10,51 +9,8 @@ use tokio_util::sync::CancellationToken;
 
 use super::Agent;
 use crate::Reloader;
-use crate::api::ApiClient;
 use crate::config::{ConfigError, Settings};
-use crate::credentials::Credentials;
-
-/// The control-plane client and the credentials it uses: built from settings, and
-/// rebuilt as one when a reload changes either.
-#[derive(Debug)]
-pub struct Connection {
-    pub(super) api: Arc<ApiClient>,
-    pub(super) credentials: Arc<Credentials>,
-}
-
-impl Connection {
-    /// Builds the HTTP client (system roots, `ca_file`) and the credentials.
-    pub fn new(settings: &Settings) -> Result<Self, ConfigError> {
-        Ok(Self::with_client(settings, ApiClient::new(settings)?))
-    }
-
-    /// Like [`new`](Self::new), with a client that keeps the server's certificate
-    /// ([`ApiClient::inspecting`]), for `check`.
-    pub fn inspecting(settings: &Settings) -> Result<Self, ConfigError> {
-        Ok(Self::with_client(
-            settings,
-            ApiClient::inspecting(settings)?,
-        ))
-    }
-
-    fn with_client(settings: &Settings, api: ApiClient) -> Self {
-        let api = Arc::new(api);
-        let credentials = Arc::new(Credentials::new(
-            api.clone(),
-            &settings.auth,
-            settings.client_token.clone(),
-            settings.token_source.clone(),
-            settings.refresh_margin,
-            settings.backoff,
-        ));
-        Self { api, credentials }
-    }
-
-    /// The client and the credentials, for a caller outside the loop (`check`).
-    pub fn into_parts(self) -> (Arc<ApiClient>, Arc<Credentials>) {
-        (self.api, self.credentials)
-    }
-}
+use crate::connection::Connection;
 
 /// A running token refresher and its own stop signal.
 #[derive(Debug)]
@@ -80,72 +36,91 @@ struct Changes {
 }
 
 fn changes(old: &Settings, new: &Settings) -> Changes {
+    // Every field by name, so that a new setting does not compile until it is
+    // decided here whether a reload applies it and what its change needs.
+    let Settings {
+        servers,
+        client_token,
+        token_source,
+        auth,
+        agent_id,
+        paths,
+        heartbeat_interval,
+        refresh_margin,
+        backoff,
+        auth_backoff,
+        retry_after_max,
+        connect_timeout,
+        request_timeout,
+        shutdown_timeout,
+        ca_file,
+        log_level,
+        metrics_textfile,
+        // Taken at the next restart only (`apply` keeps the running values and
+        // says so): the state file's place, and the metadata watcher's settings.
+        state_dir: _,
+        imds: _,
+        // Read once at start, for the logical agent id, which a reload keeps.
+        machine_id_file: _,
+    } = new;
     // (setting, whether it changed, whether its change needs a new Connection)
     let checks = [
-        ("server_url", old.servers != new.servers, true),
-        ("client_token", *old.client_token != *new.client_token, true),
+        ("server_url", old.servers != *servers, true),
+        ("client_token", *old.client_token != **client_token, true),
         (
-            "token_url, client_id, client_auth or scope",
-            old.auth != new.auth,
+            "the client token's source",
+            old.token_source != *token_source,
             true,
         ),
-        ("agent_id", old.agent_id != new.agent_id, false),
+        (
+            "token_url, client_id, client_auth or scope",
+            old.auth != *auth,
+            true,
+        ),
+        ("agent_id", old.agent_id != *agent_id, false),
         (
             "register_path, heartbeat_path or validate_path",
-            old.paths != new.paths,
+            old.paths != *paths,
             true,
         ),
         (
             "heartbeat_interval",
-            old.heartbeat_interval != new.heartbeat_interval,
+            old.heartbeat_interval != *heartbeat_interval,
             false,
         ),
         (
             "refresh_margin",
-            old.refresh_margin != new.refresh_margin,
+            old.refresh_margin != *refresh_margin,
             true,
         ),
-        (
-            "backoff_base or backoff_cap",
-            old.backoff != new.backoff,
-            true,
-        ),
-        (
-            "auth_backoff_cap",
-            old.auth_backoff != new.auth_backoff,
-            false,
-        ),
+        ("backoff_base or backoff_cap", old.backoff != *backoff, true),
+        ("auth_backoff_cap", old.auth_backoff != *auth_backoff, false),
         (
             "retry_after_max",
-            old.retry_after_max != new.retry_after_max,
+            old.retry_after_max != *retry_after_max,
             false,
         ),
         (
             "connect_timeout",
-            old.connect_timeout != new.connect_timeout,
+            old.connect_timeout != *connect_timeout,
             true,
         ),
         (
             "request_timeout",
-            old.request_timeout != new.request_timeout,
+            old.request_timeout != *request_timeout,
             true,
         ),
         (
             "shutdown_timeout",
-            old.shutdown_timeout != new.shutdown_timeout,
+            old.shutdown_timeout != *shutdown_timeout,
             false,
         ),
-        ("ca_file", old.ca_file != new.ca_file, true),
-        ("log_level", old.log_level != new.log_level, false),
+        ("ca_file", old.ca_file != *ca_file, true),
+        ("log_level", old.log_level != *log_level, false),
         (
             "metrics_textfile",
-            old.metrics_textfile != new.metrics_textfile,
+            old.metrics_textfile != *metrics_textfile,
             false,
-        ),
-        (
-            "env_file",
-            old.token_source.env_file != new.token_source.env_file,
-            true,
         ),
     ];
     Changes {

@@ -4,8 +4,9 @@ use std::time::{Duration, SystemTime};
 
 use tokio::time::Instant;
 
-use super::{Agent, show};
+use super::Agent;
 use crate::api::FailureClass;
+use crate::duration::show;
 use crate::report::timestamp::rfc3339;
 
 impl Agent {

@@ -18,7 +18,9 @@ use super::{ImdsClient, ImdsError, Notice, parse_instance_action, parse_rebalanc
 use crate::retry::RetryPolicy;
 use crate::wheel::Grid;
 
-/// The most a poll is put off, beyond the interval, while the service misbehaves.
+/// The most a poll is put off, beyond the interval, while the service misbehaves:
+/// a minute, or one interval when the interval is longer (the backoff starts at
+/// the interval, and its cap is never below its start).
 pub const TROUBLE_BACKOFF_CAP: Duration = Duration::from_secs(60);
 
 /// The running watcher: the notices it hands over, and its task.
@@ -88,7 +90,7 @@ async fn watch(
                         event = "imds_unavailable",
                         reason = error.kind(),
                         "cannot read interruption notices: {error}; heartbeats go on, the next try is in {}",
-                        humantime::format_duration(Duration::from_secs(wait.as_secs().max(1)))
+                        crate::duration::show(wait)
                     );
                     trouble = Some(error.kind());
                 }

@@ -209,7 +209,7 @@ pub fn to_json(snapshot: &Snapshot, daemon: Daemon, file: &Path) -> serde_json::
     value
 }
 
-/// "12 s ago", "in 3m 10s", "now".
+/// "12s ago", "in 3m 10s", "now".
 pub fn ago(now: SystemTime, then: SystemTime) -> String {
     let (span, past) = match now.duration_since(then) {
         Ok(span) => (span, true),
@@ -219,17 +219,7 @@ pub fn ago(now: SystemTime, then: SystemTime) -> String {
     if span.is_zero() {
         return "now".to_owned();
     }
-    let text = if span < Duration::from_secs(60) {
-        format!("{} s", span.as_secs())
-    } else {
-        // Minutes and seconds, or hours and minutes: two units are enough.
-        let rounded = if span < Duration::from_secs(3600) {
-            span
-        } else {
-            Duration::from_secs(span.as_secs() / 60 * 60)
-        };
-        humantime::format_duration(rounded).to_string()
-    };
+    let text = crate::duration::show(span);
     if past {
         format!("{text} ago")
     } else {
@@ -327,8 +317,8 @@ mod tests {
         online.token_expires_at = Some(t0 - Duration::from_secs(12));
         online.next_attempt_at = Some(t0 - Duration::from_secs(5));
         let text = render(&online, Daemon::Running, Path::new("/s"), t0);
-        assert!(text.contains("access token expired 12 s ago"), "{text}");
-        assert!(text.contains("next attempt was due 5 s ago"), "{text}");
+        assert!(text.contains("access token expired 12s ago"), "{text}");
+        assert!(text.contains("next attempt was due 5s ago"), "{text}");
         online.token_expires_at = Some(t0 + Duration::from_secs(60));
         let text = render(&online, Daemon::Running, Path::new("/s"), t0);
         assert!(text.contains("access token expires in 1m"), "{text}");
@@ -338,8 +328,8 @@ mod tests {
     fn times_read_like_a_person_says_them() {
         let t0 = SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000);
         let s = Duration::from_secs;
-        assert_eq!(ago(t0 + s(12), t0), "12 s ago");
-        assert_eq!(ago(t0, t0 + s(18)), "in 18 s");
+        assert_eq!(ago(t0 + s(12), t0), "12s ago");
+        assert_eq!(ago(t0, t0 + s(18)), "in 18s");
         assert_eq!(ago(t0 + s(190), t0), "3m 10s ago");
         assert_eq!(ago(t0 + s(7 * 3600 + 190), t0), "7h 3m ago");
         assert_eq!(ago(t0, t0), "now");
