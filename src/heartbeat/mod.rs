@@ -26,15 +26,17 @@ use tokio::sync::Notify;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-mod failures;
+mod health;
+mod registration;
 mod reload;
 mod spot;
 mod status;
 mod watchdog;
 
-pub use failures::{CLOCK_SKEW_LIMIT, SUMMARY_EVERY};
+pub use health::{CLOCK_SKEW_LIMIT, SUMMARY_EVERY};
 
-use self::failures::Outage;
+use self::health::{Health, Recovery};
+use self::registration::Registration;
 use self::watchdog::Watchdog;
 use crate::Controls;
 use crate::connection::Connection;
@@ -46,13 +48,11 @@ use crate::api::{ApiClient, ApiError};
 use crate::config::HEARTBEAT_FLOOR;
 use crate::config::{ImdsMode, Settings};
 use crate::credentials::{Bearer, Credentials, Reread};
-use crate::duration::show;
+use crate::duration::{seconds, show};
 use crate::identity;
-use crate::reaction::{Failed, Mode, Retry, react};
+use crate::reaction::{Failed, Mode, Retry, Wait, react};
 use crate::report::timestamp::rfc3339;
-use crate::report::{AgentState, Counters, Failure, Reporter, STATUS_FORMAT, Snapshot, Success};
-use crate::retry::Backoff;
-use crate::state::{LoadNote, PersistedState, StateStore};
+use crate::report::{AgentState, Reporter, STATUS_FORMAT, Snapshot, Success};
 use crate::systemd::Notifier;
 use crate::wheel::Grid;
 
@@ -85,7 +85,11 @@ pub fn wait_after_success(server_says: Option<f64>, configured: Duration) -> Dur
         .clamp(HEARTBEAT_FLOOR, SERVER_INTERVAL_MAX)
 }
 
-/// The agent's loop and everything it remembers.
+/// The agent's loop and what it remembers, in parts that keep their own
+/// invariants: the [`Registration`] (who the agent is, in the state file), the
+/// [`Health`] (how heartbeats have fared), the spot notices ([`spot::Spot`]), and
+/// the connection (client, credentials and refresher), which a reload may replace
+/// as one.
 pub struct Agent {
     settings: Arc<Settings>,
     api: Arc<ApiClient>,
@@ -93,28 +97,12 @@ pub struct Agent {
     /// The exchange-mode token refresher, restarted when a reload replaces the
     /// credentials.
     refresher: Option<reload::Refresher>,
-    store: StateStore,
-    state: PersistedState,
-    /// Whether saving the state already failed (warned once, not at every beat).
-    state_unwritable: bool,
-    logical_id: String,
-    hostname: String,
-    agent_id: Option<String>,
+    /// Who this agent is to the control plane, kept in the state file.
+    registration: Registration,
     seq: u64,
     started: Instant,
-    /// The current stretch of failed attempts, if any.
-    outage: Option<Outage>,
-    /// When the last heartbeat was accepted, and its `seq`.
-    last_success: Option<(SystemTime, u64)>,
-    backoff: Backoff,
-    auth_backoff: Backoff,
-    ever_online: bool,
-    /// Whether a clock skew beyond [`CLOCK_SKEW_LIMIT`] has been reported (and not
-    /// since corrected).
-    skew_reported: bool,
-    /// The last failed attempt, kept after a recovery (for the status file).
-    last_failure: Option<Failure>,
-    counters: Counters,
+    /// How heartbeats have fared: the failure stretch, the schedules, the counters.
+    health: Health,
     reporter: Reporter,
     /// The instance and its notices (`imds`).
     spot: spot::Spot,
@@ -185,65 +173,17 @@ impl Agent {
     /// An agent ready to run: state loaded (a corrupt file set aside), ids resolved.
     pub fn new(settings: Arc<Settings>, connection: Connection) -> Self {
         let Connection { api, credentials } = connection;
-        let store = StateStore::new(&settings.state_dir);
-        let (mut state, note) = store.load();
-        match note {
-            LoadNote::Fine => {}
-            LoadNote::SetAside(aside, why) => tracing::warn!(
-                event = "state_corrupt",
-                "the state file {} could not be parsed ({why}); it was moved to {} and the agent starts afresh",
-                store.path().display(),
-                aside.display()
-            ),
-            LoadNote::Unreadable(why) => tracing::warn!(
-                event = "state_unreadable",
-                "the state file {} cannot be read ({why}); the agent starts afresh",
-                store.path().display()
-            ),
-        }
-        let mut state_unwritable = false;
-        let logical_id = identity::known_logical_id(
-            &settings.machine_id_file,
-            state.generated_logical_id.as_deref(),
-        )
-        .unwrap_or_else(|| {
-            let id =
-                identity::generate().unwrap_or_else(|_| format!("{:032x}", fastrand::u128(..)));
-            state.generated_logical_id = Some(id.clone());
-            if let Err(e) = store.save(&state) {
-                state_unwritable = true;
-                tracing::warn!(
-                    event = "state_unwritable",
-                    "cannot save the state file {} ({e}); {}",
-                    store.path().display(),
-                    "this host's generated id will change at the next start"
-                );
-            }
-            id
-        });
-        let agent_id = settings.agent_id.clone().or_else(|| state.agent_id.clone());
+        let registration = Registration::load(&settings);
         let reporter = Reporter::new(&settings.state_dir, settings.metrics_textfile.clone());
         Self {
-            backoff: settings.backoff.backoff(),
-            auth_backoff: settings.auth_backoff.backoff(),
+            health: Health::new(&settings),
             settings,
             api,
             credentials,
             refresher: None,
-            store,
-            state,
-            state_unwritable,
-            logical_id,
-            hostname: identity::hostname(),
-            agent_id,
+            registration,
             seq: 0,
             started: Instant::now(),
-            outage: None,
-            last_success: None,
-            ever_online: false,
-            skew_reported: false,
-            last_failure: None,
-            counters: Counters::default(),
             reporter,
             spot: spot::Spot::default(),
             timer_grid: Grid::none(),
@@ -267,11 +207,14 @@ impl Agent {
                 .ready("starting, asking the instance metadata service who this instance is");
             outside.watcher = self.start_imds(&outside.shutdown).await;
         }
-        let splay = identity::splay(&self.logical_id, self.settings.heartbeat_interval);
+        let splay = identity::splay(
+            self.registration.logical_id(),
+            self.settings.heartbeat_interval,
+        );
         tracing::info!(
             event = "started",
-            logical_agent_id = %self.logical_id,
-            agent_id = self.agent_id.as_deref(),
+            logical_agent_id = %self.registration.logical_id(),
+            agent_id = self.registration.agent_id(),
             server = %self.api.server(),
             token_fp = %self.credentials.client_token().fingerprint(),
             "hostbeat {} started ({} mode{}); first heartbeat in {}",
@@ -308,7 +251,9 @@ impl Agent {
                 }
             };
             let Some(outcome) = outcome else { break };
-            self.check_clock();
+            if let Some(offset) = self.api.clock_offset() {
+                self.health.check_clock(offset);
+            }
             next = match outcome {
                 Ok(answer) => self.on_success(&answer),
                 Err(error) => self.on_failure(&error),
@@ -365,7 +310,7 @@ impl Agent {
         let body = self.heartbeat_body(status, notice);
         let (mut refreshed, mut reregistered) = (false, false);
         loop {
-            let result = match self.agent_id.clone() {
+            let result = match self.registration.agent_id().map(str::to_owned) {
                 Some(agent_id) => self.api.heartbeat(&bearer.token, &agent_id, &body).await,
                 None => match self.register(&bearer).await {
                     // Registered: the heartbeat goes next, with the new id.
@@ -384,7 +329,7 @@ impl Agent {
                 // Said once a stretch of failures, like the failure itself: a
                 // control plane that refuses every access token would otherwise get
                 // a line (and a token_refreshed) per attempt.
-                if self.outage.is_none() {
+                if self.health.outage().is_none() {
                     tracing::info!(
                         event = "token_refused",
                         reason = error.class.reason(),
@@ -406,11 +351,11 @@ impl Agent {
             } else if retry == Some(Retry::Register) && !reregistered {
                 tracing::warn!(
                     event = "unknown_agent",
-                    agent_id = self.agent_id.as_deref(),
+                    agent_id = self.registration.agent_id(),
                     "the control plane does not know this agent ({}); registering again",
                     error.detail
                 );
-                self.agent_id = None;
+                self.registration.forget();
                 reregistered = true;
             } else {
                 return Err(error);
@@ -419,21 +364,21 @@ impl Agent {
     }
 
     async fn register(&mut self, bearer: &Bearer) -> Result<String, ApiError> {
-        let mut request = RegisterRequest::new(self.logical_id.clone(), self.hostname.clone());
+        let mut request = RegisterRequest::new(
+            self.registration.logical_id().to_owned(),
+            self.registration.hostname().to_owned(),
+        );
         request.instance.clone_from(&self.spot.instance);
         let answer = self.api.register(&bearer.token, &request).await?;
         tracing::info!(
             event = "registered",
             agent_id = %answer.agent_id,
-            logical_agent_id = %self.logical_id,
+            logical_agent_id = %self.registration.logical_id(),
             "registered with {} as agent {}",
             self.api.server(),
             answer.agent_id
         );
-        self.agent_id = Some(answer.agent_id.clone());
-        self.state.agent_id = Some(answer.agent_id.clone());
-        self.state.registered_logical_id = Some(self.logical_id.clone());
-        self.save_state();
+        self.registration.registered(&answer.agent_id);
         Ok(answer.agent_id)
     }
 
@@ -442,7 +387,7 @@ impl Agent {
         status: Status,
         interruption: Option<InterruptionNotice>,
     ) -> HeartbeatRequest {
-        let outage = self.outage.as_ref().filter(|o| o.missed > 0);
+        let outage = self.health.outage();
         HeartbeatRequest {
             status,
             seq: self.seq,
@@ -457,34 +402,25 @@ impl Agent {
     /// Resets the backoff, logs a recovery, and returns the time to the next beat.
     fn on_success(&mut self, answer: &HeartbeatAnswer) -> Duration {
         self.spot.delivered();
-        if let Some(outage) = self.outage.take() {
-            tracing::info!(
+        match self.health.succeeded(self.seq) {
+            Recovery::Ended(outage) => tracing::info!(
                 event = "recovered",
-                agent_id = self.agent_id.as_deref(),
+                agent_id = self.registration.agent_id(),
                 consecutive_failures = outage.missed,
                 down_s = outage.started.elapsed().as_secs(),
                 "heartbeats are accepted again after {} failed attempts over {}",
                 outage.missed,
                 show(outage.started.elapsed())
-            );
-        } else if !self.ever_online {
-            tracing::info!(
+            ),
+            Recovery::FirstOnline => tracing::info!(
                 event = "online",
-                agent_id = self.agent_id.as_deref(),
+                agent_id = self.registration.agent_id(),
                 "first heartbeat accepted by {}",
                 self.api.server()
-            );
+            ),
+            Recovery::Steady => {}
         }
-        self.ever_online = true;
-        // A full or read-only disk at registration must not cost the agent id for
-        // good: try again while the state is not saved.
-        if self.state_unwritable {
-            self.save_state();
-        }
-        self.counters.heartbeats_accepted += 1;
-        self.last_success = Some((SystemTime::now(), self.seq));
-        self.backoff.reset();
-        self.auth_backoff.reset();
+        self.registration.save_if_unsaved();
         let next = wait_after_success(answer.next_heartbeat_in, self.settings.heartbeat_interval);
         tracing::debug!(seq = self.seq, "heartbeat accepted; next in {}", show(next));
         next
@@ -539,14 +475,78 @@ impl Agent {
         Mode::of(&self.settings)
     }
 
+    /// Decides the wait after a failure (protocol.md section 3, as the failure
+    /// table says), does what the table asks first (a re-read of the client token,
+    /// a move to the next server), and logs it.
+    fn on_failure(&mut self, error: &ApiError) -> Duration {
+        let reaction = react(Failed::from(error), self.mode());
+        let counted = self.health.count(error, &reaction);
+        let class = error.class;
+        let auth = reaction.is_auth();
+        // What a re-read of the client token found goes on the failure's own line
+        // (once, then in summaries).
+        let mut reread = None;
+        if reaction.reread_token {
+            // The token may have been rotated in the env file: try it at once.
+            match self.reread_token_quietly("the rejection") {
+                TokenReread::Changed => return Duration::ZERO,
+                TokenReread::Unchanged(note) | TokenReread::Failed(note) => reread = Some(note),
+            }
+        } else if auth && reaction.retry == Some(Retry::NewAccessToken) {
+            // The token endpoint accepted the client token and issued a fresh
+            // access token, which the control plane refused too.
+            reread = Some(
+                "the token endpoint accepts the client token, but the control plane refuses the access tokens it issues (a fresh one was refused too): the two disagree about this client (its audience, issuer or signing key)".to_owned(),
+            );
+        }
+        let (delay, consecutive) = self.health.wait(reaction.wait, &self.settings);
+        let failover = match reaction.wait {
+            Wait::Transient { failover: true } => self.api.fail_over().map(|s| format!(" at {s}")),
+            _ => None,
+        };
+        let next = show(delay);
+        let still = if counted.log == Some(true) {
+            format!("still failing after {}: ", counted.so_far)
+        } else {
+            String::new()
+        };
+        if counted.log.is_none() {
+            tracing::debug!(
+                reason = class.reason(),
+                "failed again: {error}; next attempt in {next}"
+            );
+        } else if auth {
+            tracing::error!(
+                event = "auth_failure",
+                reason = class.reason(),
+                endpoint = error.endpoint.name(),
+                http_status = error.status,
+                token_fp = %self.credentials.client_token().fingerprint(),
+                agent_id = self.registration.agent_id(),
+                consecutive_failures = consecutive,
+                next_attempt_s = seconds(delay),
+                "{still}authentication failed: {error}; {}next attempt in {next}",
+                reread.map(|note| format!("{note}; ")).unwrap_or_default()
+            );
+        } else {
+            tracing::warn!(
+                event = "heartbeat_failed",
+                reason = class.reason(),
+                endpoint = error.endpoint.name(),
+                http_status = error.status,
+                agent_id = self.registration.agent_id(),
+                consecutive_failures = consecutive,
+                next_attempt_s = seconds(delay),
+                "{still}{error}; next attempt in {next}{}",
+                failover.unwrap_or_default()
+            );
+        }
+        delay
+    }
+
     /// The state the status file and the metrics report.
     fn agent_state(&self) -> AgentState {
-        match (&self.outage, &self.last_success) {
-            (Some(outage), _) if outage.last_auth => AgentState::AuthFailure,
-            (Some(_), _) => AgentState::BackingOff,
-            (None, Some(_)) => AgentState::Online,
-            (None, None) => AgentState::Starting,
-        }
+        self.health.state()
     }
 
     /// Writes the status file (and the metrics): the next attempt due in `next`,
@@ -564,43 +564,22 @@ impl Agent {
             state: next.map_or(AgentState::Stopped, |_| self.agent_state()),
             status_line: next.map_or("stopped", |(_, line)| line).to_owned(),
             server: self.api.server().to_string(),
-            agent_id: self.agent_id.clone(),
-            logical_agent_id: self.logical_id.clone(),
-            last_success: self.last_success.map(|(at, seq)| Success { at, seq }),
-            consecutive_failures: self.outage.as_ref().map_or(0, |o| o.missed),
-            last_failure: self.last_failure.clone(),
+            agent_id: self.registration.agent_id().map(str::to_owned),
+            logical_agent_id: self.registration.logical_id().to_owned(),
+            last_success: self
+                .health
+                .last_success()
+                .map(|(at, seq)| Success { at, seq }),
+            consecutive_failures: self.health.outage().map_or(0, |o| o.missed),
+            last_failure: self.health.last_failure().cloned(),
             token_expires_at: self.credentials.current_expiry().map(to_wall),
             next_attempt_at: next.map(|(next, _)| now + next),
             instance: self.spot.instance.clone(),
             interruption,
             rebalance,
-            counters: self.counters.clone(),
+            counters: self.health.counters().clone(),
         };
         self.reporter.publish(&snapshot);
-    }
-
-    fn save_state(&mut self) {
-        match self.store.save(&self.state) {
-            Ok(()) if self.state_unwritable => {
-                self.state_unwritable = false;
-                tracing::info!(
-                    event = "state_saved",
-                    agent_id = self.agent_id.as_deref(),
-                    "the state file {} is written again; the agent id will survive a restart",
-                    self.store.path().display()
-                );
-            }
-            Err(e) if !self.state_unwritable => {
-                self.state_unwritable = true;
-                tracing::warn!(
-                    event = "state_unwritable",
-                    "cannot save the state file {} ({e}); the agent id is kept in memory and the save is tried again after each heartbeat",
-                    self.store.path().display()
-                );
-            }
-            // Saved as before, or failing as before: said already.
-            Ok(()) | Err(_) => {}
-        }
     }
 
     /// The `offline` heartbeat (protocol.md section 4) within `shutdown_timeout`:
@@ -608,7 +587,7 @@ impl Agent {
     /// after the token is dropped goes out without one, and is refused) and the one
     /// retry an expired token allows.
     async fn goodbye(&mut self) {
-        let Some(agent_id) = self.agent_id.clone() else {
+        let Some(agent_id) = self.registration.agent_id().map(str::to_owned) else {
             tracing::info!(
                 event = "shutdown",
                 "stopping; not registered, so no goodbye to send"

@@ -197,15 +197,8 @@ impl Agent {
         if old.log_level != new.log_level {
             reloader.set_log_level(&new.log_level);
         }
-        if old.backoff != new.backoff {
-            self.backoff = new.backoff.backoff();
-        }
-        if old.auth_backoff != new.auth_backoff {
-            self.auth_backoff = new.auth_backoff.backoff();
-        }
-        if let Some(id) = &new.agent_id {
-            self.agent_id = Some(id.clone());
-        }
+        self.health.follow(&old, &new);
+        self.registration.configured(new.agent_id.as_ref());
         self.reporter.set_metrics_path(new.metrics_textfile.clone());
         self.settings = Arc::new(new);
         tracing::info!(

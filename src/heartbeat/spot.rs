@@ -165,21 +165,15 @@ impl Agent {
     /// The instance id becomes the logical agent id; an agent id registered under
     /// another logical id is registered again.
     fn adopt_instance(&mut self, instance: Instance) {
-        if self.logical_id != instance.id {
-            self.logical_id.clone_from(&instance.id);
-            let registered_as = self.state.registered_logical_id.as_deref();
-            if self.settings.agent_id.is_none()
-                && self.agent_id.is_some()
-                && registered_as != Some(instance.id.as_str())
-            {
-                // Not an event of its own: the `registered` line that follows is.
-                tracing::info!(
-                    agent_id = self.agent_id.as_deref(),
-                    "the logical agent id is now the instance id {}; registering again under it",
-                    instance.id
-                );
-                self.agent_id = None;
-            }
+        let fixed = self.settings.agent_id.is_some();
+        if self.registration.adopt_logical_id(&instance.id, fixed) {
+            // Not an event of its own: the `registered` line that follows is.
+            tracing::info!(
+                agent_id = self.registration.agent_id(),
+                "the logical agent id is now the instance id {}; registering again under it",
+                instance.id
+            );
+            self.registration.forget();
         }
         self.spot.instance = Some(instance);
     }

@@ -13,7 +13,7 @@ impl Agent {
     /// The one-line state for `systemctl status`, given the time to the next attempt.
     pub(super) fn status_line(&self, next: Duration) -> String {
         let next = show(next);
-        let line = match (&self.outage, &self.last_success) {
+        let line = match (self.health.outage(), self.health.last_success()) {
             (None, Some((at, seq))) => {
                 let token = self
                     .credentials
@@ -21,11 +21,11 @@ impl Agent {
                     .map(|at| {
                         format!(
                             ", token valid {}",
-                            show_coarse(at.saturating_duration_since(Instant::now()))
+                            show(at.saturating_duration_since(Instant::now()))
                         )
                     })
                     .unwrap_or_default();
-                format!("online, last heartbeat {} (seq {seq}){token}", clock(*at))
+                format!("online, last heartbeat {} (seq {seq}){token}", clock(at))
             }
             (None, None) => format!("starting, first heartbeat in {next}"),
             (Some(outage), _) => {
@@ -48,13 +48,4 @@ fn clock(time: SystemTime) -> String {
     stamp
         .split_once('T')
         .map_or(stamp.clone(), |(_, t)| t.to_owned())
-}
-
-/// Minutes for long spans, seconds for short ones: "11m", "40s".
-fn show_coarse(d: Duration) -> String {
-    if d >= Duration::from_secs(120) {
-        format!("{}m", d.as_secs() / 60)
-    } else {
-        format!("{}s", d.as_secs())
-    }
 }
