@@ -157,3 +157,21 @@ fn the_operations_guide_lists_every_event_with_its_message_id() {
         assert!(guide.contains(&row), "docs/operations.md lacks {row}");
     }
 }
+
+/// The goodbye fits the unit's stop timeout: the highest `shutdown_timeout`
+/// hostbeat accepts ends, with a second to spare for the exit, before systemd
+/// would kill the agent in the middle of its offline heartbeat.
+#[test]
+fn the_longest_goodbye_fits_the_units_stop_timeout() {
+    let stop = values(&unit(), "TimeoutStopSec");
+    assert_eq!(stop.len(), 1, "{stop:?}");
+    let stop = humantime::parse_duration(&stop[0]).unwrap();
+    let (_, longest) = hostbeat::config::CEILINGS
+        .iter()
+        .find(|(key, _)| *key == "shutdown_timeout")
+        .unwrap();
+    assert!(
+        *longest + std::time::Duration::from_secs(1) < stop,
+        "shutdown_timeout up to {longest:?}, TimeoutStopSec={stop:?}"
+    );
+}
