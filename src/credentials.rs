@@ -183,9 +183,9 @@ impl Credentials {
             tracing::warn!(
                 event = "token_lifetime_short",
                 lifetime_ms = u64::try_from(l.as_millis()).unwrap_or(u64::MAX),
-                "the token endpoint gives access tokens a lifetime of {} ms, too short to use; treating it as {} s, so that it is asked at most twice a minute",
-                l.as_millis(),
-                LIFETIME_FLOOR.as_secs()
+                "the token endpoint gives access tokens a lifetime of {}, too short to use; treating it as {}, so that it is asked at most twice a minute",
+                crate::duration::show(l),
+                crate::duration::show(LIFETIME_FLOOR)
             );
         }
         let generation = self

@@ -1,8 +1,9 @@
 //! The one way a duration is written for a person, in the journal, `check`,
 //! `status` and errors alike: humantime's units ("250ms", "1m 30s", "2h 5m"), to
-//! the millisecond under 10 s, to the second under an hour, to the minute above.
-//! Fields for machines carry the value itself (`next_attempt_s` with its
-//! milliseconds), never this text.
+//! the millisecond under 10 s, to the second under an hour, to the minute above
+//! ([`show`]); exactly, where an error quotes a setting ([`exact`]). Fields for
+//! machines carry the value itself (`next_attempt_s` with its milliseconds),
+//! never this text.
 
 use std::time::Duration;
 
@@ -16,6 +17,12 @@ pub fn show(d: Duration) -> String {
         Duration::from_secs(d.as_secs() / 60 * 60)
     };
     humantime::format_duration(rounded).to_string()
+}
+
+/// `d` exactly as humantime writes it, for an error that quotes a setting's value
+/// or its bounds (rounded, 300.5 s would read as "5m is above the ceiling of 5m").
+pub fn exact(d: Duration) -> String {
+    humantime::format_duration(d).to_string()
 }
 
 /// `d` in seconds to the millisecond, for a journal field: a wait of 631 ms is

@@ -1,6 +1,6 @@
 //! The one way the agent builds an HTTP client, for the control plane and the
 //! metadata service alike: reqwest over rustls, with ring as rustls's crypto and
-//! the roots that [`crate::trust`] read.
+//! the roots that `crate::trust` read.
 //!
 //! Why ring and not reqwest's default, aws-lc-rs: the same TLS (1.2 and 1.3,
 //! ECDHE, AES-GCM and ChaCha20-Poly1305, ECDSA, RSA and Ed25519 certificates) in

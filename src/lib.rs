@@ -8,15 +8,18 @@
 //!   every secret the process has held.
 //! - [`api`]: the control-plane client: one request builder that always sends the
 //!   bearer token, bounded answers, and the classification of every failure;
-//!   [`http`]: how every HTTP client is built (rustls with ring).
+//!   [`http`]: how every HTTP client is built (rustls with ring); `reaction`: what
+//!   the agent does about each class of failure (protocol.md section 3).
 //! - [`credentials`]: static token or OAuth client-credentials exchange, refreshed
-//!   ahead of expiry, one exchange at a time, rotation without restart.
+//!   ahead of expiry, one exchange at a time, rotation without restart;
+//!   `connection`: the client and the credentials, built as one.
 //! - [`retry`]: exponential backoff with full jitter that never gives up.
 //! - [`heartbeat`]: the loop: registration, cadence, reactions to failures, goodbye.
-//! - [`identity`], [`state`]: who this host is, and what it remembers across restarts;
+//! - [`identity`], `state`: who this host is, and what it remembers across restarts;
 //!   [`imds`]: the EC2 metadata service: instance identity, interruption notices.
 //! - [`report`]: the status file (`hostbeat status`) and the Prometheus textfile;
-//!   [`atomic_file`]: files replaced whole, never half-written.
+//!   `atomic_file`: files replaced whole, never half-written; `duration`: the
+//!   one way a duration is written for a person.
 //! - [`logging`]: where log lines go; [`systemd`]: readiness, status and watchdog;
 //!   [`wheel`]: deadlines placed where the runtime's timers wake anyway.
 //! - [`cli`]: the command line, also the source of the man pages and completions;

@@ -95,7 +95,11 @@ pub fn react(failed: Failed, mode: Mode) -> Reaction {
         reread_token,
         wait,
     };
-    let transient = Wait::Transient { failover: true };
+    // Another control-plane server is tried after a transient failure there; the
+    // token endpoint is one URL, which no control-plane server replaces.
+    let transient = Wait::Transient {
+        failover: failed.endpoint != Endpoint::Token,
+    };
     match failed.class {
         // Every request carries the token: something in between lost it. Re-reading
         // it would not help.
@@ -164,26 +168,26 @@ impl Reaction {
 /// `hostbeat_auth_failures_total` has from the start. A class is one when its
 /// answer is one in some mode from some endpoint.
 pub fn auth_reasons() -> Vec<&'static str> {
-    let modes = [false, true].into_iter().map(|exchange| Mode {
-        exchange,
-        fixed_agent_id: false,
-    });
+    let modes = [(false, false), (false, true), (true, false), (true, true)]
+        .into_iter()
+        .map(|(exchange, fixed_agent_id)| Mode {
+            exchange,
+            fixed_agent_id,
+        });
     let mut reasons: Vec<&'static str> = FailureClass::all()
         .filter(|class| {
             modes.clone().any(|mode| {
-                [Endpoint::Token, Endpoint::Heartbeat]
-                    .iter()
-                    .any(|endpoint| {
-                        react(
-                            Failed {
-                                class: *class,
-                                endpoint: *endpoint,
-                                retry_after: None,
-                            },
-                            mode,
-                        )
-                        .is_auth()
-                    })
+                Endpoint::ALL.iter().any(|endpoint| {
+                    react(
+                        Failed {
+                            class: *class,
+                            endpoint: *endpoint,
+                            retry_after: None,
+                        },
+                        mode,
+                    )
+                    .is_auth()
+                })
             })
         })
         .map(FailureClass::reason)
@@ -295,7 +299,14 @@ mod tests {
                 Wait::Transient { failover: false },
             ),
             ("server_error", STATIC, Heartbeat, None, false, TRANSIENT),
-            ("timeout", EXCHANGE, Token, None, false, TRANSIENT),
+            (
+                "timeout",
+                EXCHANGE,
+                Token,
+                None,
+                false,
+                Wait::Transient { failover: false },
+            ),
             ("connect", STATIC, Heartbeat, None, false, TRANSIENT),
             ("dns", STATIC, Heartbeat, None, false, TRANSIENT),
             ("tls", STATIC, Heartbeat, None, false, TRANSIENT),
@@ -319,6 +330,23 @@ mod tests {
                 "{class:?} has no row"
             );
         }
+    }
+
+    /// protocol.md's table names exactly the classes.
+    #[test]
+    fn protocol_md_names_every_class() {
+        let protocol = include_str!("../docs/protocol.md");
+        let section = &protocol[protocol.find("## 3.").expect("section 3")..];
+        let mut documented: Vec<&str> = section
+            .lines()
+            .take_while(|line| !line.starts_with("## 4."))
+            .filter_map(|line| line.strip_prefix("| ")?.split(" | ").nth(1))
+            .filter_map(|reason| reason.strip_prefix('`')?.strip_suffix('`'))
+            .collect();
+        let mut classes: Vec<&str> = FailureClass::all().map(FailureClass::reason).collect();
+        documented.sort_unstable();
+        classes.sort_unstable();
+        assert_eq!(documented, classes, "protocol.md section 3's reasons");
     }
 
     #[test]

@@ -62,8 +62,10 @@ impl FailureClass {
         std::iter::successors(Some(Self::MissingToken), |class| class.next())
     }
 
-    /// The class declared after this one: a new class is an arm here, which the
-    /// compiler asks for, and so a member of [`all`](Self::all).
+    /// The class declared after this one. The compiler asks for an arm for a new
+    /// class here; the class before it must then point at it, or [`all`](Self::all)
+    /// (and with it the metrics' auth reasons and the failure table's test, which
+    /// checks that every class has a row) will not see it.
     fn next(self) -> Option<Self> {
         match self {
             Self::MissingToken => Some(Self::TokenExpired),
@@ -114,6 +116,9 @@ pub enum Endpoint {
 }
 
 impl Endpoint {
+    /// Every endpoint.
+    pub const ALL: [Self; 4] = [Self::Token, Self::Register, Self::Heartbeat, Self::Validate];
+
     /// Its name in logs (`HOSTBEAT_ENDPOINT`).
     pub fn name(self) -> &'static str {
         match self {

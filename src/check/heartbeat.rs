@@ -10,17 +10,19 @@
 //! created, and a host that has no logical id yet (no machine id, and the daemon
 //! never ran) is not registered under a throwaway one.
 
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use tokio::time::Instant;
 
-use super::server::{failure, ms};
+use super::server::failure;
 use super::{Finding, Report};
+use crate::api::ApiClient;
 use crate::api::wire::{HeartbeatRequest, RegisterRequest, Status};
-use crate::api::{ApiClient, ApiError, FailureClass};
 use crate::config::Settings;
 use crate::credentials::Bearer;
+use crate::duration::show;
 use crate::identity;
+use crate::reaction::{Failed, Mode, Retry, react};
 use crate::report::timestamp::rfc3339;
 use crate::state::{PersistedState, StateStore};
 
@@ -84,13 +86,11 @@ pub(super) async fn send(
         interruption: None,
     };
     let mut result = api.heartbeat(&bearer.token, &agent_id, &body).await;
-    let forgotten = matches!(
-        &result,
-        Err(ApiError {
-            class: FailureClass::UnknownAgent,
-            ..
-        })
-    );
+    // Registered again as the daemon would (the failure table says when), for an
+    // agent id from the state file: a configured one is never replaced.
+    let forgotten = result.as_ref().err().is_some_and(|error| {
+        react(Failed::from(error), Mode::of(settings)).retry == Some(Retry::Register)
+    });
     if forgotten && from_state {
         report.push(Finding::ok(
             "heartbeat.unknown_agent",
@@ -110,9 +110,13 @@ pub(super) async fn send(
                 "sent one heartbeat (status online, seq 1, uptime_s 0) for agent {agent_id}: accepted{} ({})",
                 answer
                     .next_heartbeat_in
-                    .map(|s| format!("; the server asks for the next in {s} s"))
+                    .filter(|s| s.is_finite() && *s > 0.0)
+                    .map(|s| format!(
+                        "; the server asks for the next in {}",
+                        show(Duration::from_secs_f64(s.min(86_400.0)))
+                    ))
                     .unwrap_or_default(),
-                ms(took)
+                show(took)
             ),
         )),
         Ok(_) => report.push(Finding::fail(
@@ -143,7 +147,7 @@ async fn register(
                     "registered logical id {logical_id} as {:?}: agent {} ({}; idempotent, the daemon gets the same id)",
                     request.hostname,
                     answer.agent_id,
-                    ms(started.elapsed())
+                    show(started.elapsed())
                 ),
             ));
             Some(answer.agent_id)

@@ -15,6 +15,7 @@ use crate::api::{ApiClient, ApiError, FailureClass};
 use crate::config::Settings;
 use crate::connection::Connection;
 use crate::credentials::{Bearer, Credentials};
+use crate::duration::show;
 use crate::heartbeat::CLOCK_SKEW_LIMIT;
 use crate::reaction::{Failed, Mode, react};
 
@@ -149,7 +150,7 @@ async fn resolve(
     let port = target.port_or_known_default()?;
     let started = Instant::now();
     let lookup = tokio::time::timeout(limit, tokio::net::lookup_host((host.as_str(), port))).await;
-    let took = ms(started.elapsed());
+    let took = show(started.elapsed());
     match lookup {
         Ok(Ok(addresses)) => {
             let addresses: Vec<SocketAddr> = addresses.collect();
@@ -198,18 +199,18 @@ async fn connect(
             Ok(Ok(_)) => {
                 report.push(Finding::ok(
                     "tcp.connects",
-                    format!("connected to {address} in {}", ms(started.elapsed())),
+                    format!("connected to {address} in {}", show(started.elapsed())),
                 ));
                 return true;
             }
             Ok(Err(e)) => errors.push(format!(
                 "{address}: {} ({})",
                 crate::api::io_words(&e),
-                ms(started.elapsed())
+                show(started.elapsed())
             )),
             Err(_) => errors.push(format!(
                 "{address}: no answer within connect_timeout ({})",
-                ms(started.elapsed())
+                show(started.elapsed())
             )),
         }
     }
@@ -260,7 +261,7 @@ async fn credential(
                                 at.saturating_duration_since(Instant::now()).as_secs()
                             ))
                             .unwrap_or_default(),
-                        ms(started.elapsed())
+                        show(started.elapsed())
                     ),
                 ));
             }
@@ -295,7 +296,7 @@ async fn credential(
                     "the control plane accepts the credential (client {}{}) ({})",
                     answer.client_id.as_deref().unwrap_or("?"),
                     answer.name.map(|n| format!(", {n:?}")).unwrap_or_default(),
-                    ms(took)
+                    show(took)
                 ),
             ));
             return Some(bearer);
@@ -319,7 +320,7 @@ pub(super) fn failure(
     error: &ApiError,
     took: Duration,
 ) -> Finding {
-    let summary = format!("{error} ({})", ms(took));
+    let summary = format!("{error} ({})", show(took));
     let rotate = rotate_fix(settings);
     // What `hostbeat run` does about it, from the table the daemon follows.
     let run_does = react(Failed::from(error), Mode::of(settings)).describe();
@@ -411,21 +412,23 @@ fn clock(api: &ApiClient, report: &mut Report) {
             "not compared: no Date header was seen",
         )),
         Some(offset) if offset.unsigned_abs() <= CLOCK_SKEW_LIMIT.as_secs() => report.push(
-            Finding::ok("clock.ok", format!("within {offset:+} s of the control plane's")),
+            Finding::ok(
+                "clock.ok",
+                format!(
+                    "within {} of the control plane's",
+                    show(Duration::from_secs(offset.unsigned_abs()))
+                ),
+            ),
         ),
         Some(offset) => report.push(Finding::warn(
             "clock.skew",
             format!(
-                "{} s {} the control plane's (from its Date header)",
-                offset.unsigned_abs(),
+                "{} {} the control plane's (from its Date header)",
+                show(Duration::from_secs(offset.unsigned_abs())),
                 if offset > 0 { "behind" } else { "ahead of" }
             ),
             "token lifetimes are monotonic and unaffected, but sent_at and the server's view of this host are off, and TLS certificate checks may fail",
             "synchronise the clock: timedatectl status; timedatectl set-ntp true",
         )),
     }
-}
-
-pub(super) fn ms(elapsed: Duration) -> String {
-    crate::duration::show(elapsed)
 }

@@ -14,7 +14,7 @@ use url::Url;
 
 use super::token::{self, CREDENTIAL_NAME, RawToken, TokenOrigin, TokenSource};
 use super::{ConfigError, Layers, Origin};
-use crate::duration::show;
+use crate::duration::exact;
 use crate::retry::RetryPolicy;
 use crate::secret::Token;
 
@@ -293,14 +293,18 @@ impl Field<'_> {
         let ceiling = ceiling(self.key);
         if value > ceiling {
             return Err(self.error(
-                format!("{} is above the ceiling of {}", show(value), show(ceiling)),
-                format!("set it to {} or less", show(ceiling)),
+                format!(
+                    "{} is above the ceiling of {}",
+                    exact(value),
+                    exact(ceiling)
+                ),
+                format!("set it to {} or less", exact(ceiling)),
             ));
         }
         if value < floor {
             return Err(self.error(
-                format!("{} is below the floor of {}", show(value), show(floor)),
-                format!("set it to {} or more", show(floor)),
+                format!("{} is below the floor of {}", exact(value), exact(floor)),
+                format!("set it to {} or more", exact(floor)),
             ));
         }
         Ok(value)

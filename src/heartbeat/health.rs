@@ -35,24 +35,28 @@ pub(super) struct Outage {
 
 impl Outage {
     /// Whether a failure of `class` gets a log line: the first of its class in this
-    /// stretch (`Some(false)`), or a summary once the last line about it is
-    /// [`SUMMARY_EVERY`] old (`Some(true)`). `None`: a repeat, logged at debug only.
-    fn log_decision(&mut self, class: FailureClass) -> Option<bool> {
+    /// stretch, or a summary once the last line about it is [`SUMMARY_EVERY`] old;
+    /// otherwise a repeat, logged at debug only.
+    fn log_decision(&mut self, class: FailureClass) -> Said {
         let now = Instant::now();
-        let decision = match self.logged {
+        let said = match self.logged {
             Some((logged, at)) if logged == class => {
-                (now.duration_since(at) >= SUMMARY_EVERY).then_some(true)
+                if now.duration_since(at) >= SUMMARY_EVERY {
+                    Said::Summary(self.so_far())
+                } else {
+                    Said::Quiet
+                }
             }
-            _ => Some(false),
+            _ => Said::First,
         };
-        if decision.is_some() {
+        if !matches!(said, Said::Quiet) {
             self.logged = Some((class, now));
         }
-        decision
+        said
     }
 
     /// "3 attempts over 4m 10s"
-    pub(super) fn so_far(&self) -> String {
+    fn so_far(&self) -> String {
         format!(
             "{} attempts over {}",
             self.missed,
@@ -62,8 +66,8 @@ impl Outage {
 }
 
 /// How heartbeats have fared. Invariant: a stretch of failures ([`Outage`]) exists
-/// exactly while the last attempt failed; a success ends it and resets both
-/// schedules.
+/// exactly while the loop's last heartbeat failed (the goodbye is not counted); a
+/// success ends it and resets both schedules.
 pub(super) struct Health {
     /// The current stretch of failed attempts, if any.
     outage: Option<Outage>,
@@ -82,13 +86,15 @@ pub(super) struct Health {
     counters: Counters,
 }
 
-/// A failure counted into the stretch.
-pub(super) struct Counted {
-    /// `Some(false)`: the first of its class in the stretch, logged; `Some(true)`:
-    /// a summary is due; `None`: a repeat, logged at debug only.
-    pub(super) log: Option<bool>,
-    /// "3 attempts over 4m 10s", for a summary.
-    pub(super) so_far: String,
+/// How a failure is said in the journal.
+pub(super) enum Said {
+    /// The first of its class in the stretch: a line of its own.
+    First,
+    /// A repeat, and the last line about it is [`SUMMARY_EVERY`] old: a summary,
+    /// with the stretch so far ("3 attempts over 4m 10s").
+    Summary(String),
+    /// A repeat: debug only.
+    Quiet,
 }
 
 /// How a success ended things.
@@ -125,9 +131,9 @@ impl Health {
         }
     }
 
-    /// The stretch of failures under way, once an attempt of it failed.
+    /// The stretch of failures under way.
     pub(super) fn outage(&self) -> Option<&Outage> {
-        self.outage.as_ref().filter(|o| o.missed > 0)
+        self.outage.as_ref()
     }
 
     pub(super) fn last_success(&self) -> Option<(SystemTime, u64)> {
@@ -153,19 +159,15 @@ impl Health {
     }
 
     /// Counts a failure of `error`, which the failure table answered with
-    /// `reaction`, into the stretch.
-    pub(super) fn count(&mut self, error: &ApiError, reaction: &Reaction) -> Counted {
-        let outage = self.outage.get_or_insert_with(|| Outage {
-            since: SystemTime::now(),
-            started: Instant::now(),
-            missed: 0,
-            last_class: None,
-            last_auth: false,
-            logged: None,
-        });
-        outage.missed += 1;
-        outage.last_class = Some(error.class);
-        outage.last_auth = reaction.is_auth();
+    /// `reaction`, into the stretch, and decides how it is said.
+    pub(super) fn count(&mut self, error: &ApiError, reaction: &Reaction) -> Said {
+        self.count_quietly(error, reaction)
+            .log_decision(error.class)
+    }
+
+    /// Counts a failure into the stretch without a word about it: one the agent
+    /// settled at once (a rotated token, read again and tried at once).
+    pub(super) fn count_quietly(&mut self, error: &ApiError, reaction: &Reaction) -> &mut Outage {
         self.last_failure = Some(Failure {
             at: SystemTime::now(),
             reason: error.class.reason().to_owned(),
@@ -179,10 +181,18 @@ impl Health {
                 .entry(error.class.reason().to_owned())
                 .or_default() += 1;
         }
-        Counted {
-            log: outage.log_decision(error.class),
-            so_far: outage.so_far(),
-        }
+        let outage = self.outage.get_or_insert_with(|| Outage {
+            since: SystemTime::now(),
+            started: Instant::now(),
+            missed: 0,
+            last_class: None,
+            last_auth: false,
+            logged: None,
+        });
+        outage.missed += 1;
+        outage.last_class = Some(error.class);
+        outage.last_auth = reaction.is_auth();
+        outage
     }
 
     /// The wait before the next attempt, on the schedule `wait` names, and the
@@ -234,5 +244,105 @@ impl Health {
             );
         }
         self.skew_reported = skewed;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::Endpoint;
+    use crate::reaction::{Failed, Mode, react};
+    use crate::retry::RetryPolicy;
+
+    fn failed(class: FailureClass) -> ApiError {
+        ApiError {
+            class,
+            endpoint: Endpoint::Heartbeat,
+            status: Some(401),
+            detail: String::new(),
+            retry_after: None,
+            server: "https://cp.example.com".to_owned(),
+        }
+    }
+
+    fn health() -> Health {
+        let policy = RetryPolicy::new(Duration::from_secs(1), Duration::from_secs(60));
+        Health {
+            outage: None,
+            last_success: None,
+            backoff: policy.backoff(),
+            auth_backoff: policy.backoff(),
+            ever_online: false,
+            skew_reported: false,
+            last_failure: None,
+            counters: Counters::default(),
+        }
+    }
+
+    /// What the table counts as an authentication failure is what the state says:
+    /// a static token the server calls expired was logged and counted as one, but
+    /// the state said `backing_off`.
+    #[test]
+    fn the_state_follows_the_table() {
+        let static_mode = Mode {
+            exchange: false,
+            fixed_agent_id: false,
+        };
+        for (class, mode, state) in [
+            (
+                FailureClass::TokenExpired,
+                static_mode,
+                AgentState::AuthFailure,
+            ),
+            (
+                FailureClass::ClientInactive,
+                static_mode,
+                AgentState::AuthFailure,
+            ),
+            (
+                FailureClass::ServerError,
+                static_mode,
+                AgentState::BackingOff,
+            ),
+            (
+                FailureClass::TokenExpired,
+                Mode {
+                    exchange: true,
+                    ..static_mode
+                },
+                AgentState::BackingOff,
+            ),
+        ] {
+            let mut health = health();
+            let error = failed(class);
+            let reaction = react(Failed::from(&error), mode);
+            health.count(&error, &reaction);
+            assert_eq!(health.state(), state, "{class:?} in {mode:?}");
+            let counted = health.counters().auth_failures.get(class.reason()).copied();
+            assert_eq!(
+                counted.is_some(),
+                state == AgentState::AuthFailure,
+                "{class:?}"
+            );
+        }
+    }
+
+    /// A failure settled at once (a rotated token) is counted but costs no log
+    /// line: the first failure after it is still said.
+    #[test]
+    fn a_failure_settled_at_once_leaves_the_next_one_its_line() {
+        let mut health = health();
+        let error = failed(FailureClass::CredentialRejected);
+        let reaction = react(
+            Failed::from(&error),
+            Mode {
+                exchange: false,
+                fixed_agent_id: false,
+            },
+        );
+        health.count_quietly(&error, &reaction);
+        assert!(matches!(health.count(&error, &reaction), Said::First));
+        assert!(matches!(health.count(&error, &reaction), Said::Quiet));
+        assert_eq!(health.outage().map(|o| o.missed), Some(3));
     }
 }

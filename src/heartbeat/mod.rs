@@ -15,9 +15,10 @@
 //!   [`SUMMARY_EVERY`]), recovery, registration; a successful heartbeat is logged at
 //!   debug only.
 //!
-//! Child modules: `failures` (what a failure does to the wait and the log),
-//! `status` (the line systemd shows), `reload` (SIGHUP), `spot` (interruption
-//! notices), `watchdog` (when to ping systemd).
+//! Child modules: `registration` (the agent's ids and the state file), `health`
+//! (the failure stretch, the schedules, the counters), `failure` (what the loop
+//! does about a failed heartbeat), `status` (the line systemd shows), `reload`
+//! (SIGHUP), `spot` (interruption notices), `watchdog` (when to ping systemd).
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -26,6 +27,7 @@ use tokio::sync::Notify;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+mod failure;
 mod health;
 mod registration;
 mod reload;
@@ -47,24 +49,14 @@ use crate::api::wire::{
 use crate::api::{ApiClient, ApiError};
 use crate::config::HEARTBEAT_FLOOR;
 use crate::config::{ImdsMode, Settings};
-use crate::credentials::{Bearer, Credentials, Reread};
-use crate::duration::{seconds, show};
+use crate::credentials::{Bearer, Credentials};
+use crate::duration::show;
 use crate::identity;
-use crate::reaction::{Failed, Mode, Retry, Wait, react};
+use crate::reaction::{Failed, Mode, Retry, react};
 use crate::report::timestamp::rfc3339;
 use crate::report::{AgentState, Reporter, STATUS_FORMAT, Snapshot, Success};
 use crate::systemd::Notifier;
 use crate::wheel::Grid;
-
-/// What re-reading the client token found.
-pub(super) enum TokenReread {
-    /// A different token, now in use (logged as `token_reloaded`).
-    Changed,
-    /// The same token: where it was read, its fingerprint, and where a new one goes.
-    Unchanged(String),
-    /// The token could not be read again, and why.
-    Failed(String),
-}
 
 /// The longest interval a server may ask for: a host never goes silent for longer.
 pub const SERVER_INTERVAL_MAX: Duration = Duration::from_secs(3600);
@@ -86,10 +78,10 @@ pub fn wait_after_success(server_says: Option<f64>, configured: Duration) -> Dur
 }
 
 /// The agent's loop and what it remembers, in parts that keep their own
-/// invariants: the [`Registration`] (who the agent is, in the state file), the
-/// [`Health`] (how heartbeats have fared), the spot notices ([`spot::Spot`]), and
-/// the connection (client, credentials and refresher), which a reload may replace
-/// as one.
+/// invariants: the `Registration` (who the agent is, in the state file), the
+/// `Health` (how heartbeats have fared), the spot notices (`spot::Spot`), and
+/// the client and credentials, which a reload replaces together (with the
+/// refresher) when a setting they depend on changes.
 pub struct Agent {
     settings: Arc<Settings>,
     api: Arc<ApiClient>,
@@ -171,7 +163,7 @@ enum Wake {
 
 impl Agent {
     /// An agent ready to run: state loaded (a corrupt file set aside), ids resolved.
-    pub fn new(settings: Arc<Settings>, connection: Connection) -> Self {
+    pub(crate) fn new(settings: Arc<Settings>, connection: Connection) -> Self {
         let Connection { api, credentials } = connection;
         let registration = Registration::load(&settings);
         let reporter = Reporter::new(&settings.state_dir, settings.metrics_textfile.clone());
@@ -426,127 +418,9 @@ impl Agent {
         next
     }
 
-    /// Re-reads the client token; true when it changed (and is now in use). A
-    /// token that did not change is said only at debug; a re-read that failed, as a
-    /// warning (SIGHUP: the operator asked for it).
-    fn reread_token(&self, why: &str) -> bool {
-        match self.reread_token_quietly(why) {
-            TokenReread::Changed => true,
-            TokenReread::Unchanged(note) => {
-                tracing::debug!("{note}");
-                false
-            }
-            TokenReread::Failed(note) => {
-                tracing::warn!(event = "token_reload_failed", "{note}");
-                false
-            }
-        }
-    }
-
-    /// Re-reads the client token; logs only a change (`token_reloaded`), and says
-    /// what it found otherwise, for the caller's own line.
-    fn reread_token_quietly(&self, why: &str) -> TokenReread {
-        match self.credentials.reread_client_token() {
-            Ok(Reread::Changed(fingerprint)) => {
-                tracing::info!(
-                    event = "token_reloaded",
-                    token_fp = %fingerprint,
-                    "read a new client token after {why}; using it now"
-                );
-                TokenReread::Changed
-            }
-            Ok(Reread::Unchanged) => {
-                let source = self.credentials.token_source();
-                TokenReread::Unchanged(format!(
-                    "re-read {} after {why}: the token there is unchanged (token_fp {}); put the new one in {} as HOSTBEAT_CLIENT_TOKEN=<token>, and hostbeat uses it at the next attempt",
-                    source.origin,
-                    self.credentials.client_token().fingerprint(),
-                    source.env_file.display()
-                ))
-            }
-            Err(e) => TokenReread::Failed(format!(
-                "could not re-read the client token after {why}: {e}"
-            )),
-        }
-    }
-
     /// The inputs of the failure table besides the failure.
     fn mode(&self) -> Mode {
         Mode::of(&self.settings)
-    }
-
-    /// Decides the wait after a failure (protocol.md section 3, as the failure
-    /// table says), does what the table asks first (a re-read of the client token,
-    /// a move to the next server), and logs it.
-    fn on_failure(&mut self, error: &ApiError) -> Duration {
-        let reaction = react(Failed::from(error), self.mode());
-        let counted = self.health.count(error, &reaction);
-        let class = error.class;
-        let auth = reaction.is_auth();
-        // What a re-read of the client token found goes on the failure's own line
-        // (once, then in summaries).
-        let mut reread = None;
-        if reaction.reread_token {
-            // The token may have been rotated in the env file: try it at once.
-            match self.reread_token_quietly("the rejection") {
-                TokenReread::Changed => return Duration::ZERO,
-                TokenReread::Unchanged(note) | TokenReread::Failed(note) => reread = Some(note),
-            }
-        } else if auth && reaction.retry == Some(Retry::NewAccessToken) {
-            // The token endpoint accepted the client token and issued a fresh
-            // access token, which the control plane refused too.
-            reread = Some(
-                "the token endpoint accepts the client token, but the control plane refuses the access tokens it issues (a fresh one was refused too): the two disagree about this client (its audience, issuer or signing key)".to_owned(),
-            );
-        }
-        let (delay, consecutive) = self.health.wait(reaction.wait, &self.settings);
-        let failover = match reaction.wait {
-            Wait::Transient { failover: true } => self.api.fail_over().map(|s| format!(" at {s}")),
-            _ => None,
-        };
-        let next = show(delay);
-        let still = if counted.log == Some(true) {
-            format!("still failing after {}: ", counted.so_far)
-        } else {
-            String::new()
-        };
-        if counted.log.is_none() {
-            tracing::debug!(
-                reason = class.reason(),
-                "failed again: {error}; next attempt in {next}"
-            );
-        } else if auth {
-            tracing::error!(
-                event = "auth_failure",
-                reason = class.reason(),
-                endpoint = error.endpoint.name(),
-                http_status = error.status,
-                token_fp = %self.credentials.client_token().fingerprint(),
-                agent_id = self.registration.agent_id(),
-                consecutive_failures = consecutive,
-                next_attempt_s = seconds(delay),
-                "{still}authentication failed: {error}; {}next attempt in {next}",
-                reread.map(|note| format!("{note}; ")).unwrap_or_default()
-            );
-        } else {
-            tracing::warn!(
-                event = "heartbeat_failed",
-                reason = class.reason(),
-                endpoint = error.endpoint.name(),
-                http_status = error.status,
-                agent_id = self.registration.agent_id(),
-                consecutive_failures = consecutive,
-                next_attempt_s = seconds(delay),
-                "{still}{error}; next attempt in {next}{}",
-                failover.unwrap_or_default()
-            );
-        }
-        delay
-    }
-
-    /// The state the status file and the metrics report.
-    fn agent_state(&self) -> AgentState {
-        self.health.state()
     }
 
     /// Writes the status file (and the metrics): the next attempt due in `next`,
@@ -561,7 +435,7 @@ impl Agent {
             started: self.reporter.process_start(),
             version: env!("CARGO_PKG_VERSION").to_owned(),
             written_at: now,
-            state: next.map_or(AgentState::Stopped, |_| self.agent_state()),
+            state: next.map_or(AgentState::Stopped, |_| self.health.state()),
             status_line: next.map_or("stopped", |(_, line)| line).to_owned(),
             server: self.api.server().to_string(),
             agent_id: self.registration.agent_id().map(str::to_owned),

@@ -96,21 +96,24 @@ impl Registration {
     }
 
     /// A reload configured `agent_id`: it is used from now on.
-    pub(super) fn configured(&mut self, agent_id: Option<&String>) {
+    pub(super) fn configured(&mut self, agent_id: Option<&str>) {
         if let Some(id) = agent_id {
-            self.agent_id = Some(id.clone());
+            self.agent_id = Some(id.to_owned());
         }
     }
 
-    /// The logical id becomes `id` (the instance id). Whether an agent id
-    /// registered under another logical id must be registered again: then it is
-    /// forgotten (never a configured one, `fixed`).
-    pub(super) fn adopt_logical_id(&mut self, id: &str, fixed: bool) -> bool {
+    /// The logical id becomes `id` (the instance id). An agent id registered under
+    /// another logical id is forgotten, so that the next beat registers again (never
+    /// a configured one, `fixed`); the one forgotten is returned.
+    pub(super) fn adopt_logical_id(&mut self, id: &str, fixed: bool) -> Option<String> {
         if self.logical_id == id {
-            return false;
+            return None;
         }
         id.clone_into(&mut self.logical_id);
-        !fixed && self.agent_id.is_some() && self.state.registered_logical_id.as_deref() != Some(id)
+        if fixed || self.state.registered_logical_id.as_deref() == Some(id) {
+            return None;
+        }
+        self.agent_id.take()
     }
 
     /// After an accepted heartbeat: a state that could not be saved is tried again.

@@ -68,7 +68,7 @@ fn changes(old: &Settings, new: &Settings) -> Changes {
         ("server_url", old.servers != *servers, true),
         ("client_token", *old.client_token != **client_token, true),
         (
-            "the client token's source",
+            "env_file or the client token's source",
             old.token_source != *token_source,
             true,
         ),
@@ -198,7 +198,7 @@ impl Agent {
             reloader.set_log_level(&new.log_level);
         }
         self.health.follow(&old, &new);
-        self.registration.configured(new.agent_id.as_ref());
+        self.registration.configured(new.agent_id.as_deref());
         self.reporter.set_metrics_path(new.metrics_textfile.clone());
         self.settings = Arc::new(new);
         tracing::info!(

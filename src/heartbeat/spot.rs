@@ -166,14 +166,13 @@ impl Agent {
     /// another logical id is registered again.
     fn adopt_instance(&mut self, instance: Instance) {
         let fixed = self.settings.agent_id.is_some();
-        if self.registration.adopt_logical_id(&instance.id, fixed) {
+        if let Some(forgotten) = self.registration.adopt_logical_id(&instance.id, fixed) {
             // Not an event of its own: the `registered` line that follows is.
             tracing::info!(
-                agent_id = self.registration.agent_id(),
+                agent_id = %forgotten,
                 "the logical agent id is now the instance id {}; registering again under it",
                 instance.id
             );
-            self.registration.forget();
         }
         self.spot.instance = Some(instance);
     }

@@ -30,7 +30,7 @@ impl Agent {
             (None, None) => format!("starting, first heartbeat in {next}"),
             (Some(outage), _) => {
                 let class = outage.last_class.map_or("failing", FailureClass::describe);
-                let kind = self.agent_state().describe();
+                let kind = self.health.state().describe();
                 format!(
                     "{kind}: {class} since {} ({} failed), next try in {next}",
                     clock(outage.since),

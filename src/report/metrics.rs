@@ -56,12 +56,20 @@ pub fn render(snapshot: &Snapshot) -> String {
         .map(|(result, n)| (labels(&[("result", result)]), n.to_string())),
     );
     // Every reason the failure table makes an authentication failure, so that
-    // each has its series from the start.
+    // each has its series from the start; and any other counted, so that none is
+    // lost if the two ever disagree.
+    let known = crate::reaction::auth_reasons();
+    let others = counters
+        .auth_failures
+        .keys()
+        .map(String::as_str)
+        .filter(|reason| !known.contains(reason))
+        .collect::<Vec<_>>();
     out.family(
         "hostbeat_auth_failures_total",
         "counter",
         "Heartbeat attempts refused for the credential or the client, by reason.",
-        crate::reaction::auth_reasons().into_iter().map(|reason| {
+        known.into_iter().chain(others).map(|reason| {
             let n = counters.auth_failures.get(reason).copied().unwrap_or(0);
             (labels(&[("reason", reason)]), n.to_string())
         }),

@@ -342,7 +342,7 @@ async fn a_lifetime_too_short_to_use_is_floored_and_said_once() {
     let said = logs.events("token_lifetime_short");
     assert_eq!(said.len(), 1, "{}", logs.text());
     assert!(
-        said[0].contains("too short to use; treating it as 60 s"),
+        said[0].contains("too short to use; treating it as 1m"),
         "{}",
         said[0]
     );
