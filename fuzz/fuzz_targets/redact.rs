@@ -67,11 +67,16 @@ fuzz_target!(|bytes: &[u8]| {
         .chars()
         .filter(|c| !(c.is_ascii_control() || *c == ' '))
         .collect();
+    // No run of the secret's bytes, raw or encoded, as the text stands; and none
+    // of its raw bytes once line breaks are dropped. (Broken by a line break, an
+    // encoded run is judged by the secret bytes it spells: "A%7E%7E%7E" is four.)
     for form in [&secret, &encoded] {
         for run in form.as_bytes().windows(PARTIAL) {
             let run = std::str::from_utf8(run).expect("ASCII");
             assert!(!out.contains(run), "{run:?} left in {out:?}");
-            assert!(!squeezed.contains(run), "{run:?} left in {out:?}");
+            if form == &secret {
+                assert!(!squeezed.contains(run), "{run:?} left in {out:?}");
+            }
         }
     }
 });
