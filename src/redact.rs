@@ -164,7 +164,10 @@ struct Decoded {
 }
 
 impl Decoded {
-    fn of(text: &[u8]) -> Self {
+    /// `text` decoded (`unescape`), or with its white space dropped only: an escape
+    /// that text around a secret happens to start (`%66` before `66...`) would
+    /// otherwise hide the secret's own bytes from the decoded view.
+    fn of(text: &[u8], unescape: bool) -> Self {
         let mut decoded = Self {
             bytes: Vec::with_capacity(text.len()),
             from: Vec::with_capacity(text.len()),
@@ -174,6 +177,7 @@ impl Decoded {
         let mut at = 0;
         while at < text.len() {
             let (byte, width) = match text[at] {
+                _ if !unescape => (text[at], 1),
                 b'%' => hex_byte(&text[at + 1..], 2).map_or((b'%', 1), |b| (b, 3)),
                 b'&' => entity(&text[at..]).unwrap_or((b'&', 1)),
                 b'\\' => backslash_escape(&text[at..]).unwrap_or((b'\\', 1)),
@@ -323,7 +327,7 @@ pub fn remember(secret: &str, kind: Kind) {
     }
     // The secret as the decoded scan sees it, when it holds text that looks like
     // an escape (`%41`, `&amp;`, `\x41`) or white space itself.
-    let decoded = String::from_utf8_lossy(&Decoded::of(secret.as_bytes()).bytes).into_owned();
+    let decoded = String::from_utf8_lossy(&Decoded::of(secret.as_bytes(), true).bytes).into_owned();
     if !forms.contains(&decoded) {
         forms.push(decoded);
     }
@@ -438,15 +442,20 @@ pub fn redact(text: &str) -> Cow<'_, str> {
             from += at + secret.len();
         }
     }
-    // Runs, in the text as it is and in the text decoded: every escape a server
-    // or a file may write a secret's characters in (percent-encoding of any of
-    // them, in either case; HTML's entities; JSON's `\u` escapes) undone, and
-    // white space and control characters dropped (a secret broken over lines).
-    let decoded = Decoded::of(bytes);
+    // Runs, in the text as it is; in the text decoded: every escape a server or
+    // a file may write a secret's characters in (percent-encoding of any of them,
+    // in either case; HTML's entities; JSON's `\u` escapes) undone, and white space
+    // and control characters dropped (a secret broken over lines); and in the text
+    // with its white space dropped only.
     for (start, end) in known.runs(bytes) {
         hits.push((start, end));
     }
-    if decoded.changed {
+    for unescape in [true, false] {
+        let decoded = Decoded::of(bytes, unescape);
+        if !decoded.changed {
+            // Nothing undone or dropped: its runs are the text's.
+            break;
+        }
         for (start, end) in known.runs(&decoded.bytes) {
             hits.push((decoded.from[start], decoded.to[end - 1]));
         }
