@@ -183,6 +183,11 @@ const ROWS: &[Group] = &[
                 "SIGTERM in the middle of a hung request",
                 "Exits within `shutdown_timeout`.",
             ),
+            (
+                "sigterm-hung-refresh",
+                "SIGTERM while a token refresh hangs (`request_timeout = 25s`)",
+                "The refresh is dropped; the goodbye ends within `shutdown_timeout`, inside the unit's `TimeoutStopSec=20s`.",
+            ),
         ],
     ),
     (
@@ -197,6 +202,41 @@ const ROWS: &[Group] = &[
                 "env-file-mode",
                 "The env file holding the token is readable by every user",
                 "Warned about at start with the `chmod` that fixes it; `hostbeat check` warns too.",
+            ),
+            (
+                "config-file-token",
+                "A TOML syntax error on the token's line, or a string left open above it",
+                "Refused with the line and column, or the setting it ran into; the file is never quoted.",
+            ),
+            (
+                "proxy-loopback",
+                "Every proxy variable set, with a plain-http control plane on loopback",
+                "The plane is reached directly: a proxy's loopback is not this host's, and the token would cross to it in clear text.",
+            ),
+        ],
+    ),
+    (
+        "Hostile answers: no piece of a secret out, no abort, bounded",
+        &[
+            (
+                "echo-cut-short",
+                "An error echoing the token after 190 characters, and its Basic and URL-encoded forms",
+                "Redacted before it is cut to a log line's length: no 10-byte run of the token, in any form, is logged.",
+            ),
+            (
+                "retry-after-huge",
+                "`Retry-After: 18446744073709551615` under the highest `retry_after_max`",
+                "Waits `retry_after_max` (at most a day), then beats again; the clock never overflows.",
+            ),
+            (
+                "token-lifetime-short",
+                "Access tokens that live 50 ms",
+                "Believed to live a minute: a bounded number of exchanges, said once with the figure.",
+            ),
+            (
+                "imds-ttl-huge",
+                "A metadata session granted for 2^64-1 seconds",
+                "Held to the six hours asked: one session, heartbeats go on.",
             ),
         ],
     ),
@@ -218,6 +258,14 @@ const FUZZ_TARGETS: &[(&str, &str)] = &[
     (
         "imds_answers",
         "the metadata service's answers (identity, spot notices)",
+    ),
+    (
+        "config_file",
+        "the TOML config file, its errors included (no piece of the token in an error or another setting)",
+    ),
+    (
+        "redact",
+        "the last-line redactor (no 10-byte run of a secret, raw or encoded, in what it lets out)",
     ),
 ];
 
@@ -301,8 +349,9 @@ fn intro(page: &mut String, run: &Run) {
          and all, by one script:\n\n\
          ```sh\nscripts/reliability\n```\n\n\
          It runs the fault-matrix tests (`cargo test --test it`, which assert the \
-         behaviour and record the figures), each fuzz target for five minutes \
-         (`scripts/fuzz`), the soak (`bench/src/bin/soak.rs`) and the herd simulation \
+         behaviour and record the figures), each fuzz target with `scripts/fuzz` for \
+         `FUZZ_SECONDS` (five minutes unless set; the fuzzing table says what this run \
+         gave each), the soak (`bench/src/bin/soak.rs`) and the herd simulation \
          (`bench/src/bin/herd.rs`), then renders this page (`cargo run -p xtask -- \
          reliability`) from the files it left in `docs/reliability/`. Do not edit it by \
          hand.\n\n\
