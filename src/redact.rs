@@ -164,7 +164,8 @@ struct Decoded {
 }
 
 impl Decoded {
-    /// `text` decoded (`unescape`), or with its white space dropped only: an escape
+    /// `text` decoded (`unescape`), or with its white space (written or escaped)
+    /// dropped only: an escape
     /// that text around a secret happens to start (`%66` before `66...`) would
     /// otherwise hide the secret's own bytes from the decoded view.
     fn of(text: &[u8], unescape: bool) -> Self {
@@ -177,11 +178,16 @@ impl Decoded {
         let mut at = 0;
         while at < text.len() {
             let (byte, width) = match text[at] {
-                _ if !unescape => (text[at], 1),
                 b'%' => hex_byte(&text[at + 1..], 2).map_or((b'%', 1), |b| (b, 3)),
                 b'&' => entity(&text[at..]).unwrap_or((b'&', 1)),
                 b'\\' => backslash_escape(&text[at..]).unwrap_or((b'\\', 1)),
                 b => (b, 1),
+            };
+            // Without `unescape`, only escapes of a space or a line break are undone.
+            let (byte, width) = if unescape || matches!(byte, b' ' | b'\n' | b'\r' | b'\t') {
+                (byte, width)
+            } else {
+                (text[at], 1)
             };
             // White space and control characters are dropped, written as they are
             // or escaped (`%0A`, `&#10;`, `\n`): a secret broken over lines.
