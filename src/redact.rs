@@ -123,13 +123,21 @@ impl Known {
         self.client.iter().chain(&self.access).chain(&self.fixed)
     }
 
-    fn rebuild_starts(&mut self) {
-        self.starts = [0; 1024];
-        for form in self.client.iter().chain(&self.access).chain(&self.fixed) {
-            for (pair, _) in form.pairs.iter().flatten() {
-                self.starts[usize::from(*pair) / 64] |= 1 << (pair % 64);
-            }
+    /// The list of `kind` and how many forms it keeps.
+    fn list(&mut self, kind: Kind) -> (&mut VecDeque<Form>, usize) {
+        match kind {
+            Kind::Client => (&mut self.client, CLIENT_FORMS),
+            Kind::Access => (&mut self.access, ACCESS_FORMS),
+            Kind::Fixed => (&mut self.fixed, FIXED_FORMS),
         }
+    }
+
+    fn rebuild_starts(&mut self) {
+        let mut starts = [0; 1024];
+        for form in self.forms() {
+            add_starts(&mut starts, form);
+        }
+        self.starts = starts;
     }
 
     fn may_start_run(&self, first: u8, second: u8) -> bool {
@@ -151,6 +159,13 @@ impl Known {
     }
 }
 
+/// Marks the pairs of bytes that start a run of `form`.
+fn add_starts(starts: &mut [u64; 1024], form: &Form) {
+    for (pair, _) in form.pairs.iter().flatten() {
+        starts[usize::from(*pair) / 64] |= 1 << (pair % 64);
+    }
+}
+
 /// A text with its escapes undone and its white space dropped, and for each byte
 /// of it, the range of the original it came from.
 struct Decoded {
@@ -161,19 +176,23 @@ struct Decoded {
     to: Vec<usize>,
     /// Whether anything was undone or dropped (else the runs are the original's).
     changed: bool,
+    /// Whether an escape of anything but a space or a line break was undone (else
+    /// the view with white space dropped only is this one).
+    unescaped: bool,
 }
 
 impl Decoded {
     /// `text` decoded (`unescape`), or with its white space (written or escaped)
-    /// dropped only: an escape
-    /// that text around a secret happens to start (`%66` before `66...`) would
-    /// otherwise hide the secret's own bytes from the decoded view.
+    /// dropped only: an escape that text around a secret happens to start (`%66`
+    /// before `66...`) would otherwise hide the secret's own bytes from the decoded
+    /// view.
     fn of(text: &[u8], unescape: bool) -> Self {
         let mut decoded = Self {
             bytes: Vec::with_capacity(text.len()),
             from: Vec::with_capacity(text.len()),
             to: Vec::with_capacity(text.len()),
             changed: false,
+            unescaped: false,
         };
         let mut at = 0;
         while at < text.len() {
@@ -184,11 +203,13 @@ impl Decoded {
                 b => (b, 1),
             };
             // Without `unescape`, only escapes of a space or a line break are undone.
-            let (byte, width) = if unescape || matches!(byte, b' ' | b'\n' | b'\r' | b'\t') {
+            let white = matches!(byte, b' ' | b'\n' | b'\r' | b'\t');
+            let (byte, width) = if unescape || white {
                 (byte, width)
             } else {
                 (text[at], 1)
             };
+            decoded.unescaped |= width > 1 && !white;
             // White space and control characters are dropped, written as they are
             // or escaped (`%0A`, `&#10;`, `\n`): a secret broken over lines.
             let byte = (byte > b' ' && byte != 0x7f).then_some(byte);
@@ -204,16 +225,18 @@ impl Decoded {
     }
 }
 
-/// The ASCII byte that `digits` hex digits at the start of `text` spell.
-fn hex_byte(text: &[u8], digits: usize) -> Option<u8> {
+/// The number that `digits` hex digits at the start of `text` spell (no sign).
+fn hex(text: &[u8], digits: usize) -> Option<u32> {
     let hex = text.get(..digits)?;
     if !hex.iter().all(u8::is_ascii_hexdigit) {
         return None;
     }
-    let hex = std::str::from_utf8(hex).ok()?;
-    u8::try_from(u32::from_str_radix(hex, 16).ok()?)
-        .ok()
-        .filter(u8::is_ascii)
+    u32::from_str_radix(std::str::from_utf8(hex).ok()?, 16).ok()
+}
+
+/// The ASCII byte that `digits` hex digits at the start of `text` spell.
+fn hex_byte(text: &[u8], digits: usize) -> Option<u8> {
+    u8::try_from(hex(text, digits)?).ok().filter(u8::is_ascii)
 }
 
 /// An HTML character reference at the start of `text` (`&amp;`, `&plus;`,
@@ -280,10 +303,9 @@ pub fn percent_decoded(text: &str) -> String {
     let mut at = 0;
     while at < bytes.len() {
         let escaped = (bytes[at] == b'%')
-            .then(|| bytes.get(at + 1..at + 3))
+            .then(|| hex(&bytes[at + 1..], 2))
             .flatten()
-            .filter(|hex| hex.iter().all(u8::is_ascii_hexdigit))
-            .and_then(|hex| u8::from_str_radix(std::str::from_utf8(hex).ok()?, 16).ok());
+            .and_then(|byte| u8::try_from(byte).ok());
         if let Some(byte) = escaped {
             out.push(byte);
             at += 3;
@@ -398,11 +420,7 @@ fn remember_form(known: &mut Known, text: &str, kind: Kind, partial: bool) -> bo
     if text.len() < SHORTEST {
         return false;
     }
-    let (list, limit) = match kind {
-        Kind::Client => (&mut known.client, CLIENT_FORMS),
-        Kind::Access => (&mut known.access, ACCESS_FORMS),
-        Kind::Fixed => (&mut known.fixed, FIXED_FORMS),
-    };
+    let (list, limit) = known.list(kind);
     if let Some(at) = list.iter().position(|f| *f.text == text) {
         // Known already: it moves to the young end, so the one in use stays.
         let form = list.remove(at).expect("found");
@@ -413,16 +431,10 @@ fn remember_form(known: &mut Known, text: &str, kind: Kind, partial: bool) -> bo
     if evicted {
         list.pop_front();
     }
-    let form = Form::new(text, partial);
     // A new form only adds starts; only one that leaves takes some away.
-    for (pair, _) in form.pairs.iter().flatten() {
-        known.starts[usize::from(*pair) / 64] |= 1 << (pair % 64);
-    }
-    match kind {
-        Kind::Client => known.client.push_back(form),
-        Kind::Access => known.access.push_back(form),
-        Kind::Fixed => known.fixed.push_back(form),
-    }
+    let form = Form::new(text, partial);
+    add_starts(&mut known.starts, &form);
+    known.list(kind).0.push_back(form);
     evicted
 }
 
@@ -464,6 +476,10 @@ pub fn redact(text: &str) -> Cow<'_, str> {
         }
         for (start, end) in known.runs(&decoded.bytes) {
             hits.push((decoded.from[start], decoded.to[end - 1]));
+        }
+        if !decoded.unescaped {
+            // Only white space dropped: the second view would be this one.
+            break;
         }
     }
     drop(known);

@@ -59,6 +59,10 @@ fuzz_target!(|bytes: &[u8]| {
     }
     let composed = format!("{}{}{}", &text[..at], &form[from..to], &text[at..]);
     let out = redact(&composed);
+    // Where the text around the piece holds no `%`, `&` or `\`, no escape can
+    // form across its edge (`%0` before a secret's `9` reads as the escape `%09`),
+    // and the squeezed text below is exactly what the redactor's views see.
+    let escape_like = text.contains(['%', '&', '\\']);
     // Line breaks dropped, written or escaped, as the redactor drops them.
     let squeezed: String = out
         .replace("%0A", "")
@@ -74,7 +78,7 @@ fuzz_target!(|bytes: &[u8]| {
         for run in form.as_bytes().windows(PARTIAL) {
             let run = std::str::from_utf8(run).expect("ASCII");
             assert!(!out.contains(run), "{run:?} left in {out:?}");
-            if form == &secret {
+            if form == &secret && !escape_like {
                 assert!(!squeezed.contains(run), "{run:?} left in {out:?}");
             }
         }

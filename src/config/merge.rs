@@ -90,6 +90,7 @@ impl Merge {
     /// Sets `key` from `origin`, over any lower layer's value.
     pub fn set(&mut self, key: &'static str, value: String, origin: Origin) {
         if super::assigns_client_token(&value) {
+            // Known to the redactor too, in case anything shows the value anyway.
             super::remember_carried_tokens(&value);
             self.carries_token.get_or_insert((key, origin.clone()));
         }

@@ -489,32 +489,26 @@ fn toml_position(message: &str) -> Option<(u32, u32)> {
 /// `HOSTBEAT_CLIENT_TOKEN=`, any case): what a quote or a line continuation left
 /// open, or two settings written on one line, carries into another setting's value.
 pub(crate) fn assigns_client_token(value: &str) -> bool {
-    let lower = value.to_ascii_lowercase();
-    lower.match_indices("client_token").any(|(at, name)| {
-        lower[at + name.len()..]
-            .trim_start_matches(['"', '\''])
-            .trim_start()
-            .starts_with('=')
-    })
+    token_assignments(value).next().is_some()
 }
 
-/// The values `value` assigns to a client token (see [`assigns_client_token`]),
-/// as far as the next white space or quote.
-fn carried_tokens(value: &str) -> Vec<&str> {
+/// What each client token assignment in `value` assigns, as far as the next white
+/// space or quote (empty for `client_token =` with nothing after it).
+fn token_assignments(value: &str) -> impl Iterator<Item = &str> {
     let lower = value.to_ascii_lowercase();
-    lower
+    let starts: Vec<usize> = lower
         .match_indices("client_token")
-        .filter_map(|(at, name)| {
-            let rest = &value[at + name.len()..];
-            let rest = rest.trim_start_matches(['"', '\'']).trim_start();
-            let rest = rest.strip_prefix('=')?.trim_start();
-            let rest = rest.trim_start_matches(['"', '\'']);
-            let end = rest
-                .find(|c: char| c.is_whitespace() || c == '"' || c == '\'')
-                .unwrap_or(rest.len());
-            Some(&rest[..end]).filter(|token| !token.is_empty())
-        })
-        .collect()
+        .map(|(at, name)| at + name.len())
+        .collect();
+    starts.into_iter().filter_map(move |after| {
+        let rest = value[after..].trim_start_matches(['"', '\'']).trim_start();
+        let rest = rest.strip_prefix('=')?.trim_start();
+        let rest = rest.trim_start_matches(['"', '\'']);
+        let end = rest
+            .find(|c: char| c.is_whitespace() || c == '"' || c == '\'')
+            .unwrap_or(rest.len());
+        Some(&rest[..end])
+    })
 }
 
 /// Tells the redactor every client token `value` assigns: a value from outside
@@ -522,7 +516,7 @@ fn carried_tokens(value: &str) -> Vec<&str> {
 /// setting, but may still be shown where it is only a path (`--config`,
 /// `HOSTBEAT_STATE_DIR` for `hostbeat status`).
 pub(crate) fn remember_carried_tokens(value: &str) {
-    for token in carried_tokens(value) {
+    for token in token_assignments(value) {
         crate::redact::remember(token, crate::redact::Kind::Client);
     }
 }
@@ -659,7 +653,8 @@ mod tests {
             ("/etc/hostbeat/client_token", vec![]),
             ("/srv/client_token_file", vec![]),
         ] {
-            assert_eq!(carried_tokens(value), carried, "{value}");
+            let found: Vec<&str> = token_assignments(value).collect();
+            assert_eq!(found, carried, "{value}");
             assert_eq!(assigns_client_token(value), !carried.is_empty(), "{value}");
         }
         remember_carried_tokens("/etc/hostbeat.toml HOSTBEAT_CLIENT_TOKEN=ct-PathCarried-77");
