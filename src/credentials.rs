@@ -26,7 +26,6 @@ use crate::config::token::TokenSource;
 use crate::config::{AuthMode, ConfigError, Exchange};
 use crate::retry::RetryPolicy;
 use crate::secret::Token;
-use crate::wheel::Grid;
 
 /// A token to send, and which generation it is (to report it stale).
 #[derive(Debug, Clone)]
@@ -240,9 +239,9 @@ impl Credentials {
 
     /// Refreshes each access token ahead of its expiry until `shutdown`; a failed
     /// refresh is retried on the backoff schedule while the old token is still valid.
-    /// A refresh goes a little early ([`Grid::early`]), onto a boundary of the
-    /// runtime's timer wheel, where its timer costs one wake-up.
-    pub async fn run_refresher(self: Arc<Self>, shutdown: CancellationToken, grid: Grid) {
+    /// Its deadline is not put on the timer grid ([`crate::wheel`]): a refresh comes
+    /// minutes apart, and would save one wake-up each.
+    pub async fn run_refresher(self: Arc<Self>, shutdown: CancellationToken) {
         let mut changes = self.access.subscribe();
         let mut backoff = self.retry.backoff();
         loop {
@@ -260,7 +259,6 @@ impl Credentials {
                 }
                 continue;
             };
-            let refresh_at = grid.early(refresh_at);
             tokio::select! {
                 () = shutdown.cancelled() => return,
                 result = changes.changed() => { if result.is_err() { return } continue }

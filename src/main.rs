@@ -156,7 +156,11 @@ fn run(config_file: Option<PathBuf>, log_target: hostbeat::logging::LogTarget) -
     }
     // Taken just before the runtime's clock starts, so that deadlines can be put on
     // its timer wheel's boundaries (src/wheel.rs).
-    let timer_grid = hostbeat::wheel::Grid::for_runtime_built_next();
+    let timer_grid = if cfg!(feature = "timer-grid-off") {
+        hostbeat::wheel::Grid::none()
+    } else {
+        hostbeat::wheel::Grid::for_runtime_built_next()
+    };
     let runtime = match runtime() {
         Ok(runtime) => runtime,
         Err(code) => return code,

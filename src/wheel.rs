@@ -1,21 +1,33 @@
-//! Deadlines that cost the runtime one wake-up, not three.
+//! Deadlines moved onto the boundaries of the runtime's timer wheel, where the
+//! runtime wakes anyway.
 //!
 //! tokio keeps its timers in a hierarchical wheel of 1 ms ticks, counted from the
 //! moment the runtime was built: level 0 holds the next 64 ms in 1 ms slots, level 1
 //! 64 ms slots, level 2 4.096 s slots, level 3 262.144 s slots, and so on. A timer
-//! due in a minute sits at level 2. The runtime sleeps until the start of its slot,
-//! wakes, moves it down to level 1, sleeps until the start of its 64 ms slot, wakes,
-//! moves it to level 0, and wakes a third time when it is due: three wake-ups for one
-//! event, which is most of what an idle agent costs (docs/performance.md counts
-//! them). A deadline that falls on a slot boundary is due when its slot starts, and
-//! costs one.
+//! 5 s or a minute away sits at level 2. The runtime sleeps until the start of its
+//! slot, wakes, moves it down to level 1, sleeps until the start of its 64 ms slot,
+//! wakes, moves it to level 0, and wakes a third time when it is due: three
+//! wake-ups for one event. A deadline on a slot boundary is due when that slot
+//! starts, and skips the levels below.
 //!
-//! Where a deadline may move a little (a watchdog ping may go early; a heartbeat may
-//! go 64 ms late), [`Grid`] moves it onto the coarsest boundary within that reach.
-//! How far a deadline may move is the caller's decision, and stays small where many
-//! hosts must not fall into step (heartbeats, token refreshes): a fleet's hosts start
-//! at different moments, so their grids differ, but only a reach much smaller than
-//! the jitter keeps that from mattering.
+//! [`Grid`] moves a deadline that may move a little onto the coarsest boundary in
+//! its reach. Where it pays, counted on the tokio in Cargo.lock by the tests below
+//! (111 start offsets each):
+//! - a heartbeat's wait and a metadata poll, a little late ([`Grid::late`]): a
+//!   sixteenth of the wait and 64 ms at most, which reaches a 64 ms boundary: two
+//!   wake-ups rather than three at nearly every offset. At the packaged settings
+//!   (a 30 s heartbeat, a 5 s poll) that is the difference docs/performance.md
+//!   shows under "At the packaged settings" (`FOOTPRINT_COMPARE=timer-grid-off
+//!   scripts/footprint` runs a build without the grid beside the packaged one).
+//! - the watchdog's ping, early within the second half of its period
+//!   ([`Grid::at_or_before`]), which reaches a 4.096 s boundary: one wake-up rather
+//!   than three. It fires only when nothing else pinged for a period (a heartbeat
+//!   interval longer than half `WatchdogSec=`: the idle agent on the same page).
+//!
+//! A token refresh stays exact: refreshes come minutes apart, so a boundary would
+//! save one wake-up in minutes. A fleet's hosts start at different moments, so
+//! their grids differ; and a heartbeat moves by far less than its jitter, so hosts
+//! do not fall into step.
 //!
 //! The grid is tokio's private arithmetic, so a new tokio could move it. Nothing
 //! breaks then: an aligned deadline costs what any deadline costs. The tests below
@@ -34,10 +46,10 @@ const STEPS: [Duration; 3] = [
 ];
 
 /// How far a deadline `wait` away may move for a boundary when many hosts must not
-/// fall into step (a heartbeat, a token refresh, an IMDS poll): a sixteenth of the
-/// wait, at most the finest slot (64 ms). Far below their jitter (10% of a
-/// heartbeat's interval, 5% of a token's lifetime); and a wait too short to have a
-/// boundary in reach (a soak's 10 ms heartbeat) stays exact.
+/// fall into step (a heartbeat, an IMDS poll): a sixteenth of the wait, at most the
+/// finest slot (64 ms). Far below a heartbeat's jitter (10% of its interval); and a
+/// wait too short to have a boundary in reach (a soak's 10 ms heartbeat) stays
+/// exact.
 fn reach(wait: Duration) -> Duration {
     (wait / 16).min(STEPS[STEPS.len() - 1])
 }
@@ -72,13 +84,6 @@ impl Grid {
     /// at most) on a boundary: for what many hosts do (a heartbeat, an IMDS poll).
     pub fn late(&self, wait: Duration) -> Instant {
         self.at_or_after(Instant::now() + wait, reach(wait))
-    }
-
-    /// `deadline`, a little early (a sixteenth of the wait until it, 64 ms at most)
-    /// on a boundary: for what many hosts do and may do sooner (a token refresh).
-    pub fn early(&self, deadline: Instant) -> Instant {
-        let wait = deadline.saturating_duration_since(Instant::now());
-        self.at_or_before(deadline, reach(wait))
     }
 
     /// The latest slot boundary, on the coarsest level that has one, between
@@ -197,11 +202,11 @@ mod tests {
         assert_eq!(grid.at_or_after(at, Duration::from_secs(5)), at);
     }
 
-    /// The wake-ups of one sleep until the deadline `pick` chooses, on a runtime
-    /// built as the daemon builds its own: the distinct moments the runtime woke
-    /// while the sleep was pending. The clock is paused, so time jumps to each
+    /// The wake-ups of one sleep until the deadline `pick` chooses, `offset` into a
+    /// runtime built as the daemon builds its own: the distinct moments the runtime
+    /// woke while the sleep was pending. The clock is paused, so time jumps to each
     /// wake-up, and the wheel wakes exactly as it would in real time.
-    fn wakeups_of(pick: fn(Grid, Instant) -> Instant) -> usize {
+    fn wakeups_of(offset: Duration, pick: impl FnOnce(Grid, Instant) -> Instant) -> usize {
         let woke = Arc::new(Mutex::new(Vec::new()));
         let record = woke.clone();
         let grid = Grid::for_runtime_built_next();
@@ -212,10 +217,10 @@ mod tests {
             .build()
             .unwrap();
         runtime.block_on(async {
-            // Somewhere inside the wheel's 4.096 s slot, as a daemon's "now" is.
-            tokio::time::sleep(Duration::from_millis(1_234)).await;
+            // Somewhere inside the wheel's slots, as a daemon's "now" is.
+            tokio::time::sleep(offset).await;
             let start = Instant::now();
-            let deadline = pick(grid, start + Duration::from_secs(60));
+            let deadline = pick(grid, start);
             tokio::time::sleep_until(deadline).await;
             let mut moments: Vec<Instant> = woke
                 .lock()
@@ -229,29 +234,58 @@ mod tests {
         })
     }
 
+    /// How many of 111 start offsets spread over a 4.096 s slot (and a little into
+    /// the next level's) cost each number of wake-ups, for a wait picked by `pick`.
+    fn histogram(pick: impl Fn(Grid, Instant) -> Instant) -> Vec<(usize, usize)> {
+        let mut counts = std::collections::BTreeMap::new();
+        for i in 1..=111u64 {
+            let offset = Duration::from_millis(1_000 + i * 37);
+            *counts.entry(wakeups_of(offset, &pick)).or_insert(0) += 1;
+        }
+        counts.into_iter().collect()
+    }
+
     #[test]
-    fn a_minute_away_costs_three_wake_ups_and_one_on_the_grid() {
-        let unaligned = wakeups_of(|_, at| at);
-        let early = wakeups_of(|grid, at| grid.at_or_before(at, Duration::from_secs(30)));
-        let late = wakeups_of(|grid, at| grid.at_or_after(at, Duration::from_secs(30)));
+    fn a_heartbeat_or_a_poll_costs_two_wake_ups_on_the_grid_and_three_off_it() {
+        // The packaged heartbeat interval and metadata poll, as the loop and the
+        // watcher ask for them (Grid::late), and exactly (no grid): (wake-ups,
+        // offsets that cost that many). One fewer, at nearly every offset.
+        for (wait, on, off) in [
+            (30, vec![(1, 1), (2, 110)], vec![(2, 4), (3, 107)]),
+            (5, vec![(1, 2), (2, 109)], vec![(2, 3), (3, 108)]),
+        ] {
+            let wait = Duration::from_secs(wait);
+            let on_grid = histogram(|grid, _| grid.late(wait));
+            let off_grid = histogram(|_, start| start + wait);
+            assert_eq!(
+                (on_grid, off_grid),
+                (on, off),
+                "wake-ups per wait of {wait:?} at 111 start offsets, on the grid and off \
+                 it (if tokio's wheel changed, see src/wheel.rs)"
+            );
+        }
+    }
+
+    #[test]
+    fn a_watchdog_ping_costs_one_wake_up_on_the_grid_and_three_off_it() {
+        // The packaged unit's WatchdogSec=2min: a ping within 60 s, early by up to
+        // half of it, as the watchdog asks for it.
+        let period = Duration::from_secs(60);
+        let on_grid = histogram(|grid, start| grid.at_or_before(start + period, period / 2));
+        let off_grid = histogram(|_, start| start + period);
         assert_eq!(
-            (unaligned, early, late),
-            (3, 1, 1),
-            "wake-ups for one sleep of a minute: unaligned, aligned early, aligned late \
-             (if tokio's wheel changed, see src/wheel.rs)"
+            (on_grid, off_grid),
+            (vec![(1, 111)], vec![(2, 4), (3, 107)])
         );
     }
 
     #[test]
     fn a_second_away_costs_two_wake_ups_and_one_a_tick_later() {
         // What a 1 s heartbeat pays: a 64 ms level-1 slot, then the tick.
-        let unaligned = wakeups_of(|_, at| at - Duration::from_secs(59));
-        let late = wakeups_of(|grid, at| {
-            let at = at - Duration::from_secs(59);
-            grid.at_or_after(at, reach(Duration::from_secs(1)))
-        });
-        // What the heartbeat loop asks for: the same.
-        let asked = wakeups_of(|grid, _| grid.late(Duration::from_secs(1)));
-        assert_eq!((unaligned, late, asked), (2, 1, 1));
+        let offset = Duration::from_millis(1_234);
+        let second = Duration::from_secs(1);
+        let unaligned = wakeups_of(offset, |_, start| start + second);
+        let asked = wakeups_of(offset, |grid, _| grid.late(second));
+        assert_eq!((unaligned, asked), (2, 1));
     }
 }

@@ -143,7 +143,7 @@ impl ApiClient {
             .redirect(reqwest::redirect::Policy::none())
             // One connection, kept for as long as the server keeps it: hyper's idle
             // timer would wake the agent every 90 s to look for expired connections
-            // (three wake-ups each, src/wheel.rs). One the server closes is dropped
+            // (three wake-ups each: src/wheel.rs says why). One the server closes is dropped
             // when its FIN arrives; one that died silently (a NAT's table) is found
             // by TCP keepalive within a minute, and a request stuck on it ends with
             // the user timeout.

@@ -268,7 +268,7 @@ impl Agent {
     /// ends it.
     async fn wait(&mut self, duration: Duration, outside: &mut Outside) -> Wake {
         // A little late, so that the wait ends on a boundary of the runtime's timer
-        // wheel: one wake-up, not two or three.
+        // wheel: two wake-ups rather than three (src/wheel.rs).
         let deadline = self.timer_grid.late(duration);
         loop {
             tokio::select! {

@@ -214,11 +214,7 @@ impl Agent {
     pub(super) fn start_refresher(&mut self, shutdown: &CancellationToken) {
         if self.credentials.is_exchange() {
             let stop = shutdown.child_token();
-            let task = tokio::spawn(
-                self.credentials
-                    .clone()
-                    .run_refresher(stop.clone(), self.timer_grid),
-            );
+            let task = tokio::spawn(self.credentials.clone().run_refresher(stop.clone()));
             self.refresher = Some(Refresher { stop, task });
         }
     }

@@ -97,7 +97,8 @@ async fn watch(
                 wait
             }
         };
-        // A little late, on a boundary of the runtime's timer wheel.
+        // A little late, on a boundary of the runtime's timer wheel: two wake-ups
+        // rather than three (src/wheel.rs).
         let next_poll = grid.late(wait);
         tokio::select! {
             () = tokio::time::sleep_until(next_poll) => {}

@@ -8,7 +8,11 @@
 //!   Zabbix server in this process, which hands out one item, `agent.ping` every
 //!   second, with `BufferSend=1` so each value is sent as it is taken;
 //! - prometheus-node-exporter with its default collectors, scraped by this process
-//!   every 15 seconds (Prometheus's usual interval).
+//!   every 15 seconds (Prometheus's usual interval);
+//! - hostbeat at the packaged settings (a heartbeat every 30 seconds, 15-minute
+//!   tokens, the EC2 metadata watcher polling a mock every 5 seconds), and with
+//!   `--compare` another build of hostbeat beside it at the same settings: what a
+//!   change to the daemon costs or saves where users run it.
 //!
 //! First each agent is started and stopped a few times to time exec to started
 //! (hostbeat: `READY=1` on its notify socket with the server unreachable; the
@@ -33,12 +37,15 @@ use std::time::Duration;
 
 use clap::Parser;
 use hostbeat_bench::figures::Spread;
-use hostbeat_bench::footprint::{Agent, Mapping, Measured, Report, Run, Schedule, Section};
+use hostbeat_bench::footprint::{
+    Agent, Mapping, Measured, Packaged, Report, Run, Schedule, Section,
+};
 use hostbeat_bench::procfs::{
     TreeSample, executable_files, resident_by_mapping, resident_sections,
 };
 use hostbeat_bench::zabbix::ZabbixServer;
 use hostbeat_bench::{wall_clock, write_json};
+use hostbeat_refplane::imds::MockImds;
 use hostbeat_refplane::tls::{Authority, ServerIdentity, Validity};
 use hostbeat_refplane::{ControlPlane, PlaneConfig};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -49,6 +56,9 @@ const CLIENT_ID: &str = "footprint";
 const SECRET: &str = "ct_FooTpRiNt-0123456789abcdefXYZ";
 /// The packaged unit's `WatchdogSec=2min`, as systemd passes it.
 const WATCHDOG_USEC: &str = "120000000";
+/// The access tokens' lifetime for hostbeat at the packaged settings: 15 minutes, a
+/// common identity provider's choice.
+const PACKAGED_TOKEN_LIFETIME_S: u64 = 900;
 
 #[derive(Parser)]
 #[command(about = "Footprint: hostbeat beside zabbix_agent2, zabbix_agentd and node-exporter")]
@@ -74,6 +84,13 @@ struct Args {
     /// Timed starts per agent.
     #[arg(long, default_value_t = 7)]
     starts: usize,
+    /// Another build of hostbeat, run beside the first at the packaged settings
+    /// (scripts/footprint's `FOOTPRINT_COMPARE`).
+    #[arg(long)]
+    compare: Option<PathBuf>,
+    /// What `--compare` changes, for the page ("without the timer grid").
+    #[arg(long, requires = "compare", default_value = "another build")]
+    compare_label: String,
     /// How often node-exporter is scraped.
     #[arg(long, default_value = "15s", value_parser = humantime::parse_duration)]
     scrape_interval: Duration,
@@ -102,6 +119,10 @@ enum Kind {
     Hostbeat,
     /// hostbeat again, with nothing to do but its watchdog (steady run only).
     HostbeatIdle,
+    /// hostbeat at the packaged settings (steady run only).
+    HostbeatPackaged,
+    /// `--compare` at the packaged settings (steady run only).
+    HostbeatCompared,
     ZabbixAgent2,
     ZabbixAgentd,
     NodeExporter,
@@ -119,6 +140,8 @@ impl Kind {
         match self {
             Self::Hostbeat => "hostbeat",
             Self::HostbeatIdle => "hostbeat-idle",
+            Self::HostbeatPackaged => "hostbeat-packaged",
+            Self::HostbeatCompared => "hostbeat-compared",
             Self::ZabbixAgent2 => "zabbix_agent2",
             Self::ZabbixAgentd => "zabbix_agentd",
             Self::NodeExporter => "node-exporter",
@@ -127,9 +150,10 @@ impl Kind {
 
     fn binary(self, args: &Args) -> &Path {
         match self {
-            Self::Hostbeat | Self::HostbeatIdle => {
+            Self::Hostbeat | Self::HostbeatIdle | Self::HostbeatPackaged => {
                 args.hostbeat.as_deref().unwrap_or(Path::new("hostbeat"))
             }
+            Self::HostbeatCompared => args.compare.as_deref().unwrap_or(Path::new("hostbeat")),
             Self::ZabbixAgent2 => &args.zabbix_agent2,
             Self::ZabbixAgentd => &args.zabbix_agentd,
             Self::NodeExporter => &args.node_exporter,
@@ -138,7 +162,10 @@ impl Kind {
 
     fn language(self) -> &'static str {
         match self {
-            Self::Hostbeat | Self::HostbeatIdle => "Rust",
+            Self::Hostbeat
+            | Self::HostbeatIdle
+            | Self::HostbeatPackaged
+            | Self::HostbeatCompared => "Rust",
             Self::ZabbixAgent2 | Self::NodeExporter => "Go",
             Self::ZabbixAgentd => "C",
         }
@@ -148,6 +175,8 @@ impl Kind {
         match self {
             Self::Hostbeat => "a heartbeat every 1 s, HTTPS, one reused connection".into(),
             Self::HostbeatIdle => "a heartbeat every 10 min, HTTPS".into(),
+            Self::HostbeatPackaged => "a heartbeat every 30 s, HTTPS, as packaged".into(),
+            Self::HostbeatCompared => format!("as packaged, {}", args.compare_label),
             Self::ZabbixAgent2 | Self::ZabbixAgentd => {
                 "`agent.ping` every 1 s (active check), plain TCP, a connection each".into()
             }
@@ -160,7 +189,10 @@ impl Kind {
 
     fn started_when(self) -> &'static str {
         match self {
-            Self::Hostbeat | Self::HostbeatIdle => "`READY=1`, server unreachable",
+            Self::Hostbeat
+            | Self::HostbeatIdle
+            | Self::HostbeatPackaged
+            | Self::HostbeatCompared => "`READY=1`, server unreachable",
             _ => "its port accepts a connection",
         }
     }
@@ -169,7 +201,11 @@ impl Kind {
     fn version(self, args: &Args) -> String {
         let flag = match self {
             Self::ZabbixAgent2 | Self::ZabbixAgentd => "-V",
-            Self::Hostbeat | Self::HostbeatIdle | Self::NodeExporter => "--version",
+            Self::Hostbeat
+            | Self::HostbeatIdle
+            | Self::HostbeatPackaged
+            | Self::HostbeatCompared
+            | Self::NodeExporter => "--version",
         };
         std::process::Command::new(self.binary(args))
             .arg(flag)
@@ -187,11 +223,13 @@ impl Kind {
 /// Where an agent is told to send its reports.
 enum Endpoint {
     /// The reference control plane (or, for the timed starts, an address nothing
-    /// answers at), the CA that signed its certificate, the heartbeat interval.
+    /// answers at), the CA that signed its certificate, the heartbeat interval, and
+    /// the EC2 metadata service's URL (a mock) if the watcher is on.
     Plane {
         url: String,
         ca_file: PathBuf,
         interval: &'static str,
+        imds_url: Option<String>,
     },
     /// A Zabbix server (for the timed starts, an address nothing answers at).
     Zabbix(std::net::SocketAddr),
@@ -316,8 +354,10 @@ async fn measure(
         })
         .collect();
 
-    let mut figures = Vec::new();
-    let mut schedules = Vec::new();
+    let mut agents = Vec::new();
+    let mut hostbeat_schedule = None;
+    let mut idle = None;
+    let mut packaged = Vec::new();
     for ((one, series), received) in steady.iter().zip(&samples).zip(received) {
         let kind = one.agent.kind;
         if received.reports == 0 && kind != Kind::HostbeatIdle {
@@ -328,7 +368,7 @@ async fn measure(
             ));
         }
         let mapped = executable_files(one.agent.pid)?;
-        figures.push(figures_of(
+        let agent = figures_of(
             kind,
             args,
             series,
@@ -337,26 +377,44 @@ async fn measure(
             std::fs::metadata(kind.binary(args)).map_or(0, |m| m.len()),
             mapped.iter().map(|(_, size)| size).sum(),
             starts.get(&kind).cloned().unwrap_or_default(),
-        ));
+        );
         let switches = |s: Option<&TreeSample>| s.map_or(0, |s| s.all.voluntary_switches);
-        schedules.push(Schedule {
+        let schedule = Schedule {
             heartbeats: received.reports,
             token_exchanges: received.token_exchanges,
             watchdog_pings: received.watchdog_pings,
+            imds_polls: received.imds_polls,
             wakeups: switches(series.last()) - switches(series.first()),
-        });
+        };
+        match kind {
+            Kind::Hostbeat => {
+                hostbeat_schedule = Some(schedule);
+                agents.push(agent);
+            }
+            Kind::HostbeatIdle => idle = Some((agent, schedule)),
+            Kind::HostbeatPackaged | Kind::HostbeatCompared => packaged.push(Packaged {
+                build: if kind == Kind::HostbeatCompared {
+                    args.compare_label.clone()
+                } else {
+                    "as packaged".into()
+                },
+                agent,
+                schedule,
+            }),
+            Kind::ZabbixAgent2 | Kind::ZabbixAgentd | Kind::NodeExporter => agents.push(agent),
+        }
     }
     for one in &mut steady {
         one.end();
         stop(&mut one.agent).await?;
     }
-    let hostbeat_idle = figures.pop().ok_or("no idle hostbeat")?;
-    let idle_schedule = schedules.pop().ok_or("no idle hostbeat")?;
+    let (hostbeat_idle, idle_schedule) = idle.ok_or("no idle hostbeat")?;
     Ok(Measured {
-        agents: figures,
-        hostbeat_schedule: schedules.swap_remove(0),
+        agents,
+        hostbeat_schedule: hostbeat_schedule.ok_or("no hostbeat")?,
         hostbeat_idle,
         idle_schedule,
+        packaged,
         hostbeat_resident,
         hostbeat_sections,
     })
@@ -374,10 +432,14 @@ async fn timed_starts(
     for round in 0..args.starts {
         for kind in KINDS {
             let endpoint = match kind {
-                Kind::Hostbeat | Kind::HostbeatIdle => Endpoint::Plane {
+                Kind::Hostbeat
+                | Kind::HostbeatIdle
+                | Kind::HostbeatPackaged
+                | Kind::HostbeatCompared => Endpoint::Plane {
                     url: unreachable.clone(),
                     ca_file: ca_file.to_owned(),
                     interval: "1s",
+                    imds_url: None,
                 },
                 Kind::ZabbixAgent2 | Kind::ZabbixAgentd => {
                     Endpoint::Zabbix(([127, 0, 0, 1], free_port()?).into())
@@ -410,12 +472,27 @@ async fn start_steady(
     identity: &ServerIdentity,
 ) -> Result<Vec<Steady>, String> {
     let mut steady = Vec::new();
-    for kind in KINDS.into_iter().chain([Kind::HostbeatIdle]) {
+    let packaged = [Kind::HostbeatPackaged]
+        .into_iter()
+        .chain(args.compare.is_some().then_some(Kind::HostbeatCompared));
+    for kind in KINDS
+        .into_iter()
+        .chain([Kind::HostbeatIdle])
+        .chain(packaged)
+    {
         let (endpoint, counter) = match kind {
-            Kind::Hostbeat | Kind::HostbeatIdle => {
-                let idle = kind == Kind::HostbeatIdle;
+            Kind::Hostbeat
+            | Kind::HostbeatIdle
+            | Kind::HostbeatPackaged
+            | Kind::HostbeatCompared => {
+                let as_packaged = matches!(kind, Kind::HostbeatPackaged | Kind::HostbeatCompared);
+                let token_lifetime = match kind {
+                    Kind::HostbeatIdle => 3600,
+                    _ if as_packaged => PACKAGED_TOKEN_LIFETIME_S,
+                    _ => 60,
+                };
                 let plane = ControlPlane::new(PlaneConfig {
-                    token_lifetime: Duration::from_secs(if idle { 3600 } else { 60 }),
+                    token_lifetime: Duration::from_secs(token_lifetime),
                     ..PlaneConfig::default()
                 });
                 plane.add_client(CLIENT_ID, SECRET);
@@ -423,12 +500,23 @@ async fn start_steady(
                     .start_tls(identity)
                     .await
                     .map_err(|e| format!("cannot bind 127.0.0.1: {e}"))?;
+                let imds = if as_packaged {
+                    let imds = MockImds::new();
+                    let imds_addr = imds
+                        .start()
+                        .await
+                        .map_err(|e| format!("cannot bind 127.0.0.1: {e}"))?;
+                    Some((imds, format!("http://{imds_addr}")))
+                } else {
+                    None
+                };
                 let endpoint = Endpoint::Plane {
                     url: format!("https://{addr}"),
                     ca_file: ca_file.to_owned(),
-                    interval: "1s",
+                    interval: if as_packaged { "30s" } else { "1s" },
+                    imds_url: imds.as_ref().map(|(_, url)| url.clone()),
                 };
-                (endpoint, Counter::plane(plane))
+                (endpoint, Counter::plane(plane, imds.map(|(imds, _)| imds)))
             }
             Kind::ZabbixAgent2 | Kind::ZabbixAgentd => {
                 let server = ZabbixServer::start().await.map_err(|e| e.to_string())?;
@@ -525,6 +613,7 @@ struct Received {
     reports: u64,
     token_exchanges: u64,
     watchdog_pings: u64,
+    imds_polls: u64,
 }
 
 impl Received {
@@ -533,6 +622,7 @@ impl Received {
             reports: self.reports - start.reports,
             token_exchanges: self.token_exchanges - start.token_exchanges,
             watchdog_pings: self.watchdog_pings - start.watchdog_pings,
+            imds_polls: self.imds_polls - start.imds_polls,
         }
     }
 }
@@ -541,6 +631,8 @@ impl Received {
 enum Counter {
     Plane {
         plane: ControlPlane,
+        /// The mock metadata service, for an agent at the packaged settings.
+        imds: Option<MockImds>,
         /// Drained from the plane so far (its records would pile up otherwise).
         drained: Received,
         watchdog_pings: Arc<AtomicU64>,
@@ -550,9 +642,10 @@ enum Counter {
 }
 
 impl Counter {
-    fn plane(plane: ControlPlane) -> Self {
+    fn plane(plane: ControlPlane, imds: Option<MockImds>) -> Self {
         Self::Plane {
             plane,
+            imds,
             drained: Received::default(),
             watchdog_pings: Arc::default(),
         }
@@ -563,6 +656,7 @@ impl Counter {
         match self {
             Self::Plane {
                 plane,
+                imds,
                 drained,
                 watchdog_pings,
             } => {
@@ -573,6 +667,12 @@ impl Counter {
                     .filter(|r| r.path.contains("/oauth/token") && r.fault.is_none())
                     .count() as u64;
                 drained.watchdog_pings = watchdog_pings.load(Ordering::Relaxed);
+                drained.imds_polls = imds.as_ref().map_or(0, |imds| {
+                    imds.requests()
+                        .iter()
+                        .filter(|r| r.path == hostbeat::imds::INSTANCE_ACTION)
+                        .count() as u64
+                });
                 *drained
             }
             Self::Zabbix(server) => Received {
@@ -697,14 +797,9 @@ fn free_zabbix_port() -> Result<u16, String> {
 /// Starts `kind` in `dir` towards `endpoint`.
 fn launch(kind: Kind, args: &Args, dir: &Path, endpoint: &Endpoint) -> Result<Running, String> {
     std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
-    let file = |name: &str, text: &str| {
-        let path = dir.join(name);
-        std::fs::write(&path, text).map_err(|e| format!("{}: {e}", path.display()))?;
-        Ok::<_, String>(path)
-    };
     let log = std::fs::File::create(dir.join("output.log")).map_err(|e| e.to_string())?;
     let mut program = kind.binary(args).to_owned();
-    if kind == Kind::HostbeatIdle {
+    if matches!(kind, Kind::HostbeatIdle | Kind::HostbeatPackaged) {
         // A copy: two processes of one file share its pages, which would halve
         // the other hostbeat's PSS.
         let copy = dir.join("hostbeat");
@@ -722,41 +817,8 @@ fn launch(kind: Kind, args: &Args, dir: &Path, endpoint: &Endpoint) -> Result<Ru
     let mut listen = None;
     let mut notify = None;
     match kind {
-        Kind::Hostbeat | Kind::HostbeatIdle => {
-            let Endpoint::Plane {
-                url,
-                ca_file,
-                interval,
-            } = endpoint
-            else {
-                return Err("hostbeat needs the plane".into());
-            };
-            // The interval in the env file, not the environment: the environment
-            // wins over the env file, and the idle agent is reloaded to another
-            // interval by rewriting the file (`settle_idle`).
-            let env_file = file(
-                "hostbeat.env",
-                &format!(
-                    "HOSTBEAT_CLIENT_TOKEN={SECRET}\nHOSTBEAT_HEARTBEAT_INTERVAL={interval}\n"
-                ),
-            )?;
-            set_mode(&env_file, 0o600)?;
-            let config = file("hostbeat.toml", "")?;
-            let socket_path = dir.join("notify.sock");
-            notify = Some(UnixDatagram::bind(&socket_path).map_err(|e| e.to_string())?);
-            command
-                .arg("run")
-                .arg("--config")
-                .arg(config)
-                .env("HOSTBEAT_SERVER_URL", url)
-                .env("HOSTBEAT_TOKEN_URL", format!("{url}/oauth/token"))
-                .env("HOSTBEAT_CLIENT_ID", CLIENT_ID)
-                .env("HOSTBEAT_CA_FILE", ca_file)
-                .env("HOSTBEAT_ENV_FILE", env_file)
-                .env("HOSTBEAT_STATE_DIR", dir.join("state"))
-                .env("HOSTBEAT_IMDS", "off")
-                .env("NOTIFY_SOCKET", socket_path)
-                .env("WATCHDOG_USEC", WATCHDOG_USEC);
+        Kind::Hostbeat | Kind::HostbeatIdle | Kind::HostbeatPackaged | Kind::HostbeatCompared => {
+            notify = Some(configure_hostbeat(&mut command, dir, endpoint)?);
         }
         Kind::ZabbixAgent2 | Kind::ZabbixAgentd => {
             let Endpoint::Zabbix(server) = endpoint else {
@@ -773,12 +835,15 @@ fn launch(kind: Kind, args: &Args, dir: &Path, endpoint: &Endpoint) -> Result<Ru
             );
             if kind == Kind::ZabbixAgent2 {
                 let _ = writeln!(conf, "ControlSocket={}", dir.join("agent.sock").display());
-                command.arg("-c").arg(file("agent.conf", &conf)?);
+                command.arg("-c").arg(write_file(dir, "agent.conf", &conf)?);
             } else {
                 // As root it would switch to the zabbix user; the others run as the
                 // caller too.
                 conf += "AllowRoot=1\n";
-                command.arg("-f").arg("-c").arg(file("agent.conf", &conf)?);
+                command
+                    .arg("-f")
+                    .arg("-c")
+                    .arg(write_file(dir, "agent.conf", &conf)?);
             }
         }
         Kind::NodeExporter => {
@@ -799,6 +864,62 @@ fn launch(kind: Kind, args: &Args, dir: &Path, endpoint: &Endpoint) -> Result<Ru
         listen,
         notify,
     })
+}
+
+/// hostbeat's files in `dir` and its command line towards `endpoint`: the socket
+/// its notifications arrive on.
+fn configure_hostbeat(
+    command: &mut Command,
+    dir: &Path,
+    endpoint: &Endpoint,
+) -> Result<UnixDatagram, String> {
+    let Endpoint::Plane {
+        url,
+        ca_file,
+        interval,
+        imds_url,
+    } = endpoint
+    else {
+        return Err("hostbeat needs the plane".into());
+    };
+    // The interval in the env file, not the environment: the environment
+    // wins over the env file, and the idle agent is reloaded to another
+    // interval by rewriting the file (`settle_idle`).
+    let env_file = write_file(
+        dir,
+        "hostbeat.env",
+        &format!("HOSTBEAT_CLIENT_TOKEN={SECRET}\nHOSTBEAT_HEARTBEAT_INTERVAL={interval}\n"),
+    )?;
+    set_mode(&env_file, 0o600)?;
+    let config = write_file(dir, "hostbeat.toml", "")?;
+    let socket_path = dir.join("notify.sock");
+    let notify = UnixDatagram::bind(&socket_path).map_err(|e| e.to_string())?;
+    command
+        .arg("run")
+        .arg("--config")
+        .arg(config)
+        .env("HOSTBEAT_SERVER_URL", url)
+        .env("HOSTBEAT_TOKEN_URL", format!("{url}/oauth/token"))
+        .env("HOSTBEAT_CLIENT_ID", CLIENT_ID)
+        .env("HOSTBEAT_CA_FILE", ca_file)
+        .env("HOSTBEAT_ENV_FILE", env_file)
+        .env("HOSTBEAT_STATE_DIR", dir.join("state"))
+        .env("NOTIFY_SOCKET", socket_path)
+        .env("WATCHDOG_USEC", WATCHDOG_USEC);
+    match imds_url {
+        Some(imds_url) => command
+            .env("HOSTBEAT_IMDS", "on")
+            .env("HOSTBEAT_IMDS_URL", imds_url),
+        None => command.env("HOSTBEAT_IMDS", "off"),
+    };
+    Ok(notify)
+}
+
+/// Writes `text` to `name` in `dir`.
+fn write_file(dir: &Path, name: &str, text: &str) -> Result<PathBuf, String> {
+    let path = dir.join(name);
+    std::fs::write(&path, text).map_err(|e| format!("{}: {e}", path.display()))?;
+    Ok(path)
 }
 
 fn set_mode(path: &Path, mode: u32) -> Result<(), String> {
