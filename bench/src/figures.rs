@@ -28,7 +28,6 @@ pub struct HerdOutcome {
     pub all_back_after_s: Option<f64>,
     /// Requests that reached the plane while it was away.
     pub requests_during_outage: u64,
-    pub requests_total: u64,
     /// Requests per second, one value per 10-second bucket from the start.
     pub rate_series: Vec<f64>,
     /// Real seconds the run took (for whoever sizes the next one).
@@ -45,16 +44,34 @@ pub struct HerdReport {
     pub outcomes: Vec<HerdOutcome>,
 }
 
-/// One look at the process.
-#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
-pub struct Sample {
-    /// Real seconds since the first accepted heartbeat.
-    pub at_s: f64,
-    /// Accepted heartbeats so far.
-    pub heartbeats: u64,
-    pub rss_kib: u64,
-    pub fds: u64,
-    pub threads: u64,
+/// The soak's schedule and pass mark, which docs/reliability.md states.
+pub mod soak {
+    /// The access tokens' lifetime (refreshed 5 s before expiry).
+    pub const TOKEN_LIFETIME_S: u64 = 20;
+    /// The plane is taken away this often...
+    pub const OUTAGE_EVERY_S: u64 = 120;
+    /// ...for this long.
+    pub const OUTAGE_S: u64 = 5;
+    /// A reload (SIGHUP) this often.
+    pub const RELOAD_EVERY_S: u64 = 30;
+    /// How much the late median of resident memory may exceed the early one and
+    /// still be flat: the allocator moves by pages.
+    pub const RSS_TOLERANCE_KIB: u64 = 256;
+    /// The same for open files: a reconnect after an outage is one.
+    pub const FDS_TOLERANCE: u64 = 1;
+}
+
+/// The median of `values`: the middle one, or the mean of the middle two for an
+/// even count (0 for none).
+pub fn median(values: &[f64]) -> f64 {
+    let mut sorted = values.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    let n = sorted.len();
+    match n {
+        0 => 0.0,
+        _ if n % 2 == 1 => sorted[n / 2],
+        _ => f64::midpoint(sorted[n / 2 - 1], sorted[n / 2]),
+    }
 }
 
 /// First, last, median and max of one measure, and whether it grew.
@@ -74,10 +91,16 @@ impl Spread {
     /// median may exceed the early one and still be flat (RSS moves by allocator
     /// pages; a reconnect after an outage is one fd).
     pub fn of(values: &[u64], tolerance: u64) -> Self {
+        // Counts and kibibytes of one run, far below 2^52: exact as f64, and the
+        // mean of two of them rounds to a whole one.
+        #[allow(
+            clippy::cast_precision_loss,
+            clippy::cast_possible_truncation,
+            clippy::cast_sign_loss,
+            reason = "see above"
+        )]
         let median_of = |slice: &[u64]| {
-            let mut sorted = slice.to_vec();
-            sorted.sort_unstable();
-            sorted.get(sorted.len() / 2).copied().unwrap_or(0)
+            median(&slice.iter().map(|&v| v as f64).collect::<Vec<_>>()).round() as u64
         };
         let tenth = (values.len() / 10).max(1);
         let early = median_of(&values[..tenth.min(values.len())]);
@@ -111,5 +134,23 @@ pub struct SoakReport {
     pub fds: Spread,
     pub threads: Spread,
     pub pass: bool,
-    pub samples: Vec<Sample>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_median_of_an_even_count_is_the_middle_twos_mean() {
+        assert!((median(&[4.0, 1.0, 3.0, 2.0]) - 2.5).abs() < 1e-9);
+        assert!((median(&[5.0, 1.0, 3.0]) - 3.0).abs() < 1e-9);
+        assert!(median(&[]).abs() < 1e-9);
+    }
+
+    #[test]
+    fn a_spread_rounds_the_median_of_an_even_count() {
+        assert_eq!(Spread::of(&[1, 4, 2, 3], 0).median, 3);
+        assert_eq!(Spread::of(&[1, 3, 2, 3], 0).median, 3);
+        assert_eq!(Spread::of(&[10, 20, 30], 0).median, 20);
+    }
 }

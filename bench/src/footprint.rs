@@ -19,7 +19,7 @@ use std::fmt::Write as _;
 
 use serde::{Deserialize, Serialize};
 
-use crate::figures::Spread;
+use crate::figures::{Spread, median};
 
 /// When, at which commit, on what machine, and how long the agents were sampled.
 #[derive(Debug, Serialize, Deserialize)]
@@ -163,13 +163,12 @@ impl Report {
 
     /// The median over the runs of agent `i`'s `value`.
     fn median(&self, i: usize, value: impl Fn(&Agent) -> f64) -> f64 {
-        median(
-            &self
-                .runs
-                .iter()
-                .map(|r| value(&r.agents[i]))
-                .collect::<Vec<_>>(),
-        )
+        self.over_runs(|r| value(&r.agents[i]))
+    }
+
+    /// The median over the runs of `value`.
+    fn over_runs(&self, value: impl Fn(&Measured) -> f64) -> f64 {
+        median(&self.runs.iter().map(value).collect::<Vec<_>>())
     }
 
     /// The median over the runs of hostbeat's `value` divided by agent `i`'s in the
@@ -191,17 +190,6 @@ impl Report {
         let mut by_rss: Vec<&Measured> = self.runs.iter().collect();
         by_rss.sort_by_key(|r| r.agents[0].rss_kib.median);
         by_rss[by_rss.len() / 2]
-    }
-}
-
-/// The median of `values` (the mean of the middle two for an even count).
-pub fn median(values: &[f64]) -> f64 {
-    let mut sorted = values.to_vec();
-    sorted.sort_by(f64::total_cmp);
-    match sorted.len() {
-        0 => 0.0,
-        n if n % 2 == 1 => sorted[n / 2],
-        n => f64::midpoint(sorted[n / 2 - 1], sorted[n / 2]),
     }
 }
 
@@ -746,15 +734,7 @@ fn schedule(page: &mut String, report: &Report) {
             );
         }
     }
-    let idle = |value: fn(&Agent) -> f64| {
-        median(
-            &report
-                .runs
-                .iter()
-                .map(|r| value(&r.hostbeat_idle))
-                .collect::<Vec<_>>(),
-        )
-    };
+    let idle = |value: fn(&Agent) -> f64| report.over_runs(|r| value(&r.hostbeat_idle));
     let _ = write!(
         page,
         "\nIdle, hostbeat used {:.3} CPU seconds an hour and {:.0} KiB resident \
@@ -824,15 +804,8 @@ fn packaged(page: &mut String, report: &Report) {
             );
         }
     }
-    let median_of = |which: usize, value: fn(&Packaged) -> f64| {
-        median(
-            &report
-                .runs
-                .iter()
-                .map(|r| value(&r.packaged[which]))
-                .collect::<Vec<_>>(),
-        )
-    };
+    let median_of =
+        |which: usize, value: fn(&Packaged) -> f64| report.over_runs(|r| value(&r.packaged[which]));
     let per_minute = |p: &Packaged| p.agent.wakeups_per_minute;
     let cpu = |p: &Packaged| p.agent.cpu_s_per_hour;
     let _ = write!(
@@ -844,13 +817,8 @@ fn packaged(page: &mut String, report: &Report) {
     );
     if let Some(label) = compared {
         let ratio = |value: fn(&Packaged) -> f64| {
-            median(
-                &report
-                    .runs
-                    .iter()
-                    .map(|r| value(&r.packaged[1]) / value(&r.packaged[0]).max(f64::MIN_POSITIVE))
-                    .collect::<Vec<_>>(),
-            )
+            report
+                .over_runs(|r| value(&r.packaged[1]) / value(&r.packaged[0]).max(f64::MIN_POSITIVE))
         };
         let _ = write!(
             page,
@@ -1029,13 +997,6 @@ mod tests {
         let page = render_page(&report);
         assert!(goal_row(&page, goal).ends_with("| **no** |"));
         assert!(page.contains("a wake-up that leads to no event"), "{page}");
-    }
-
-    #[test]
-    fn the_median_of_an_even_count_is_the_middle_twos_mean() {
-        assert!((median(&[4.0, 1.0, 3.0, 2.0]) - 2.5).abs() < 1e-9);
-        assert!((median(&[5.0, 1.0, 3.0]) - 3.0).abs() < 1e-9);
-        assert!(median(&[]).abs() < 1e-9);
     }
 
     #[test]

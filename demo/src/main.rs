@@ -131,11 +131,7 @@ async fn demo() -> Result<(), Box<dyn std::error::Error>> {
         .count();
     // Token requests that were answered; those refused during the outage are counted
     // with the other attempts below.
-    let tokens = plane
-        .requests()
-        .iter()
-        .filter(|r| r.path.starts_with("/oauth/token") && r.fault.is_none())
-        .count();
+    let tokens = plane.token_exchanges(&plane.requests());
     tracing::info!(
         "▶ demo: done: {} heartbeats accepted, {} access tokens issued, {} attempts during the outage, last status {:?}",
         heartbeats.len(),

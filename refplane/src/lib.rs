@@ -339,6 +339,17 @@ impl ControlPlane {
         )
     }
 
+    /// How many of `requests` asked this plane for a token and were answered by it
+    /// (no fault stood in the way): its token exchanges.
+    pub fn token_exchanges(&self, requests: &[RecordedRequest]) -> u64 {
+        let path = &self.shared.config.paths.token;
+        let answered = requests
+            .iter()
+            .filter(|r| r.fault.is_none() && r.path.split('?').next() == Some(path.as_str()))
+            .count();
+        u64::try_from(answered).unwrap_or(u64::MAX)
+    }
+
     /// How many agents are registered.
     pub fn agent_count(&self) -> usize {
         self.state().agents.len()

@@ -25,6 +25,7 @@ use serde::Deserialize;
 #[path = "../../bench/src/figures.rs"]
 mod figures;
 
+use figures::soak::{FDS_TOLERANCE, OUTAGE_S, RSS_TOLERANCE_KIB, TOKEN_LIFETIME_S};
 use figures::{HerdReport as Herd, SoakReport as Soak};
 
 /// A group of rows: its heading and its rows as (key, fault, what hostbeat does).
@@ -461,11 +462,12 @@ fn soak_section(page: &mut String, soak: &Soak) {
          The real daemon (`hostbeat run`, the release build with the heartbeat floor \
          lowered for the soak: feature `soak`) against the reference control plane on \
          loopback, in real time: {} heartbeats at a {} ms interval in {:.0} s, with {} \
-         token exchanges (20 s access tokens), {} outages of 5 s, {} reloads (SIGHUP) \
-         and {} token rotation, then SIGTERM (exit: {}). Sampled once a second from \
-         /proc after the first heartbeat. The pass mark is no growth: the median of the \
-         last tenth of the samples no higher than that of the first tenth (give or take \
-         256 KiB of resident memory, one descriptor): {verdict}.\n\n\
+         token exchanges ({TOKEN_LIFETIME_S} s access tokens), {} outages of \
+         {OUTAGE_S} s, {} reloads (SIGHUP) and {} token rotation, then SIGTERM (exit: \
+         {}). Sampled once a second from /proc after the first heartbeat. The pass mark \
+         is no growth: the median of the last tenth of the samples no higher than that \
+         of the first tenth (give or take {RSS_TOLERANCE_KIB} KiB of resident memory, \
+         {FDS_TOLERANCE} descriptor): {verdict}.\n\n\
          | Measure | First | Last | Median | Max | Growth (last tenth vs first) | Flat |\n\
          |---|---|---|---|---|---|---|\n",
         thousands(soak.heartbeats),

@@ -662,10 +662,7 @@ impl Counter {
             } => {
                 let (requests, heartbeats) = plane.drain_records();
                 drained.reports += heartbeats.len() as u64;
-                drained.token_exchanges += requests
-                    .iter()
-                    .filter(|r| r.path.contains("/oauth/token") && r.fault.is_none())
-                    .count() as u64;
+                drained.token_exchanges += plane.token_exchanges(&requests);
                 drained.watchdog_pings = watchdog_pings.load(Ordering::Relaxed);
                 drained.imds_polls = imds.as_ref().map_or(0, |imds| {
                     imds.requests()

@@ -459,7 +459,6 @@ impl Shard {
                 .all_back_ms
                 .map(|at| at.saturating_sub(self.back_ms) as f64 / 1000.0),
             requests_during_outage: sum(away),
-            requests_total: counts.iter().sum(),
             rate_series: counts.iter().map(|&c| per_second(c)).collect(),
             real_seconds: 0.0,
         }

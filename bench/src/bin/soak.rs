@@ -14,7 +14,10 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use clap::Parser;
-use hostbeat_bench::figures::{Sample, SoakReport as Report, Spread};
+use hostbeat_bench::figures::soak::{
+    FDS_TOLERANCE, OUTAGE_EVERY_S, OUTAGE_S, RELOAD_EVERY_S, RSS_TOLERANCE_KIB, TOKEN_LIFETIME_S,
+};
+use hostbeat_bench::figures::{SoakReport as Report, Spread};
 use hostbeat_bench::procfs::ProcessSample;
 use hostbeat_bench::{wall_clock, write_json};
 use hostbeat_refplane::{ControlPlane, Fault, PlaneConfig, Scope};
@@ -44,19 +47,7 @@ struct Args {
     /// The heartbeat interval.
     #[arg(long, default_value = "10ms", value_parser = humantime::parse_duration)]
     interval: Duration,
-    /// The access tokens' lifetime (refreshed 5 s before expiry).
-    #[arg(long, default_value = "20s", value_parser = humantime::parse_duration)]
-    token_lifetime: Duration,
-    /// Take the plane away this often...
-    #[arg(long, default_value = "2m", value_parser = humantime::parse_duration)]
-    outage_every: Duration,
-    /// ...for this long.
-    #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
-    outage: Duration,
-    /// Send SIGHUP this often.
-    #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
-    reload_every: Duration,
-    /// Write the figures and the samples here (JSON).
+    /// Write the figures here (JSON).
     #[arg(long)]
     json: Option<PathBuf>,
 }
@@ -114,7 +105,7 @@ struct Counts {
 async fn soak(args: &Args) -> Result<Report, String> {
     let dir = tempfile::tempdir().map_err(|e| format!("temp dir: {e}"))?;
     let plane = ControlPlane::new(PlaneConfig {
-        token_lifetime: args.token_lifetime,
+        token_lifetime: Duration::from_secs(TOKEN_LIFETIME_S),
         ..PlaneConfig::default()
     });
     plane.add_client(CLIENT_ID, SECRET);
@@ -149,17 +140,16 @@ async fn soak(args: &Args) -> Result<Report, String> {
         }
         let (requests, heartbeats) = plane.drain_records();
         counts.heartbeats += heartbeats.len() as u64;
-        counts.token_exchanges += requests
-            .iter()
-            .filter(|r| r.path.contains("/oauth/token") && r.fault.is_none())
-            .count() as u64;
+        counts.token_exchanges += plane.token_exchanges(&requests);
         if started.is_none() && counts.heartbeats > 0 {
             started = Some(wall_clock::now());
         }
         // Samples count from the first accepted heartbeat: start-up is not growth.
-        let Some(first) = started else { continue };
-        disturb(args, &plane, dir.path(), pid, seconds, &mut counts)?;
-        let now = sample(pid, wall_clock::seconds_since(first), counts.heartbeats)?;
+        if started.is_none() {
+            continue;
+        }
+        disturb(&plane, dir.path(), pid, seconds, &mut counts)?;
+        let now = sample(pid, counts.heartbeats)?;
         if seconds.is_multiple_of(60) {
             eprintln!(
                 "soak: {} heartbeats, RSS {} KiB, {} fds, {} threads",
@@ -182,21 +172,19 @@ async fn soak(args: &Args) -> Result<Report, String> {
 
 /// Outages, reloads and one rotation, on a schedule in whole seconds.
 fn disturb(
-    args: &Args,
     plane: &ControlPlane,
     dir: &Path,
     pid: u32,
     seconds: u64,
     counts: &mut Counts,
 ) -> Result<(), String> {
-    let every = |period: Duration| seconds.is_multiple_of(period.as_secs().max(1));
-    if every(args.outage_every) {
+    if seconds.is_multiple_of(OUTAGE_EVERY_S) {
         plane.set_fault(Fault::Outage, Scope::All, None);
         counts.outages += 1;
-    } else if seconds % args.outage_every.as_secs().max(1) == args.outage.as_secs() {
+    } else if seconds % OUTAGE_EVERY_S == OUTAGE_S {
         plane.clear_fault();
     }
-    if counts.rotations == 0 && seconds >= args.reload_every.as_secs() * 3 / 2 {
+    if counts.rotations == 0 && seconds >= RELOAD_EVERY_S * 3 / 2 {
         // Rotated the way an operator does: the new secret at the plane, then in the
         // env file, then a reload.
         plane.rotate(CLIENT_ID, ROTATED);
@@ -204,7 +192,7 @@ fn disturb(
         signal(pid, "HUP")?;
         counts.rotations += 1;
         counts.reloads += 1;
-    } else if every(args.reload_every) {
+    } else if seconds.is_multiple_of(RELOAD_EVERY_S) {
         signal(pid, "HUP")?;
         counts.reloads += 1;
     }
@@ -275,10 +263,19 @@ async fn stop(child: &mut Child, pid: u32) -> Result<String, String> {
     }
 }
 
-fn sample(pid: u32, at_s: f64, heartbeats: u64) -> Result<Sample, String> {
+/// One look at the process.
+#[derive(Debug, Clone, Copy)]
+struct Sample {
+    /// Accepted heartbeats so far.
+    heartbeats: u64,
+    rss_kib: u64,
+    fds: u64,
+    threads: u64,
+}
+
+fn sample(pid: u32, heartbeats: u64) -> Result<Sample, String> {
     let process = ProcessSample::read(pid)?;
     Ok(Sample {
-        at_s,
         heartbeats,
         rss_kib: process.rss_kib,
         fds: process.fds,
@@ -302,8 +299,8 @@ fn finish(
     let token_in_output = scan::files_under(&dir.join("out"))
         .iter()
         .any(|(_, bytes)| [SECRET, ROTATED].iter().any(|t| scan::contains(bytes, t)));
-    let rss_kib = spread(samples, |s| s.rss_kib, 256);
-    let fds = spread(samples, |s| s.fds, 1);
+    let rss_kib = spread(samples, |s| s.rss_kib, RSS_TOLERANCE_KIB);
+    let fds = spread(samples, |s| s.fds, FDS_TOLERANCE);
     let threads = spread(samples, |s| s.threads, 0);
     let pass = rss_kib.flat
         && fds.flat
@@ -325,19 +322,7 @@ fn finish(
         fds,
         threads,
         pass,
-        samples: thinned(samples, 300),
     })
-}
-
-/// At most `keep` samples, evenly spaced, the first and the last among them (the
-/// figures come from all of them; the JSON need not hold every second).
-fn thinned(samples: &[Sample], keep: usize) -> Vec<Sample> {
-    if samples.len() <= keep || keep < 2 {
-        return samples.to_vec();
-    }
-    (0..keep)
-        .map(|i| samples[i * (samples.len() - 1) / (keep - 1)])
-        .collect()
 }
 
 fn spread(samples: &[Sample], value: impl Fn(&Sample) -> u64, tolerance: u64) -> Spread {
@@ -351,7 +336,6 @@ mod tests {
     fn samples(rss: &[u64]) -> Vec<Sample> {
         rss.iter()
             .map(|&rss_kib| Sample {
-                at_s: 0.0,
                 heartbeats: 0,
                 rss_kib,
                 fds: 10,
@@ -363,7 +347,7 @@ mod tests {
     #[test]
     fn flat_is_the_late_median_within_tolerance_of_the_early_one() {
         let steady = samples(&[5000, 5100, 5000, 5050, 5000, 5100, 5000, 5050, 5000, 5100]);
-        let spread_of = |s: &[Sample]| spread(s, |s| s.rss_kib, 256);
+        let spread_of = |s: &[Sample]| spread(s, |s| s.rss_kib, RSS_TOLERANCE_KIB);
         let flat = spread_of(&steady);
         assert!(flat.flat);
         assert_eq!((flat.first, flat.last, flat.max), (5000, 5100, 5100));
