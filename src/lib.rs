@@ -21,7 +21,7 @@
 //!   `atomic_file`: files replaced whole, never half-written; `duration`: the
 //!   one way a duration is written for a person.
 //! - [`logging`]: where log lines go; [`systemd`]: readiness, status and watchdog;
-//!   [`wheel`]: deadlines placed where the runtime's timers wake anyway.
+//!   [`wheel`]: deadlines on the timer wheel's boundaries, for fewer wake-ups.
 //! - [`cli`]: the command line, also the source of the man pages and completions;
 //!   [`check`]: `hostbeat check`, the doctor.
 //!

@@ -1,5 +1,5 @@
-//! Deadlines moved onto the boundaries of the runtime's timer wheel, where the
-//! runtime wakes anyway.
+//! Deadlines moved onto the boundaries of the runtime's timer wheel, so that their
+//! timers skip the wake-ups of the finer levels.
 //!
 //! tokio keeps its timers in a hierarchical wheel of 1 ms ticks, counted from the
 //! moment the runtime was built: level 0 holds the next 64 ms in 1 ms slots, level 1
@@ -17,8 +17,8 @@
 //!   sixteenth of the wait and 64 ms at most, which reaches a 64 ms boundary: two
 //!   wake-ups rather than three at nearly every offset. At the packaged settings
 //!   (a 30 s heartbeat, a 5 s poll) that is the difference docs/performance.md
-//!   shows under "At the packaged settings" (`FOOTPRINT_COMPARE=timer-grid-off
-//!   scripts/footprint` runs a build without the grid beside the packaged one).
+//!   shows under "At the packaged settings" (`scripts/footprint` runs a build
+//!   without the grid, feature `timer-grid-off`, beside the packaged one).
 //! - the watchdog's ping, early within the second half of its period
 //!   ([`Grid::at_or_before`]), which reaches a 4.096 s boundary: one wake-up rather
 //!   than three. It fires only when nothing else pinged for a period (a heartbeat
@@ -87,8 +87,8 @@ impl Grid {
     }
 
     /// The latest slot boundary, on the coarsest level that has one, between
-    /// `deadline - reach` and `deadline`: for what may happen early (a watchdog ping,
-    /// a refresh). `deadline` itself when there is no boundary in reach, or no grid.
+    /// `deadline - reach` and `deadline`: for what may happen early (a watchdog
+    /// ping). `deadline` itself when there is no boundary in reach, or no grid.
     pub fn at_or_before(&self, deadline: Instant, reach: Duration) -> Instant {
         let Some((origin, since)) = self.place(deadline) else {
             return deadline;
@@ -104,7 +104,7 @@ impl Grid {
     /// The earliest slot boundary, on the coarsest level that has one, between
     /// `deadline` and `deadline + reach`: for what may happen a little late (a
     /// heartbeat, a poll). `deadline` itself when there is none, or no grid.
-    pub fn at_or_after(&self, deadline: Instant, reach: Duration) -> Instant {
+    fn at_or_after(&self, deadline: Instant, reach: Duration) -> Instant {
         let Some((origin, since)) = self.place(deadline) else {
             return deadline;
         };

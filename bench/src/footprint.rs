@@ -530,7 +530,7 @@ fn intro(page: &mut String, report: &Report) {
          read the ratios (hostbeat's figure divided by the peer's, measured side by \
          side in one run; the median over the runs) rather than the absolute times.\n\n\
          Re-run it with `scripts/footprint` (it installs the peers from Debian's \
-         packages; about 12 minutes after the builds; `FOOTPRINT_SAMPLE=1m \
+         packages; about 45 minutes after the builds; `FOOTPRINT_SAMPLE=1m \
          FOOTPRINT_RUNS=1` for a quick look).\n\n\
          ## The agents\n\n\
          | Agent | Version | Language | Reports | Started when |\n|---|---|---|---|---|\n",
@@ -742,19 +742,21 @@ fn schedule(page: &mut String, report: &Report) {
          state saved) is over before the window: it starts with a 1 s heartbeat and, \
          once online, is reloaded (SIGHUP) to the 10-minute interval, as an operator \
          would do it.\n\n\
-         A timer costs one wake-up when its deadline lies on a boundary of tokio's \
-         timer wheel, and one more for each level of the wheel it moves down \
-         otherwise: three for a timer 5 s or a minute away. So deadlines that may \
-         move are put on a boundary (`src/wheel.rs`): the watchdog's ping early, \
-         within the second half of its period, where it costs one; a heartbeat or a \
-         metadata poll by 64 ms at most, where it costs two (the next section \
-         measures what that saves). The watchdog ping rides on a heartbeat when the next one would \
+         tokio's timer wheel wakes the process once for each level a timer moves \
+         down on its way to being due: three times for a timer 5 s or a minute away, \
+         twice when its deadline lies on a 64 ms boundary, once on a boundary of the \
+         level it is filed at. So deadlines that may move are put on a boundary \
+         (`src/wheel.rs`): the watchdog's ping early, within the second half of its \
+         period, where it costs one; a heartbeat or a metadata poll late by 64 ms at \
+         most, where it costs two (the next section measures what that saves). The \
+         watchdog ping rides on a heartbeat when the next one would \
          come too late for it, and no timer looks for idle connections (TCP keepalive \
          finds a dead one). The answer to a request wakes the agent once more, a \
          connection opened anew adds its handshakes' round trips, and a state file \
          saved with fsync may block. The goal allows {WAKE_UPS_PER_PING} a watchdog \
          ping and {WAKE_UPS_PER_REQUEST} a heartbeat or token exchange; none may come \
-         from polling. `strace -tt -p PID` on the idle agent shows what \
+         from looking for work that is not there. `strace -tt -p PID` on the idle \
+         agent shows what \
          each one is: every `epoll_wait` that returns leads to a watchdog ping, a \
          heartbeat or a refresh.\n",
         idle(|a| a.cpu_s_per_hour),
@@ -767,7 +769,6 @@ fn packaged(page: &mut String, report: &Report) {
     if report.runs.iter().any(|r| r.packaged.is_empty()) {
         return;
     }
-    let minutes = report.run.sampled_s / 60.0;
     let compared = report.runs[0].packaged.get(1).map(|p| p.build.as_str());
     let _ = write!(
         page,
@@ -775,9 +776,11 @@ fn packaged(page: &mut String, report: &Report) {
          The figures above are at a 1 s heartbeat, to compare per report with the \
          peers. Here is hostbeat as the packaged unit runs it on an EC2 spot instance, \
          in the same runs: a heartbeat every 30 s, 15-minute access tokens (each \
-         refreshed about a minute before it expires, so a window of {minutes:.0} \
-         minutes holds at most one refresh), the metadata watcher polling a mock of \
-         the instance metadata service every 5 s, and the watchdog armed. {}\n\n\
+         refreshed 11¼ to 12 minutes after it was issued, 3 minutes ahead less a \
+         jitter), the metadata watcher polling a mock of the instance metadata \
+         service every 5 s (each poll asks for the interruption notice and the \
+         rebalance advice), and the watchdog armed. An event is a heartbeat, a token \
+         exchange, a poll or a watchdog ping. {}\n\n\
          | Run | Build | Heartbeats | Token exchanges | Metadata polls | Watchdog pings \
          | Wake-ups | Per event | Per minute | CPU s/h |\n\
          |---|---|---:|---:|---:|---:|---:|---:|---:|---:|\n",
@@ -799,7 +802,7 @@ fn packaged(page: &mut String, report: &Report) {
                 s.watchdog_pings,
                 s.wakeups,
                 s.wakeups as f64 / s.events().max(1) as f64,
-                s.wakeups as f64 / minutes,
+                one.agent.wakeups_per_minute,
                 one.agent.cpu_s_per_hour,
             );
         }
@@ -816,15 +819,21 @@ fn packaged(page: &mut String, report: &Report) {
         median_of(0, cpu),
     );
     if let Some(label) = compared {
+        // A run where the packaged build measured 0 has no ratio: "n/a".
         let ratio = |value: fn(&Packaged) -> f64| {
-            report
-                .over_runs(|r| value(&r.packaged[1]) / value(&r.packaged[0]).max(f64::MIN_POSITIVE))
+            if report.runs.iter().any(|r| value(&r.packaged[0]) <= 0.0) {
+                return "n/a".to_owned();
+            }
+            format!(
+                "{:.2}",
+                report.over_runs(|r| value(&r.packaged[1]) / value(&r.packaged[0]))
+            )
         };
         let _ = write!(
             page,
             "; {label}, {:.1} wake-ups a minute and {:.2} CPU seconds an hour. The \
              compared build's figure divided by the packaged one's, in the same run \
-             (the median of the runs' ratios): {:.2} for wake-ups, {:.2} for CPU time",
+             (the median of the runs' ratios): {} for wake-ups, {} for CPU time",
             median_of(1, per_minute),
             median_of(1, cpu),
             ratio(per_minute),

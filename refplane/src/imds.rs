@@ -171,6 +171,15 @@ impl MockImds {
         self.state().requests.clone()
     }
 
+    /// How many requests asked for `path` so far.
+    pub fn requests_for(&self, path: &str) -> usize {
+        self.state()
+            .requests
+            .iter()
+            .filter(|r| r.path == path)
+            .count()
+    }
+
     async fn answer(
         self,
         request: Request<hyper::body::Incoming>,
