@@ -282,12 +282,37 @@ mod tests {
     }
 
     #[test]
+    fn a_minute_away_costs_three_wake_ups_and_one_on_a_boundary_in_reach() {
+        // With 30 s of reach either way, a 4.096 s boundary: one wake-up.
+        let offset = Duration::from_millis(1_234);
+        let minute = Duration::from_secs(60);
+        let reach = Duration::from_secs(30);
+        let unaligned = wakeups_of(offset, |_, start| start + minute);
+        let early = wakeups_of(offset, |grid, start| {
+            grid.at_or_before(start + minute, reach)
+        });
+        let late = wakeups_of(offset, |grid, start| {
+            grid.at_or_after(start + minute, reach)
+        });
+        assert_eq!(
+            (unaligned, early, late),
+            (3, 1, 1),
+            "wake-ups for one sleep of a minute: unaligned, aligned early, aligned late \
+             (if tokio's wheel changed, see src/wheel.rs)"
+        );
+    }
+
+    #[test]
     fn a_second_away_costs_two_wake_ups_and_one_a_tick_later() {
         // What a 1 s heartbeat pays: a 64 ms level-1 slot, then the tick.
         let offset = Duration::from_millis(1_234);
         let second = Duration::from_secs(1);
         let unaligned = wakeups_of(offset, |_, start| start + second);
+        let late = wakeups_of(offset, |grid, start| {
+            grid.at_or_after(start + second, reach(second))
+        });
+        // What the heartbeat loop asks for: the same.
         let asked = wakeups_of(offset, |grid, _| grid.late(second));
-        assert_eq!((unaligned, asked), (2, 1));
+        assert_eq!((unaligned, late, asked), (2, 1, 1));
     }
 }

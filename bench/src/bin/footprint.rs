@@ -115,23 +115,32 @@ struct Args {
     machine: String,
 }
 
-/// The four agents.
+/// The four agents (hostbeat in each of its runs).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 enum Kind {
-    Hostbeat,
-    /// hostbeat again, with nothing to do but its watchdog (steady run only).
-    HostbeatIdle,
-    /// hostbeat at the packaged settings (steady run only).
-    HostbeatPackaged,
-    /// `--compare` at the packaged settings (steady run only).
-    HostbeatCompared,
+    Hostbeat(Role),
     ZabbixAgent2,
     ZabbixAgentd,
     NodeExporter,
 }
 
+/// What a hostbeat of the benchmark is run for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Role {
+    /// Beside the peers: a heartbeat every second.
+    Main,
+    /// With nothing to do but its watchdog (steady run only).
+    Idle,
+    /// At the packaged settings (steady run only).
+    Packaged,
+    /// `--compare` at the packaged settings (steady run only).
+    Compared,
+}
+
+const HOSTBEAT: Kind = Kind::Hostbeat(Role::Main);
+
 const KINDS: [Kind; 4] = [
-    Kind::Hostbeat,
+    HOSTBEAT,
     Kind::ZabbixAgent2,
     Kind::ZabbixAgentd,
     Kind::NodeExporter,
@@ -140,10 +149,10 @@ const KINDS: [Kind; 4] = [
 impl Kind {
     fn name(self) -> &'static str {
         match self {
-            Self::Hostbeat => "hostbeat",
-            Self::HostbeatIdle => "hostbeat-idle",
-            Self::HostbeatPackaged => "hostbeat-packaged",
-            Self::HostbeatCompared => "hostbeat-compared",
+            Self::Hostbeat(Role::Main) => "hostbeat",
+            Self::Hostbeat(Role::Idle) => "hostbeat-idle",
+            Self::Hostbeat(Role::Packaged) => "hostbeat-packaged",
+            Self::Hostbeat(Role::Compared) => "hostbeat-compared",
             Self::ZabbixAgent2 => "zabbix_agent2",
             Self::ZabbixAgentd => "zabbix_agentd",
             Self::NodeExporter => "node-exporter",
@@ -152,10 +161,10 @@ impl Kind {
 
     fn binary(self, args: &Args) -> &Path {
         match self {
-            Self::Hostbeat | Self::HostbeatIdle | Self::HostbeatPackaged => {
-                args.hostbeat.as_deref().unwrap_or(Path::new("hostbeat"))
+            Self::Hostbeat(Role::Compared) => {
+                args.compare.as_deref().unwrap_or(Path::new("hostbeat"))
             }
-            Self::HostbeatCompared => args.compare.as_deref().unwrap_or(Path::new("hostbeat")),
+            Self::Hostbeat(_) => args.hostbeat.as_deref().unwrap_or(Path::new("hostbeat")),
             Self::ZabbixAgent2 => &args.zabbix_agent2,
             Self::ZabbixAgentd => &args.zabbix_agentd,
             Self::NodeExporter => &args.node_exporter,
@@ -164,10 +173,7 @@ impl Kind {
 
     fn language(self) -> &'static str {
         match self {
-            Self::Hostbeat
-            | Self::HostbeatIdle
-            | Self::HostbeatPackaged
-            | Self::HostbeatCompared => "Rust",
+            Self::Hostbeat(_) => "Rust",
             Self::ZabbixAgent2 | Self::NodeExporter => "Go",
             Self::ZabbixAgentd => "C",
         }
@@ -175,10 +181,12 @@ impl Kind {
 
     fn report(self, args: &Args) -> String {
         match self {
-            Self::Hostbeat => "a heartbeat every 1 s, HTTPS, one reused connection".into(),
-            Self::HostbeatIdle => "a heartbeat every 10 min, HTTPS".into(),
-            Self::HostbeatPackaged => "a heartbeat every 30 s, HTTPS, as packaged".into(),
-            Self::HostbeatCompared => format!("as packaged, {}", args.compare_label),
+            Self::Hostbeat(Role::Main) => {
+                "a heartbeat every 1 s, HTTPS, one reused connection".into()
+            }
+            Self::Hostbeat(Role::Idle) => "a heartbeat every 10 min, HTTPS".into(),
+            Self::Hostbeat(Role::Packaged) => "a heartbeat every 30 s, HTTPS, as packaged".into(),
+            Self::Hostbeat(Role::Compared) => format!("as packaged, {}", args.compare_label),
             Self::ZabbixAgent2 | Self::ZabbixAgentd => {
                 "`agent.ping` every 1 s (active check), plain TCP, a connection each".into()
             }
@@ -191,10 +199,7 @@ impl Kind {
 
     fn started_when(self) -> &'static str {
         match self {
-            Self::Hostbeat
-            | Self::HostbeatIdle
-            | Self::HostbeatPackaged
-            | Self::HostbeatCompared => "`READY=1`, server unreachable",
+            Self::Hostbeat(_) => "`READY=1`, server unreachable",
             _ => "its port accepts a connection",
         }
     }
@@ -203,11 +208,7 @@ impl Kind {
     fn version(self, args: &Args) -> String {
         let flag = match self {
             Self::ZabbixAgent2 | Self::ZabbixAgentd => "-V",
-            Self::Hostbeat
-            | Self::HostbeatIdle
-            | Self::HostbeatPackaged
-            | Self::HostbeatCompared
-            | Self::NodeExporter => "--version",
+            Self::Hostbeat(_) | Self::NodeExporter => "--version",
         };
         std::process::Command::new(self.binary(args))
             .arg(flag)
@@ -350,7 +351,7 @@ async fn measure(
             pss_kib,
         })
         .collect();
-    let hostbeat_sections = resident_sections(steady[0].agent.pid, Kind::Hostbeat.binary(args))?
+    let hostbeat_sections = resident_sections(steady[0].agent.pid, HOSTBEAT.binary(args))?
         .into_iter()
         .map(|(name, size_kib, resident_kib)| Section {
             name,
@@ -365,7 +366,7 @@ async fn measure(
     let mut packaged = Vec::new();
     for ((one, series), received) in steady.iter().zip(&samples).zip(received) {
         let kind = one.agent.kind;
-        if received.reports == 0 && kind != Kind::HostbeatIdle {
+        if received.reports == 0 && kind != Kind::Hostbeat(Role::Idle) {
             return Err(format!(
                 "{} reported nothing while sampled; its output: {}",
                 kind.name(),
@@ -392,17 +393,18 @@ async fn measure(
             wakeups: switches(series.last()) - switches(series.first()),
         };
         match kind {
-            Kind::Hostbeat => {
+            Kind::Hostbeat(Role::Main) => {
                 hostbeat_schedule = Some(schedule);
                 agents.push(agent);
             }
-            Kind::HostbeatIdle => idle = Some((agent, schedule)),
-            Kind::HostbeatPackaged | Kind::HostbeatCompared => packaged.push(Packaged {
-                build: if kind == Kind::HostbeatCompared {
-                    args.compare_label.clone()
-                } else {
-                    "as packaged".into()
-                },
+            Kind::Hostbeat(Role::Idle) => idle = Some((agent, schedule)),
+            Kind::Hostbeat(Role::Packaged) => packaged.push(Packaged {
+                build: "as packaged".into(),
+                agent,
+                schedule,
+            }),
+            Kind::Hostbeat(Role::Compared) => packaged.push(Packaged {
+                build: args.compare_label.clone(),
                 agent,
                 schedule,
             }),
@@ -437,10 +439,7 @@ async fn timed_starts(
     for round in 0..args.starts {
         for kind in KINDS {
             let endpoint = match kind {
-                Kind::Hostbeat
-                | Kind::HostbeatIdle
-                | Kind::HostbeatPackaged
-                | Kind::HostbeatCompared => Endpoint::Plane {
+                Kind::Hostbeat(_) => Endpoint::Plane {
                     url: unreachable.clone(),
                     ca_file: ca_file.to_owned(),
                     interval: "1s",
@@ -477,24 +476,23 @@ async fn start_steady(
     identity: &ServerIdentity,
 ) -> Result<Vec<Steady>, String> {
     let mut steady = Vec::new();
-    let packaged = [Kind::HostbeatPackaged]
-        .into_iter()
-        .chain(args.compare.is_some().then_some(Kind::HostbeatCompared));
+    let packaged = [Kind::Hostbeat(Role::Packaged)].into_iter().chain(
+        args.compare
+            .is_some()
+            .then_some(Kind::Hostbeat(Role::Compared)),
+    );
     for kind in KINDS
         .into_iter()
-        .chain([Kind::HostbeatIdle])
+        .chain([Kind::Hostbeat(Role::Idle)])
         .chain(packaged)
     {
         let (endpoint, counter) = match kind {
-            Kind::Hostbeat
-            | Kind::HostbeatIdle
-            | Kind::HostbeatPackaged
-            | Kind::HostbeatCompared => {
-                let as_packaged = matches!(kind, Kind::HostbeatPackaged | Kind::HostbeatCompared);
-                let token_lifetime = match kind {
-                    Kind::HostbeatIdle => 3600,
-                    _ if as_packaged => PACKAGED_TOKEN_LIFETIME_S,
-                    _ => 60,
+            Kind::Hostbeat(role) => {
+                let as_packaged = matches!(role, Role::Packaged | Role::Compared);
+                let token_lifetime = match role {
+                    Role::Main => 60,
+                    Role::Idle => 3600,
+                    Role::Packaged | Role::Compared => PACKAGED_TOKEN_LIFETIME_S,
                 };
                 let plane = ControlPlane::new(PlaneConfig {
                     token_lifetime: Duration::from_secs(token_lifetime),
@@ -532,7 +530,7 @@ async fn start_steady(
         let mut agent = launch(kind, args, &dir.join(kind.name()), &endpoint)?;
         wait_started(&mut agent).await?;
         let mut one = Steady::begin(agent, counter, args);
-        if kind == Kind::HostbeatIdle {
+        if kind == Kind::Hostbeat(Role::Idle) {
             settle_idle(&mut one).await?;
         }
         steady.push(one);
@@ -798,10 +796,7 @@ fn launch(kind: Kind, args: &Args, dir: &Path, endpoint: &Endpoint) -> Result<Ru
     std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
     let log = std::fs::File::create(dir.join("output.log")).map_err(|e| e.to_string())?;
     let mut program = kind.binary(args).to_owned();
-    if matches!(
-        kind,
-        Kind::HostbeatIdle | Kind::HostbeatPackaged | Kind::HostbeatCompared
-    ) {
+    if matches!(kind, Kind::Hostbeat(role) if role != Role::Main) {
         // A copy: two processes of one file share its pages, which would halve
         // the other hostbeat's PSS (the compared build may be the same file).
         let copy = dir.join("hostbeat");
@@ -819,7 +814,7 @@ fn launch(kind: Kind, args: &Args, dir: &Path, endpoint: &Endpoint) -> Result<Ru
     let mut listen = None;
     let mut notify = None;
     match kind {
-        Kind::Hostbeat | Kind::HostbeatIdle | Kind::HostbeatPackaged | Kind::HostbeatCompared => {
+        Kind::Hostbeat(_) => {
             notify = Some(configure_hostbeat(&mut command, dir, endpoint)?);
         }
         Kind::ZabbixAgent2 | Kind::ZabbixAgentd => {
