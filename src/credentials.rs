@@ -313,6 +313,16 @@ impl Credentials {
                             () = shutdown.cancelled() => return,
                             () = tokio::time::sleep(delay) => {}
                         }
+                        // One view of the plane: while the heartbeat path finds the
+                        // token endpoint's host down, its probes find it back, and
+                        // the refresh follows then, not on a schedule of its own.
+                        if let Some(exchange) = &self.exchange {
+                            tokio::select! {
+                                () = shutdown.cancelled() => return,
+                                () = self.api.until_plane_answers(&exchange.token_url) => {}
+                                () = tokio::time::sleep_until(expires_at) => break,
+                            }
+                        }
                     }
                 }
             }

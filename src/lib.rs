@@ -13,7 +13,9 @@
 //! - [`credentials`]: static token or OAuth client-credentials exchange, refreshed
 //!   ahead of expiry, one exchange at a time, rotation without restart;
 //!   `connection`: the client and the credentials, built as one.
-//! - [`retry`]: exponential backoff with full jitter that never gives up.
+//! - [`retry`]: backoff paced by the heartbeat's cadence, exponential with full
+//!   jitter, never giving up; `budget`: a failing agent asks a host no more often
+//!   than a healthy one.
 //! - [`heartbeat`]: the loop: registration, cadence, reactions to failures, goodbye.
 //! - [`identity`], `state`: who this host is, and what it remembers across restarts;
 //!   [`imds`]: the EC2 metadata service: instance identity, interruption notices.
@@ -30,6 +32,7 @@
 
 pub mod api;
 pub(crate) mod atomic_file;
+pub(crate) mod budget;
 pub mod check;
 pub mod cli;
 pub mod config;

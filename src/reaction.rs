@@ -76,7 +76,7 @@ pub enum Wait {
     /// An authentication failure: the auth schedule (`auth_backoff_cap`), the same
     /// server (every server shares the accounts), counted and logged as one.
     Auth,
-    /// What the server asked for, within `backoff_base..=retry_after_max`; the
+    /// What the server asked for, within one cadence and `retry_after_max`; the
     /// transient schedule still counts the failure. The same server.
     AsAsked(Duration),
     /// The transient schedule (`backoff_cap`); `failover` moves the next attempt to
@@ -130,6 +130,23 @@ pub fn react(failed: Failed, mode: Mode) -> Reaction {
         C::ServerError | C::Timeout | C::Connect | C::Tls | C::Dns | C::Protocol => {
             reaction(None, false, transient)
         }
+    }
+}
+
+/// Whether a failure of `class` says its host is down (no answer, a 5xx, a 429: it
+/// cannot or will not serve) rather than up and refusing: what a host's request
+/// budget remembers (src/budget.rs), so that the token refresher stands aside while
+/// the heartbeat path finds the host back.
+pub fn host_down(class: FailureClass) -> bool {
+    use FailureClass as C;
+    match class {
+        C::Timeout | C::Connect | C::Dns | C::Tls | C::ServerError | C::RateLimited => true,
+        C::MissingToken
+        | C::TokenExpired
+        | C::CredentialRejected
+        | C::ClientInactive
+        | C::UnknownAgent
+        | C::Protocol => false,
     }
 }
 

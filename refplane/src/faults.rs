@@ -80,6 +80,74 @@ impl Fault {
     }
 }
 
+/// A plane of fixed capacity: what it serves in a second, and what it does with
+/// the requests beyond.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Capacity {
+    /// Requests served in each second of the plane's clock.
+    pub per_second: f64,
+    /// What a request beyond them gets.
+    pub overload: Overload,
+}
+
+/// What an overloaded plane does with a request beyond its capacity.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Overload {
+    /// `503` at once, without `Retry-After` (a load balancer's answer).
+    Refuse,
+    /// The normal answer, after this many milliseconds (longer than a client's
+    /// timeout: the client gives up first).
+    Stall {
+        /// The delay in milliseconds.
+        delay_ms: u64,
+    },
+}
+
+/// The requests of the current second, against a [`Capacity`]. Whole seconds of the
+/// plane's clock; a fraction of a request per second is carried from one second to
+/// the next, so that 333.3 a second serves 1,000 in 3 seconds.
+#[derive(Debug, Clone)]
+pub(crate) struct Load {
+    capacity: Capacity,
+    second: u64,
+    served: u64,
+    allowance: f64,
+}
+
+impl Load {
+    pub(crate) fn new(capacity: Capacity) -> Self {
+        Self {
+            capacity,
+            second: u64::MAX,
+            served: 0,
+            allowance: 0.0,
+        }
+    }
+
+    /// Counts a request at `at_ms`: the overload it gets, or `None` if served.
+    fn admit(&mut self, at_ms: u64) -> Option<Overload> {
+        let second = at_ms / 1000;
+        if second != self.second {
+            // What the last second did not use is not carried, only the fraction.
+            self.allowance = self.allowance.fract() + self.capacity.per_second;
+            self.second = second;
+            self.served = 0;
+        }
+        #[allow(
+            clippy::cast_precision_loss,
+            reason = "requests in a second, far below 2^52"
+        )]
+        let room = (self.served as f64) < self.allowance.floor();
+        if room {
+            self.served += 1;
+            None
+        } else {
+            Some(self.capacity.overload)
+        }
+    }
+}
+
 /// Which requests a fault applies to.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -188,6 +256,14 @@ fn take_fault_and_record(
         _ => None,
     };
     let at_ms = plane.now_ms();
+    // A fault in force answers first; the capacity sees every other request.
+    let fault = fault.or_else(|| {
+        let overload = state.capacity.as_mut()?.admit(at_ms)?;
+        Some(match overload {
+            Overload::Refuse => Fault::status(503, r#"{"error":"overloaded"}"#),
+            Overload::Stall { delay_ms } => Fault::Slow { delay_ms },
+        })
+    });
     state.requests.push(RecordedRequest {
         at_ms,
         method: parts.method.to_string(),

@@ -29,7 +29,7 @@ use tokio::net::TcpListener;
 use tokio::sync::broadcast;
 use tokio::time::Instant;
 
-pub use faults::{Fault, Scope};
+pub use faults::{Capacity, Fault, Overload, Scope};
 
 /// How the plane behaves; fixed at start, except what the API changes.
 #[derive(Debug, Clone)]
@@ -199,6 +199,7 @@ struct State {
     requests: Vec<RecordedRequest>,
     heartbeats: Vec<HeartbeatRecord>,
     fault: Option<faults::FaultRule>,
+    capacity: Option<faults::Load>,
 }
 
 struct Shared {
@@ -233,6 +234,7 @@ impl ControlPlane {
                     requests: Vec::new(),
                     heartbeats: Vec::new(),
                     fault: None,
+                    capacity: None,
                 }),
                 signing_key,
                 started: Instant::now(),
@@ -297,6 +299,13 @@ impl ControlPlane {
     /// Back to normal service.
     pub fn clear_fault(&self) {
         self.state().fault = None;
+    }
+
+    /// Serves at most `capacity.per_second` requests in each second (of the
+    /// plane's clock) and overloads beyond it as `capacity.overload` says; `None`
+    /// serves everything. A fault in force answers first.
+    pub fn set_capacity(&self, capacity: Option<Capacity>) {
+        self.state().capacity = capacity.map(faults::Load::new);
     }
 
     /// Forgets every agent (a database reset): heartbeats answer `unknown_agent`.

@@ -8,6 +8,8 @@
 //!   authenticated as an OAuth client;
 //! - redirects are never followed, so a token cannot follow one to another origin;
 //! - every call has a connect timeout and a total timeout;
+//! - every call of the daemon's client takes a unit of its host's request budget
+//!   first ([`crate::budget`]); `check`'s client has none;
 //! - bodies are read up to [`BODY_LIMIT`], never further, and never logged whole;
 //! - an error's text never holds the token, even if a server echoes it back: every
 //!   error is made by `ApiError::new`, which passes its detail through
@@ -33,7 +35,8 @@ pub use self::classify::{Endpoint, FailureClass, io_words};
 use self::wire::{
     HeartbeatAnswer, HeartbeatRequest, RegisterAnswer, RegisterRequest, TokenAnswer, ValidateAnswer,
 };
-use crate::config::{ClientAuth, ConfigError, Exchange, Paths, Settings};
+use crate::budget::{Answered, Budget};
+use crate::config::{AuthMode, ClientAuth, ConfigError, Exchange, Paths, Settings};
 use crate::secret::Token;
 
 /// The largest answer body read (64 KiB).
@@ -106,6 +109,59 @@ pub struct ApiClient {
     /// The timeouts the client was built with, which a timeout's words name.
     connect_timeout: Duration,
     request_timeout: Duration,
+    /// The request budgets of the daemon's client (none for `check`'s, which asks
+    /// each thing once, nor for an unpaced retry policy).
+    budgets: Option<Budgets>,
+}
+
+/// The budget of the control plane's servers, and of the token endpoint when it is
+/// on another host (an outside identity provider): its failures are its own.
+#[derive(Debug)]
+struct Budgets {
+    plane: Budget,
+    /// The token endpoint's origin and budget, when no control-plane server shares
+    /// its origin.
+    token: Option<(String, Budget)>,
+}
+
+impl Budgets {
+    fn new(settings: &Settings) -> Self {
+        let cadence = settings.heartbeat_interval;
+        let token = match &settings.auth {
+            AuthMode::Exchange(exchange) => {
+                let origin = exchange.token_url.origin().ascii_serialization();
+                let shared = settings
+                    .servers
+                    .iter()
+                    .any(|server| server.origin().ascii_serialization() == origin);
+                (!shared).then(|| (origin, Budget::new(cadence)))
+            }
+            AuthMode::Static => None,
+        };
+        Self {
+            plane: Budget::new(cadence),
+            token,
+        }
+    }
+
+    /// The budget of `url`'s host, and whether it is the control plane's.
+    fn of(&self, url: &Url) -> (&Budget, Host) {
+        match &self.token {
+            Some((origin, budget)) if url.origin().ascii_serialization() == *origin => {
+                (budget, Host::TokenEndpoint)
+            }
+            _ => (&self.plane, Host::Plane),
+        }
+    }
+}
+
+/// Whose budget a request counts against.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Host {
+    /// A control-plane server (or the token endpoint on one of them).
+    Plane,
+    /// A token endpoint on a host of its own.
+    TokenEndpoint,
 }
 
 impl ApiClient {
@@ -171,7 +227,44 @@ impl ApiClient {
             peer_certificate: std::sync::Mutex::new(None),
             connect_timeout: settings.connect_timeout,
             request_timeout: settings.request_timeout,
+            budgets: (!keep_peer_certificate && settings.backoff.is_paced())
+                .then(|| Budgets::new(settings)),
         })
+    }
+
+    /// The budget requests to `url` count against, if this client keeps budgets.
+    fn budget(&self, url: &Url) -> Option<(&Budget, Host)> {
+        self.budgets.as_ref().map(|budgets| budgets.of(url))
+    }
+
+    /// Whether a request to the control plane may go now, without waiting for its
+    /// budget (the goodbye never waits).
+    pub fn may_ask_plane_now(&self) -> bool {
+        self.budgets
+            .as_ref()
+            .is_none_or(|budgets| budgets.plane.try_peek())
+    }
+
+    /// The budgets refill at the cadence in effect (the control plane may ask for
+    /// another).
+    pub fn set_cadence(&self, cadence: Duration) {
+        if let Some(budgets) = &self.budgets {
+            budgets.plane.set_cadence(cadence);
+            if let Some((_, token)) = &budgets.token {
+                token.set_cadence(cadence);
+            }
+        }
+    }
+
+    /// When `url` is on a control-plane server that is down, returns once some
+    /// request finds the plane answering again; at once otherwise (a token
+    /// endpoint on a host of its own has no other prober than its own caller). The
+    /// token refresher waits here rather than keep a schedule of its own against a
+    /// plane the heartbeat path is already probing.
+    pub async fn until_plane_answers(&self, url: &Url) {
+        if let Some((budget, Host::Plane)) = self.budget(url) {
+            budget.until_answering().await;
+        }
     }
 
     /// The certificate (DER) the server presented at the last answer over TLS, when
@@ -340,9 +433,34 @@ impl ApiClient {
         Ok(answer)
     }
 
+    /// Takes a unit of the host's budget (waiting for one if need be), sends, and
+    /// settles the unit by the outcome.
+    async fn call<T: DeserializeOwned>(
+        &self,
+        endpoint: Endpoint,
+        url: &Url,
+        request: RequestBuilder,
+    ) -> Result<T, ApiError> {
+        let Some((budget, host)) = self.budget(url) else {
+            return self.send(endpoint, url, request).await;
+        };
+        let permit = budget.take().await;
+        let result = self.send(endpoint, url, request).await;
+        match &result {
+            // A token from the plane's own endpoint is a step of the agent's work;
+            // from an endpoint of its own, it is all that host does.
+            Ok(_) if endpoint == Endpoint::Token && host == Host::Plane => {
+                permit.answered(Answered::Step);
+            }
+            Ok(_) => permit.answered(Answered::Work),
+            Err(error) => permit.failed(crate::reaction::host_down(error.class)),
+        }
+        result
+    }
+
     /// Sends, reads the body within the limit, and turns anything but a usable 2xx
     /// into a classified error.
-    async fn call<T: DeserializeOwned>(
+    async fn send<T: DeserializeOwned>(
         &self,
         endpoint: Endpoint,
         url: &Url,

@@ -203,6 +203,21 @@ impl Merge {
         }
     }
 
+    /// Warns about a setting that no longer does anything, where it is set.
+    pub fn retired(&mut self) {
+        if let Some((_, origin)) = self.values.get("backoff_base") {
+            self.warnings.push(Warning {
+                code: "config.retired",
+                file: None,
+                problem: format!(
+                    "backoff_base ({}) no longer sets anything: a retry waits at least one heartbeat_interval and grows from there (docs/protocol.md section 3)",
+                    origin.describe("backoff_base")
+                ),
+                fix: Some(format!("remove {}", origin.describe("backoff_base"))),
+            });
+        }
+    }
+
     /// Every setting set in more than one place. Those whose values differ are
     /// also warnings: `run` logs them, as `check` shows them.
     pub fn shadowed(&mut self) -> Vec<Shadowed> {

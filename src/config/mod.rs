@@ -420,6 +420,7 @@ pub fn load(inputs: ConfigInputs) -> Result<Loaded, ConfigError> {
     if let Some(carried) = merge.token_carried() {
         return Err(carried);
     }
+    merge.retired();
     let shadowed = merge.shadowed();
     let layers = Layers {
         values: merge.values.clone(),

@@ -424,6 +424,23 @@ fn field<'a>(layers: &'a Layers, key: &'static str) -> Field<'a> {
     }
 }
 
+/// The transient and the auth schedules, paced by the heartbeat's cadence
+/// (protocol.md section 3): at least one interval after a failure, at most the cap
+/// (or the interval, if the cap is shorter).
+fn retry_policies(
+    layers: &Layers,
+    heartbeat_interval: Duration,
+) -> Result<(RetryPolicy, RetryPolicy), ConfigError> {
+    // Retired (a warning says so, config::Merge::retired), still checked so that a
+    // broken value is not a surprise when it is removed.
+    field(layers, "backoff_base").duration_at_least(Duration::from_millis(10))?;
+    let cap = |key| field(layers, key).duration_at_least(Duration::from_millis(10));
+    Ok((
+        RetryPolicy::paced(heartbeat_interval, cap("backoff_cap")?),
+        RetryPolicy::paced(heartbeat_interval, cap("auth_backoff_cap")?),
+    ))
+}
+
 pub(super) fn validate(
     layers: &Layers,
     tokens: TokenCandidates,
@@ -469,9 +486,8 @@ pub(super) fn validate(
         None => None,
     };
 
-    let backoff_base = field("backoff_base").duration_at_least(Duration::from_millis(10))?;
-    let backoff_cap = field("backoff_cap").duration_at_least(backoff_base)?;
-    let auth_backoff_cap = field("auth_backoff_cap").duration_at_least(backoff_base)?;
+    let heartbeat_interval = field("heartbeat_interval").duration_at_least(HEARTBEAT_FLOOR)?;
+    let (backoff, auth_backoff) = retry_policies(layers, heartbeat_interval)?;
 
     // Always set (its default is in KEYS); an empty text would be refused below.
     let log_level = field("log_level")
@@ -523,10 +539,10 @@ pub(super) fn validate(
         auth: auth_mode(layers, &allow)?,
         agent_id,
         paths: paths(layers)?,
-        heartbeat_interval: field("heartbeat_interval").duration_at_least(HEARTBEAT_FLOOR)?,
+        heartbeat_interval,
         refresh_margin: field("refresh_margin").duration_at_least(Duration::ZERO)?,
-        backoff: RetryPolicy::new(backoff_base, backoff_cap),
-        auth_backoff: RetryPolicy::new(backoff_base, auth_backoff_cap),
+        backoff,
+        auth_backoff,
         retry_after_max: field("retry_after_max").duration_at_least(Duration::ZERO)?,
         connect_timeout: field("connect_timeout").duration_at_least(Duration::from_millis(1))?,
         request_timeout: field("request_timeout").duration_at_least(Duration::from_millis(1))?,

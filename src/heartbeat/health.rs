@@ -73,7 +73,7 @@ pub(super) struct Health {
     outage: Option<Outage>,
     /// When the last heartbeat was accepted, and its `seq`.
     last_success: Option<(SystemTime, u64)>,
-    /// The transient schedule (`backoff_base`, `backoff_cap`).
+    /// The transient schedule (paced by the cadence, up to `backoff_cap`).
     backoff: Backoff,
     /// The authentication schedule (`auth_backoff_cap`).
     auth_backoff: Backoff,
@@ -203,22 +203,26 @@ impl Health {
             Wait::AsAsked(asked) => {
                 // Still a failure of the stretch, for the backoff after it.
                 self.backoff.next_ceiling();
+                // Never sooner than the next beat would have gone (the floor).
                 let asked = asked
                     .min(settings.retry_after_max)
-                    .max(settings.backoff.base());
+                    .max(self.backoff.policy().floor());
                 (asked, self.backoff.failures())
             }
             Wait::Transient { .. } => (self.backoff.next_delay(), self.backoff.failures()),
         }
     }
 
-    /// Counts an accepted heartbeat of sequence `seq`: the stretch ends and both
-    /// schedules start again.
-    pub(super) fn succeeded(&mut self, seq: u64) -> Recovery {
+    /// Counts an accepted heartbeat of sequence `seq`, after which the next is due
+    /// at `cadence` (before jitter): the stretch ends, and both schedules start
+    /// again, paced by that cadence.
+    pub(super) fn succeeded(&mut self, seq: u64, cadence: Duration) -> Recovery {
         self.counters.heartbeats_accepted += 1;
         self.last_success = Some((SystemTime::now(), seq));
         self.backoff.reset();
         self.auth_backoff.reset();
+        self.backoff.pace(cadence);
+        self.auth_backoff.pace(cadence);
         let first = !std::mem::replace(&mut self.ever_online, true);
         match self.outage.take() {
             Some(outage) => Recovery::Ended(outage),

@@ -7,7 +7,8 @@
 //!   [`HEARTBEAT_FLOOR`], [`SERVER_INTERVAL_MAX`]);
 //! - `seq` increases with every heartbeat of the process; a heartbeat retried after
 //!   an expired token or a re-registration keeps its `seq` (it is the same beat);
-//! - failures back off with full jitter, on the auth schedule for rejected
+//! - failures back off, no sooner than the next beat would have gone and then with
+//!   full jitter (protocol.md section 3), on the auth schedule for rejected
 //!   credentials and inactive clients, and never stop; a success resets both;
 //! - every wait, and every call, gives way to shutdown at once; the goodbye is
 //!   bounded by `shutdown_timeout`;
@@ -61,18 +62,23 @@ use crate::wheel::Grid;
 /// The longest interval a server may ask for: a host never goes silent for longer.
 pub const SERVER_INTERVAL_MAX: Duration = Duration::from_secs(3600);
 
-/// The wait before the next heartbeat after one was accepted: the server's
-/// `next_heartbeat_in` (any number: a non-finite or non-positive one is ignored)
-/// or else `configured`, within [`HEARTBEAT_FLOOR`]..[`SERVER_INTERVAL_MAX`], with
-/// +-10% jitter so that a fleet started at once does not beat in step. The bounds
-/// are applied again after the jitter, so that they hold for the wait itself.
-pub fn wait_after_success(server_says: Option<f64>, configured: Duration) -> Duration {
-    let interval = server_says
+/// The cadence after an accepted heartbeat: the server's `next_heartbeat_in` (any
+/// number: a non-finite or non-positive one is ignored) or else `configured`,
+/// within [`HEARTBEAT_FLOOR`]..[`SERVER_INTERVAL_MAX`]. Retries are paced by it
+/// too (protocol.md section 3).
+pub fn cadence(server_says: Option<f64>, configured: Duration) -> Duration {
+    server_says
         .filter(|s| s.is_finite() && *s > 0.0)
         .map_or(configured, |s| {
             Duration::from_secs_f64(s.min(SERVER_INTERVAL_MAX.as_secs_f64())).max(HEARTBEAT_FLOOR)
-        });
-    interval
+        })
+}
+
+/// The wait before the next heartbeat after one was accepted: the [`cadence`] with
+/// +-10% jitter so that a fleet started at once does not beat in step. The bounds
+/// are applied again after the jitter, so that they hold for the wait itself.
+pub fn wait_after_success(server_says: Option<f64>, configured: Duration) -> Duration {
+    cadence(server_says, configured)
         .mul_f64(0.9 + 0.2 * fastrand::f64())
         .clamp(HEARTBEAT_FLOOR, SERVER_INTERVAL_MAX)
 }
@@ -394,7 +400,9 @@ impl Agent {
     /// Resets the backoff, logs a recovery, and returns the time to the next beat.
     fn on_success(&mut self, answer: &HeartbeatAnswer) -> Duration {
         self.spot.delivered();
-        match self.health.succeeded(self.seq) {
+        let cadence = cadence(answer.next_heartbeat_in, self.settings.heartbeat_interval);
+        self.api.set_cadence(cadence);
+        match self.health.succeeded(self.seq, cadence) {
             Recovery::Ended(outage) => tracing::info!(
                 event = "recovered",
                 agent_id = self.registration.agent_id(),
@@ -468,6 +476,16 @@ impl Agent {
             );
             return;
         };
+        if !self.api.may_ask_plane_now() {
+            // The goodbye counts against the request budget like any request, and
+            // never waits for it (protocol.md section 3).
+            tracing::warn!(
+                event = "shutdown",
+                agent_id = %agent_id,
+                "stopping; the control plane has been failing, so no offline heartbeat is sent (a failing agent asks no more often than a healthy one)"
+            );
+            return;
+        }
         let deadline = self.settings.shutdown_timeout;
         match tokio::time::timeout(deadline, self.beat(Status::Offline)).await {
             Ok(Ok(_)) => tracing::info!(

@@ -83,18 +83,24 @@ fn changes(old: &Settings, new: &Settings) -> Changes {
             old.paths != *paths,
             true,
         ),
+        // The connection's request budgets and the refresher's retries are paced
+        // by the interval (src/budget.rs).
         (
             "heartbeat_interval",
             old.heartbeat_interval != *heartbeat_interval,
-            false,
+            true,
         ),
         (
             "refresh_margin",
             old.refresh_margin != *refresh_margin,
             true,
         ),
-        ("backoff_base or backoff_cap", old.backoff != *backoff, true),
-        ("auth_backoff_cap", old.auth_backoff != *auth_backoff, false),
+        ("backoff_cap", old.backoff.cap() != backoff.cap(), true),
+        (
+            "auth_backoff_cap",
+            old.auth_backoff.cap() != auth_backoff.cap(),
+            false,
+        ),
         (
             "retry_after_max",
             old.retry_after_max != *retry_after_max,

@@ -411,15 +411,11 @@ async fn redirects_are_not_followed_so_the_token_stays_home() {
 async fn shutdown_in_a_backoff_wait_says_goodbye_at_once() {
     let world = World::start().await;
     let (logs, _guard) = Logs::capture();
-    let agent = world
-        .spawn_online(
-            world
-                .inputs()
-                .var("HOSTBEAT_BACKOFF_BASE", "10m")
-                .var("HOSTBEAT_BACKOFF_CAP", "1h"),
-        )
-        .await;
-    world.plane.set_fault(Fault::Outage, Scope::All, Some(1));
+    let agent = world.spawn_online(world.inputs()).await;
+    // A plane that asks for 10 minutes' rest.
+    world
+        .plane
+        .set_fault(Fault::retry_after(503, "600"), Scope::All, Some(1));
     assert!(until(mins(2), || world.faulted() > 0).await);
     pass(secs(1)).await;
     // In the middle of a wait of up to 10 minutes.

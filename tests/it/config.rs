@@ -60,7 +60,9 @@ fn defaults_are_the_documented_ones() {
     let settings = settings(dir.valid());
     assert_eq!(settings.heartbeat_interval, secs(30));
     assert_eq!(settings.refresh_margin, secs(60));
-    assert_eq!(settings.backoff.base(), secs(1));
+    // Retries are paced by the interval (protocol.md section 3).
+    assert_eq!(settings.backoff.floor(), secs(30));
+    assert_eq!(settings.auth_backoff.floor(), secs(30));
     assert_eq!(settings.backoff.cap(), mins(5));
     assert_eq!(settings.auth_backoff.cap(), mins(15));
     assert_eq!(settings.retry_after_max, mins(60));
@@ -247,6 +249,26 @@ fn unknown_environment_variables_are_warned_about() {
             .contains("did you mean HOSTBEAT_HEARTBEAT_INTERVAL"),
         "{:?}",
         loaded.warnings
+    );
+}
+
+#[test]
+fn the_retired_backoff_base_is_named_where_it_is_set_and_still_checked() {
+    let dir = Dir::new();
+    let loaded = config::load(dir.valid().var("HOSTBEAT_BACKOFF_BASE", "2s")).unwrap();
+    assert_eq!(loaded.warnings.len(), 1, "{:?}", loaded.warnings);
+    let said = loaded.warnings[0].to_string();
+    assert!(
+        said.contains("backoff_base")
+            && said.contains("environment variable HOSTBEAT_BACKOFF_BASE")
+            && said.contains("heartbeat_interval"),
+        "{said}"
+    );
+    // The retry schedule is the interval's, whatever it says.
+    assert_eq!(loaded.settings.backoff.floor(), secs(30));
+    assert_eq!(
+        error(dir.valid().var("HOSTBEAT_BACKOFF_BASE", "soon")).setting(),
+        "backoff_base"
     );
 }
 

@@ -117,13 +117,15 @@ async fn callers_that_need_a_token_at_once_share_one_exchange() {
 
 #[tokio::test(start_paused = true)]
 async fn a_failed_refresh_is_retried_while_the_old_token_is_valid() {
-    let mut world = World::with(lifetime(600)).await;
+    // An hour-long token: its refresh comes 12 minutes ahead, room for three
+    // tries on the transient schedule (30 s to 1 min, 30 s to 1.5 min, ...).
+    let mut world = World::with(lifetime(3600)).await;
     let (logs, _guard) = Logs::capture();
     let agent = world.spawn_online(world.exchange_inputs()).await;
     world
         .plane
         .set_fault(Fault::status(503, ""), Scope::Token, Some(3));
-    pass(mins(30)).await;
+    pass(mins(70)).await;
     agent.stop().await;
     // Three failures: the first is worth a warning, the retries are at debug.
     assert_eq!(

@@ -115,7 +115,9 @@ async fn a_persistent_401_in_exchange_mode_is_said_once_then_summarised() {
         None,
     );
     let before = world.requests_to("/oauth/token").len();
-    pass(mins(2)).await;
+    // Attempts a cadence apart at least (the cap is shorter), each with its new
+    // access token; under ten minutes, so that no summary is due yet.
+    pass(mins(9)).await;
     agent.stop().await;
     let exchanges = world.requests_to("/oauth/token").len() - before;
     assert!(

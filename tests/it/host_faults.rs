@@ -184,6 +184,8 @@ async fn a_name_that_does_not_resolve_is_retried_and_said_once() {
             "https://control.hostbeat-test.invalid:8443",
         ),
         ("HOSTBEAT_LOG_LEVEL", "debug"),
+        // Retries are paced by the interval: a second apart, not 30.
+        ("HOSTBEAT_HEARTBEAT_INTERVAL", "1s"),
         ("HOSTBEAT_BACKOFF_CAP", "2s"),
     ];
     let mut agent = Process::spawn(host.command_in(&wrapper, &vars));

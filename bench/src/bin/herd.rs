@@ -90,8 +90,9 @@ struct Args {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 #[value(rename_all = "kebab-case")]
 enum Policy {
-    /// hostbeat's: exponential from `backoff_base` (1 s) to `backoff_cap` (5 min),
-    /// every delay drawn uniformly below its ceiling (full jitter).
+    /// hostbeat's (protocol.md section 3): at least one interval after a failure,
+    /// then a ceiling doubling from one interval up to `backoff_cap` (5 min) with
+    /// full jitter, and one request budget per host.
     Hostbeat,
     /// A fixed retry interval (`--fixed-interval`), no jitter.
     Fixed,
@@ -102,7 +103,9 @@ enum Policy {
 impl Policy {
     fn label(self, args: &Args) -> String {
         match self {
-            Self::Hostbeat => "hostbeat: exponential 1 s to 5 min, full jitter".into(),
+            Self::Hostbeat => {
+                "hostbeat: paced by the 30 s interval, full jitter up to 5 min, one budget".into()
+            }
             Self::Fixed => format!(
                 "fixed retry every {}, no jitter",
                 humantime::format_duration(args.fixed_interval)
@@ -112,7 +115,8 @@ impl Policy {
     }
 
     /// Puts this policy in place of the configured one, for transient failures and
-    /// for rejected credentials alike.
+    /// for rejected credentials alike. The naive policies are unpaced, and so keep
+    /// no request budget: as peer agents do.
     fn apply(self, settings: &mut Settings, args: &Args) {
         let policy = match self {
             Self::Hostbeat => return,

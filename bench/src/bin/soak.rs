@@ -228,7 +228,6 @@ fn start_agent(args: &Args, dir: &Path, url: &str) -> Result<Child, String> {
             humantime::format_duration(args.interval).to_string(),
         )
         .env("HOSTBEAT_REFRESH_MARGIN", "5s")
-        .env("HOSTBEAT_BACKOFF_BASE", "10ms")
         .env("HOSTBEAT_BACKOFF_CAP", "1s")
         .env("HOSTBEAT_AUTH_BACKOFF_CAP", "1s")
         .env("HOSTBEAT_IMDS", "off")
