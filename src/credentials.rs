@@ -69,7 +69,8 @@ pub struct Credentials {
     short_lifetime_said: std::sync::atomic::AtomicBool,
 
     refresh_margin: Duration,
-    retry: RetryPolicy,
+    /// The refresher's retries, paced by the heartbeat's cadence as it changes.
+    retry: Mutex<RetryPolicy>,
 }
 
 impl Credentials {
@@ -96,7 +97,7 @@ impl Credentials {
             short_lifetime_said: std::sync::atomic::AtomicBool::new(false),
 
             refresh_margin,
-            retry,
+            retry: Mutex::new(retry),
         }
     }
 
@@ -237,13 +238,26 @@ impl Credentials {
         Ok(Reread::Changed(fingerprint))
     }
 
+    /// The refresher's retries follow the heartbeat's cadence in effect.
+    pub fn pace(&self, cadence: Duration) {
+        let mut retry = self.retry.lock().expect("not poisoned");
+        *retry = retry.at_cadence(cadence);
+    }
+
+    fn retry_policy(&self) -> RetryPolicy {
+        *self.retry.lock().expect("not poisoned")
+    }
+
     /// Refreshes each access token ahead of its expiry until `shutdown`; a failed
-    /// refresh is retried on the backoff schedule while the old token is still valid.
-    /// Its deadline is not put on the timer grid ([`crate::wheel`]): a refresh comes
-    /// minutes apart, and would save one wake-up each.
+    /// refresh is retried on the transient schedule while the old token is still
+    /// valid. Before every try it looks at the control plane's view: while the
+    /// heartbeat path finds the plane down, the refresher stands aside (the next
+    /// heartbeat attempt is the probe, and the refresh follows once the plane
+    /// answers). Its deadline is not put on the timer grid ([`crate::wheel`]): a
+    /// refresh comes minutes apart, and would save one wake-up each.
     pub async fn run_refresher(self: Arc<Self>, shutdown: CancellationToken) {
         let mut changes = self.access.subscribe();
-        let mut backoff = self.retry.backoff();
+        let mut backoff = self.retry_policy().backoff();
         loop {
             let current = changes.borrow_and_update().clone();
             let Some((generation, refresh_at, expires_at)) = current
@@ -265,12 +279,29 @@ impl Credentials {
                 () = tokio::time::sleep_until(refresh_at) => {}
             }
             loop {
-                match self.refresh(Some(generation)).await {
+                // One view of the plane (protocol.md section 3).
+                if let Some(exchange) = &self.exchange {
+                    tokio::select! {
+                        () = shutdown.cancelled() => return,
+                        () = self.api.until_plane_answers(&exchange.token_url) => {}
+                        () = tokio::time::sleep_until(expires_at) => {
+                            backoff.reset();
+                            break;
+                        }
+                    }
+                }
+                let refreshed = tokio::select! {
+                    // A reload's new refresher takes over at once.
+                    () = shutdown.cancelled() => return,
+                    refreshed = self.refresh(Some(generation)) => refreshed,
+                };
+                match refreshed {
                     Ok(_) => {
                         backoff.reset();
                         break;
                     }
                     Err(error) => {
+                        backoff.adopt(self.retry_policy());
                         let delay = backoff.next_delay();
                         let give_up = Instant::now() + delay >= expires_at;
                         // No flooding: the first failure for this token and the
@@ -312,16 +343,6 @@ impl Credentials {
                         tokio::select! {
                             () = shutdown.cancelled() => return,
                             () = tokio::time::sleep(delay) => {}
-                        }
-                        // One view of the plane: while the heartbeat path finds the
-                        // token endpoint's host down, its probes find it back, and
-                        // the refresh follows then, not on a schedule of its own.
-                        if let Some(exchange) = &self.exchange {
-                            tokio::select! {
-                                () = shutdown.cancelled() => return,
-                                () = self.api.until_plane_answers(&exchange.token_url) => {}
-                                () = tokio::time::sleep_until(expires_at) => break,
-                            }
                         }
                     }
                 }

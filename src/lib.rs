@@ -14,8 +14,8 @@
 //!   ahead of expiry, one exchange at a time, rotation without restart;
 //!   `connection`: the client and the credentials, built as one.
 //! - [`retry`]: backoff paced by the heartbeat's cadence, exponential with full
-//!   jitter, never giving up; `budget`: a failing agent asks a host no more often
-//!   than a healthy one.
+//!   jitter, never giving up; `plane_view`: whether the last request found the
+//!   control plane down, which the token refresher and the goodbye respect.
 //! - [`heartbeat`]: the loop: registration, cadence, reactions to failures, goodbye.
 //! - [`identity`], `state`: who this host is, and what it remembers across restarts;
 //!   [`imds`]: the EC2 metadata service: instance identity, interruption notices.
@@ -32,7 +32,6 @@
 
 pub mod api;
 pub(crate) mod atomic_file;
-pub(crate) mod budget;
 pub mod check;
 pub mod cli;
 pub mod config;
@@ -44,6 +43,7 @@ pub mod http;
 pub mod identity;
 pub mod imds;
 pub mod logging;
+pub(crate) mod plane_view;
 pub(crate) mod reaction;
 pub mod redact;
 pub mod report;

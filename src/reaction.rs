@@ -134,8 +134,8 @@ pub fn react(failed: Failed, mode: Mode) -> Reaction {
 }
 
 /// Whether a failure of `class` says its host is down (no answer, a 5xx, a 429: it
-/// cannot or will not serve) rather than up and refusing: what a host's request
-/// budget remembers (src/budget.rs), so that the token refresher stands aside while
+/// cannot or will not serve) rather than up and refusing: what the host's view
+/// remembers (src/plane_view.rs), so that the token refresher stands aside while
 /// the heartbeat path finds the host back.
 pub fn host_down(class: FailureClass) -> bool {
     use FailureClass as C;

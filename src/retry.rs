@@ -22,8 +22,7 @@ use std::time::Duration;
 
 use backon::{BackoffBuilder, ExponentialBackoff, ExponentialBuilder};
 
-/// A validated backoff policy: `0 < base`, `floor <= cap`, `base <= cap - floor`
-/// (or `cap == floor`, and every wait is the floor).
+/// A validated backoff policy: `0 < base`; the longest wait is `max(cap, floor)`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RetryPolicy {
     /// The least wait after any failure: the cadence of a paced policy, else zero.
@@ -66,7 +65,8 @@ impl RetryPolicy {
         Self {
             floor: cadence,
             base: cadence,
-            cap: cap.max(cadence),
+            // As configured: a cadence above it wins while it lasts (`longest`).
+            cap,
             jitter: Jitter::Full,
         }
     }
@@ -109,9 +109,14 @@ impl RetryPolicy {
         self.base
     }
 
-    /// The longest wait ever.
+    /// The cap as configured.
     pub fn cap(&self) -> Duration {
         self.cap
+    }
+
+    /// The longest wait ever: the cap, or the floor if that is longer.
+    pub fn longest(&self) -> Duration {
+        self.cap.max(self.floor)
     }
 
     /// A fresh schedule, starting at the first attempt.
@@ -125,7 +130,7 @@ impl RetryPolicy {
 
     /// The part drawn above the floor may reach this.
     fn spread(&self) -> Duration {
-        self.cap.saturating_sub(self.floor)
+        self.longest().saturating_sub(self.floor)
     }
 
     fn ceilings(&self) -> ExponentialBackoff {
@@ -177,10 +182,15 @@ impl Backoff {
     /// The same stretch at another cadence (see [`RetryPolicy::at_cadence`]): the
     /// failures so far still count.
     pub fn pace(&mut self, cadence: Duration) {
-        let paced = self.policy.at_cadence(cadence);
-        if paced != self.policy {
-            self.policy = paced;
-            self.ceilings = paced.ceilings();
+        self.adopt(self.policy.at_cadence(cadence));
+    }
+
+    /// The same stretch under another policy (a reload changed it): the failures
+    /// so far still count.
+    pub fn adopt(&mut self, policy: RetryPolicy) {
+        if policy != self.policy {
+            self.policy = policy;
+            self.ceilings = policy.ceilings();
             for _ in 0..self.failures.min(64) {
                 self.ceilings.next();
             }
@@ -280,6 +290,16 @@ mod tests {
         // A cap under the cadence: every wait is the cadence.
         let mut short = RetryPolicy::paced(cadence, Duration::from_secs(10)).backoff();
         assert!((0..100).all(|_| short.next_delay() == cadence));
+    }
+
+    #[test]
+    fn a_long_cadence_for_a_while_leaves_the_configured_cap() {
+        let policy = RetryPolicy::paced(Duration::from_secs(30), Duration::from_secs(300));
+        let asked = policy.at_cadence(Duration::from_secs(3600));
+        assert_eq!(asked.longest(), Duration::from_secs(3600));
+        let back = asked.at_cadence(Duration::from_secs(30));
+        assert_eq!(back, policy);
+        assert_eq!(back.longest(), Duration::from_secs(300));
     }
 
     #[test]

@@ -8,8 +8,9 @@
 //!   authenticated as an OAuth client;
 //! - redirects are never followed, so a token cannot follow one to another origin;
 //! - every call has a connect timeout and a total timeout;
-//! - every call of the daemon's client takes a unit of its host's request budget
-//!   first ([`crate::budget`]); `check`'s client has none;
+//! - every call is counted (the heartbeat loop paces a failed attempt by the
+//!   requests it made), and tells its host's view whether it found the host down
+//!   ([`crate::plane_view`]);
 //! - bodies are read up to [`BODY_LIMIT`], never further, and never logged whole;
 //! - an error's text never holds the token, even if a server echoes it back: every
 //!   error is made by `ApiError::new`, which passes its detail through
@@ -18,7 +19,7 @@
 pub mod classify;
 pub mod wire;
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, SystemTime};
 
 use base64::Engine as _;
@@ -35,8 +36,8 @@ pub use self::classify::{Endpoint, FailureClass, io_words};
 use self::wire::{
     HeartbeatAnswer, HeartbeatRequest, RegisterAnswer, RegisterRequest, TokenAnswer, ValidateAnswer,
 };
-use crate::budget::{Answered, Budget};
 use crate::config::{AuthMode, ClientAuth, ConfigError, Exchange, Paths, Settings};
+use crate::plane_view::HostView;
 use crate::secret::Token;
 
 /// The largest answer body read (64 KiB).
@@ -109,59 +110,27 @@ pub struct ApiClient {
     /// The timeouts the client was built with, which a timeout's words name.
     connect_timeout: Duration,
     request_timeout: Duration,
-    /// The request budgets of the daemon's client (none for `check`'s, which asks
-    /// each thing once, nor for an unpaced retry policy).
-    budgets: Option<Budgets>,
+    /// Requests sent so far, answered or not.
+    sent: AtomicU64,
+    /// The control plane's servers, as the last request found them.
+    plane: HostView,
+    /// A token endpoint on a host no control-plane server shares (an outside
+    /// identity provider): its origin, and its own view.
+    token_host: Option<(String, HostView)>,
 }
 
-/// The budget of the control plane's servers, and of the token endpoint when it is
-/// on another host (an outside identity provider): its failures are its own.
-#[derive(Debug)]
-struct Budgets {
-    plane: Budget,
-    /// The token endpoint's origin and budget, when no control-plane server shares
-    /// its origin.
-    token: Option<(String, Budget)>,
-}
-
-impl Budgets {
-    fn new(settings: &Settings) -> Self {
-        let cadence = settings.heartbeat_interval;
-        let token = match &settings.auth {
-            AuthMode::Exchange(exchange) => {
-                let origin = exchange.token_url.origin().ascii_serialization();
-                let shared = settings
-                    .servers
-                    .iter()
-                    .any(|server| server.origin().ascii_serialization() == origin);
-                (!shared).then(|| (origin, Budget::new(cadence)))
-            }
-            AuthMode::Static => None,
-        };
-        Self {
-            plane: Budget::new(cadence),
-            token,
-        }
-    }
-
-    /// The budget of `url`'s host, and whether it is the control plane's.
-    fn of(&self, url: &Url) -> (&Budget, Host) {
-        match &self.token {
-            Some((origin, budget)) if url.origin().ascii_serialization() == *origin => {
-                (budget, Host::TokenEndpoint)
-            }
-            _ => (&self.plane, Host::Plane),
-        }
-    }
-}
-
-/// Whose budget a request counts against.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Host {
-    /// A control-plane server (or the token endpoint on one of them).
-    Plane,
-    /// A token endpoint on a host of its own.
-    TokenEndpoint,
+/// The token endpoint's origin, when it is in exchange mode and no control-plane
+/// server shares it.
+fn separate_token_host(settings: &Settings) -> Option<String> {
+    let AuthMode::Exchange(exchange) = &settings.auth else {
+        return None;
+    };
+    let origin = exchange.token_url.origin().ascii_serialization();
+    let shared = settings
+        .servers
+        .iter()
+        .any(|server| server.origin().ascii_serialization() == origin);
+    (!shared).then_some(origin)
 }
 
 impl ApiClient {
@@ -227,43 +196,33 @@ impl ApiClient {
             peer_certificate: std::sync::Mutex::new(None),
             connect_timeout: settings.connect_timeout,
             request_timeout: settings.request_timeout,
-            budgets: (!keep_peer_certificate && settings.backoff.is_paced())
-                .then(|| Budgets::new(settings)),
+            sent: AtomicU64::new(0),
+            plane: HostView::default(),
+            token_host: separate_token_host(settings).map(|origin| (origin, HostView::default())),
         })
     }
 
-    /// The budget requests to `url` count against, if this client keeps budgets.
-    fn budget(&self, url: &Url) -> Option<(&Budget, Host)> {
-        self.budgets.as_ref().map(|budgets| budgets.of(url))
-    }
-
-    /// Whether a request to the control plane may go now, without waiting for its
-    /// budget (the goodbye never waits).
-    pub fn may_ask_plane_now(&self) -> bool {
-        self.budgets
-            .as_ref()
-            .is_none_or(|budgets| budgets.plane.try_peek())
-    }
-
-    /// The budgets refill at the cadence in effect (the control plane may ask for
-    /// another).
-    pub fn set_cadence(&self, cadence: Duration) {
-        if let Some(budgets) = &self.budgets {
-            budgets.plane.set_cadence(cadence);
-            if let Some((_, token)) = &budgets.token {
-                token.set_cadence(cadence);
-            }
+    /// The view of `url`'s host, and whether it is the control plane's.
+    fn view(&self, url: &Url) -> (&HostView, bool) {
+        match &self.token_host {
+            Some((origin, view)) if url.origin().ascii_serialization() == *origin => (view, false),
+            _ => (&self.plane, true),
         }
     }
 
-    /// When `url` is on a control-plane server that is down, returns once some
+    /// Requests sent so far, answered or not, to any host.
+    pub fn requests_sent(&self) -> u64 {
+        self.sent.load(Ordering::Relaxed)
+    }
+
+    /// When `url` is on a control-plane server that is down, returns once a
     /// request finds the plane answering again; at once otherwise (a token
     /// endpoint on a host of its own has no other prober than its own caller). The
     /// token refresher waits here rather than keep a schedule of its own against a
     /// plane the heartbeat path is already probing.
     pub async fn until_plane_answers(&self, url: &Url) {
-        if let Some((budget, Host::Plane)) = self.budget(url) {
-            budget.until_answering().await;
+        if let (view, true) = self.view(url) {
+            view.until_answering().await;
         }
     }
 
@@ -433,28 +392,20 @@ impl ApiClient {
         Ok(answer)
     }
 
-    /// Takes a unit of the host's budget (waiting for one if need be), sends, and
-    /// settles the unit by the outcome.
+    /// Sends (counted), and tells the host's view what the request found.
     async fn call<T: DeserializeOwned>(
         &self,
         endpoint: Endpoint,
         url: &Url,
         request: RequestBuilder,
     ) -> Result<T, ApiError> {
-        let Some((budget, host)) = self.budget(url) else {
-            return self.send(endpoint, url, request).await;
-        };
-        let permit = budget.take().await;
+        self.sent.fetch_add(1, Ordering::Relaxed);
         let result = self.send(endpoint, url, request).await;
-        match &result {
-            // A token from the plane's own endpoint is a step of the agent's work;
-            // from an endpoint of its own, it is all that host does.
-            Ok(_) if endpoint == Endpoint::Token && host == Host::Plane => {
-                permit.answered(Answered::Step);
-            }
-            Ok(_) => permit.answered(Answered::Work),
-            Err(error) => permit.failed(crate::reaction::host_down(error.class)),
-        }
+        let down = result
+            .as_ref()
+            .err()
+            .is_some_and(|error| crate::reaction::host_down(error.class));
+        self.view(url).0.found(down);
         result
     }
 

@@ -235,6 +235,7 @@ impl Agent {
                 Wake::Notice(notice) => self.on_notice(notice),
                 Wake::Elapsed => {}
             }
+            let sent_before = self.api.requests_sent();
             let outcome = {
                 let beat = self.beat(self.spot.status());
                 tokio::pin!(beat);
@@ -252,9 +253,17 @@ impl Agent {
             if let Some(offset) = self.api.clock_offset() {
                 self.health.check_clock(offset);
             }
+            let requests = self.api.requests_sent().saturating_sub(sent_before);
             next = match outcome {
-                Ok(answer) => self.on_success(&answer),
-                Err(error) => self.on_failure(&error),
+                Ok((answer, retried)) => {
+                    // Accepted after a retry on the way twice in a row: a plane
+                    // that loses agents or tokens every time. The next beat is
+                    // paced by the requests this one took (protocol.md section
+                    // 3); a one-off (a rotated signing key, a new server) is not.
+                    let again = self.health.retried(retried);
+                    self.on_success(&answer, if again { requests } else { 1 })
+                }
+                Err(error) => self.on_failure(&error, requests),
             };
             outside.ping_before_waiting(next);
             let line = self.status_line(next);
@@ -270,12 +279,12 @@ impl Agent {
     }
 
     /// Sleeps `duration`, pinging the watchdog. A reload (SIGHUP) that changes
-    /// anything ends the wait, so that the new settings are tried at once; shutdown
-    /// ends it.
+    /// anything ends the wait, so that the new settings are tried at once (in a
+    /// failing stretch, within one interval); shutdown ends it.
     async fn wait(&mut self, duration: Duration, outside: &mut Outside) -> Wake {
         // A little late, so that the wait ends on a boundary of the runtime's timer
         // wheel: two wake-ups rather than three (src/wheel.rs).
-        let deadline = self.timer_grid.late(duration);
+        let mut deadline = self.timer_grid.late(duration);
         loop {
             tokio::select! {
                 () = outside.shutdown.cancelled() => return Wake::Shutdown,
@@ -285,13 +294,20 @@ impl Agent {
                 () = outside.reload.notified() => {
                     outside.notifier.reloading();
                     let changed = self.reload(outside.reloader.as_ref(), &outside.shutdown);
+                    if changed {
+                        if self.health.outage().is_none() {
+                            return Wake::Elapsed;
+                        }
+                        // Failing: at a random point of one interval, not at once,
+                        // so that a fleet reloaded together during an outage does
+                        // not come back together (protocol.md section 3).
+                        let jittered = self.settings.heartbeat_interval.mul_f64(fastrand::f64());
+                        deadline = deadline.min(Instant::now() + jittered);
+                    }
                     let left = deadline.saturating_duration_since(Instant::now());
                     let line = self.status_line(left);
                     outside.notifier.ready(&line);
                     self.publish(Some((left, &line)));
-                    if changed {
-                        return Wake::Elapsed;
-                    }
                 }
             }
         }
@@ -301,7 +317,9 @@ impl Agent {
     /// retries the protocol allows, once each: a new access token when the control
     /// plane refuses the current one (exchange mode), and a new registration when it
     /// does not know the agent. The retried heartbeat keeps its `seq`.
-    async fn beat(&mut self, status: Status) -> Result<HeartbeatAnswer, ApiError> {
+    /// Accepted, it also says whether it took a retry (a new access token, a new
+    /// registration) on the way.
+    async fn beat(&mut self, status: Status) -> Result<(HeartbeatAnswer, bool), ApiError> {
         let mut bearer = self.credentials.bearer().await?;
         self.seq += 1;
         let notice = self.spot.carry();
@@ -317,7 +335,7 @@ impl Agent {
                 },
             };
             let error = match result {
-                Ok(answer) => return Ok(answer),
+                Ok(answer) => return Ok((answer, refreshed || reregistered)),
                 Err(error) => error,
             };
             let retry = react(Failed::from(&error), self.mode()).retry;
@@ -397,11 +415,13 @@ impl Agent {
         }
     }
 
-    /// Resets the backoff, logs a recovery, and returns the time to the next beat.
-    fn on_success(&mut self, answer: &HeartbeatAnswer) -> Duration {
+    /// Resets the backoff, logs a recovery, and returns the time to the next beat:
+    /// after an attempt that took `requests` requests to get there (more than one
+    /// only when it met a failure on the way), one cadence for each.
+    fn on_success(&mut self, answer: &HeartbeatAnswer, requests: u64) -> Duration {
         self.spot.delivered();
         let cadence = cadence(answer.next_heartbeat_in, self.settings.heartbeat_interval);
-        self.api.set_cadence(cadence);
+        self.credentials.pace(cadence);
         match self.health.succeeded(self.seq, cadence) {
             Recovery::Ended(outage) => tracing::info!(
                 event = "recovered",
@@ -421,7 +441,19 @@ impl Agent {
             Recovery::Steady => {}
         }
         self.registration.save_if_unsaved();
-        let next = wait_after_success(answer.next_heartbeat_in, self.settings.heartbeat_interval);
+        let next = if requests > 1 {
+            // A cadence per request (an attempt takes four at most: a token, the
+            // call, a new token or registration, the call again), and up to a
+            // tenth more: never sooner than a healthy agent's as many beats.
+            let requests = u32::try_from(requests.min(4)).unwrap_or(4);
+            cadence
+                .saturating_mul(requests)
+                .min(SERVER_INTERVAL_MAX)
+                .mul_f64(1.0 + 0.1 * fastrand::f64())
+                .min(SERVER_INTERVAL_MAX)
+        } else {
+            wait_after_success(answer.next_heartbeat_in, self.settings.heartbeat_interval)
+        };
         tracing::debug!(seq = self.seq, "heartbeat accepted; next in {}", show(next));
         next
     }
@@ -476,16 +508,6 @@ impl Agent {
             );
             return;
         };
-        if !self.api.may_ask_plane_now() {
-            // The goodbye counts against the request budget like any request, and
-            // never waits for it (protocol.md section 3).
-            tracing::warn!(
-                event = "shutdown",
-                agent_id = %agent_id,
-                "stopping; the control plane has been failing, so no offline heartbeat is sent (a failing agent asks no more often than a healthy one)"
-            );
-            return;
-        }
         let deadline = self.settings.shutdown_timeout;
         match tokio::time::timeout(deadline, self.beat(Status::Offline)).await {
             Ok(Ok(_)) => tracing::info!(

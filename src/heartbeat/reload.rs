@@ -83,12 +83,10 @@ fn changes(old: &Settings, new: &Settings) -> Changes {
             old.paths != *paths,
             true,
         ),
-        // The connection's request budgets and the refresher's retries are paced
-        // by the interval (src/budget.rs).
         (
             "heartbeat_interval",
             old.heartbeat_interval != *heartbeat_interval,
-            true,
+            false,
         ),
         (
             "refresh_margin",
@@ -204,6 +202,8 @@ impl Agent {
             reloader.set_log_level(&new.log_level);
         }
         self.health.follow(&old, &new);
+        // The refresher's retries are paced by the interval too.
+        self.credentials.pace(new.heartbeat_interval);
         self.registration.configured(new.agent_id.as_deref());
         self.reporter.set_metrics_path(new.metrics_textfile.clone());
         self.settings = Arc::new(new);

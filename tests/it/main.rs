@@ -5,7 +5,6 @@ mod support;
 
 mod agent;
 mod binary;
-mod budget;
 mod check;
 mod config;
 mod credentials;
@@ -17,6 +16,7 @@ mod journal;
 mod notify;
 mod reload;
 mod report;
+mod storms;
 mod tls;
 mod unit_file;
 mod verdicts;

@@ -1,0 +1,223 @@
+//! No retry storms (protocol.md section 3, "Transient", "One budget", "One view of
+//! the plane"): whatever fails, a failing agent sends its control plane no more
+//! than a healthy one does, its first retry comes no sooner than its next beat would
+//! have, and the token refresher stands aside while the heartbeat path probes a
+//! plane that is down. In virtual time, against the reference control plane.
+
+use std::time::Duration;
+
+use hostbeat_refplane::{Fault, RecordedRequest, Scope};
+
+use crate::support::*;
+
+/// The packaged interval.
+const INTERVAL: Duration = Duration::from_secs(30);
+
+/// The most requests that fall in any window of `width` among `requests`.
+fn busiest(requests: &[RecordedRequest], width: Duration) -> usize {
+    let width = u64::try_from(width.as_millis()).unwrap();
+    let at: Vec<u64> = requests.iter().map(|r| r.at_ms).collect();
+    (0..at.len())
+        .map(|i| at[i..].iter().take_while(|&&t| t < at[i] + width).count())
+        .max()
+        .unwrap_or(0)
+}
+
+/// How a plane fails, for an hour.
+#[derive(Debug)]
+enum Failing {
+    Fault(Fault, Scope),
+    /// Registration works, and the plane forgets every agent at once: every
+    /// heartbeat is `unknown_agent`, every new registration is accepted.
+    LosesAgents,
+}
+
+/// What a failing plane gets from one agent over an hour, for each way of failing:
+/// no more than a healthy agent sends it in an hour, and in any window of k
+/// intervals no more than k requests and four more: the few of one attempt (a
+/// new token and the same call again; a healthy agent's first contact is three),
+/// and the token refresher's tries while the plane answers (paced like the
+/// heartbeat's, a cadence at least apart).
+#[test]
+fn a_failing_plane_gets_no_more_than_a_healthy_agent_sends() {
+    with_real_time_limit(Duration::from_secs(600), || async {
+        let token_expired = Fault::Status {
+            status: 401,
+            body: r#"{"error":"invalid_token","error_description":"Token expired"}"#.into(),
+            retry_after: None,
+            www_authenticate: Some(r#"Bearer error="invalid_token""#.into()),
+        };
+        for (name, failing) in [
+            ("no answer", Failing::Fault(Fault::Outage, Scope::All)),
+            ("503", Failing::Fault(Fault::status(503, ""), Scope::All)),
+            // Every access token refused: a new one, and the same call once more.
+            (
+                "token_expired",
+                Failing::Fault(token_expired, Scope::Agents),
+            ),
+            // Every heartbeat and registration refused as unknown.
+            ("404", Failing::Fault(Fault::status(404, ""), Scope::Agents)),
+            // A new registration, then the heartbeat once more, then unknown again.
+            ("loses its agents", Failing::LosesAgents),
+            (
+                "Retry-After: 1",
+                Failing::Fault(Fault::retry_after(429, "1"), Scope::All),
+            ),
+            // Heartbeats go on while the token lasts; the refresher's tries and,
+            // once it has expired, the heartbeat's own exchanges fail.
+            (
+                "token endpoint 500",
+                Failing::Fault(Fault::status(500, ""), Scope::Token),
+            ),
+        ] {
+            let world = World::start().await;
+            let agent = world.spawn_online(world.exchange_inputs()).await;
+            pass(mins(5)).await;
+            let healthy_from = world.requests().len();
+            pass(mins(60)).await;
+            let healthy = world.requests().len() - healthy_from;
+
+            let failing_from = world.requests().len();
+            let forgetting = match failing {
+                Failing::Fault(fault, scope) => {
+                    world.plane.set_fault(fault, scope, None);
+                    None
+                }
+                Failing::LosesAgents => {
+                    let plane = world.plane.clone();
+                    Some(tokio::spawn(async move {
+                        loop {
+                            plane.forget_agents();
+                            tokio::time::sleep(Duration::from_millis(100)).await;
+                        }
+                    }))
+                }
+            };
+            pass(mins(60)).await;
+            let failing = world.requests()[failing_from..].to_vec();
+            world.plane.clear_fault();
+            if let Some(task) = forgetting {
+                task.abort();
+            }
+            agent.stop().await;
+
+            assert!(
+                failing.len() <= healthy + 3,
+                "{name}: {} requests in a failing hour, {healthy} in a healthy one",
+                failing.len()
+            );
+            for k in [1, 2, 3, 5, 10, 20] {
+                let busiest = busiest(&failing, INTERVAL * k);
+                assert!(
+                    busiest <= k as usize + 4,
+                    "{name}: {busiest} requests within {k} intervals"
+                );
+            }
+        }
+    });
+}
+
+/// The first retry after a failed heartbeat comes no sooner than the next beat
+/// would have: one interval, and no later than two.
+#[tokio::test(start_paused = true)]
+async fn the_first_retry_comes_no_sooner_than_the_next_beat() {
+    for fault in [Fault::Outage, Fault::retry_after(503, "1")] {
+        for _ in 0..10 {
+            let world = World::start().await;
+            let agent = world.spawn_online(world.inputs()).await;
+            world.plane.set_fault(fault.clone(), Scope::All, Some(1));
+            assert!(until(mins(2), || world.faulted() == 1).await);
+            let failed = world.requests().last().unwrap().at_ms;
+            let retry = || {
+                world
+                    .requests()
+                    .iter()
+                    .find(|r| r.at_ms > failed)
+                    .map(|r| r.at_ms)
+            };
+            assert!(until(mins(3), || retry().is_some()).await);
+            let after = Duration::from_millis(retry().unwrap() - failed);
+            agent.stop().await;
+            assert!(
+                (INTERVAL..=INTERVAL * 2 + secs(1)).contains(&after),
+                "{fault:?}: retried {after:?} after the failure"
+            );
+        }
+    }
+}
+
+/// While the plane is down, the token refresher asks nothing of its own: its token
+/// comes due during an outage, and no exchange is tried until the token has
+/// expired (the heartbeat's attempts, which then need one, are the probes); when
+/// the plane is back, the exchange and the heartbeat follow the probe that finds
+/// it.
+#[tokio::test(start_paused = true)]
+async fn the_refresher_stands_aside_while_the_plane_is_down() {
+    let world = World::start().await;
+    let (logs, _guard) = Logs::capture();
+    let agent = world.spawn_online(world.exchange_inputs()).await;
+    let issued = world.requests_to("/oauth/token").last().unwrap().at_ms;
+    // The 15-minute token comes due 11 to 12 minutes after it was issued.
+    pass(mins(2)).await;
+    world.plane.set_fault(Fault::Outage, Scope::All, None);
+    let from = world.requests().len();
+    pass(mins(40)).await;
+    let during = world.requests()[from..].to_vec();
+    world.plane.clear_fault();
+    let last_failed = during.last().unwrap().at_ms;
+    assert!(
+        until(mins(6), || world
+            .heartbeats()
+            .last()
+            .is_some_and(|h| h.at_ms > last_failed))
+        .await
+    );
+    agent.stop().await;
+
+    let expired = issued + 15 * 60 * 1000;
+    let early_exchanges: Vec<&RecordedRequest> = during
+        .iter()
+        .filter(|r| r.path.starts_with("/oauth/token") && r.at_ms < expired)
+        .collect();
+    assert!(early_exchanges.is_empty(), "{early_exchanges:?}");
+    assert!(
+        logs.events("token_refresh_failed").is_empty(),
+        "{}",
+        logs.text()
+    );
+    // The transient schedule over 40 minutes: attempts 30 s to 5 min apart.
+    assert!(
+        (8..=50).contains(&during.len()),
+        "{} requests",
+        during.len()
+    );
+}
+
+/// An identity provider on a host of its own is probed by the refresher alone:
+/// while it is down, heartbeats that still hold a valid access token go on, its
+/// failures do not make the plane look down, and a stop still says goodbye.
+#[tokio::test(start_paused = true)]
+async fn an_identity_provider_down_never_stops_heartbeats_with_a_valid_token() {
+    let world = World::start().await;
+    // The same plane on a second port: another origin, as an outside provider is.
+    let provider = world.plane.start().await.expect("bind 127.0.0.1:0");
+    let inputs = world.inputs().var(
+        "HOSTBEAT_TOKEN_URL",
+        format!("http://{provider}/oauth/token"),
+    );
+    let agent = world.spawn_online(inputs).await;
+    world.plane.set_fault(Fault::Outage, Scope::Token, None);
+    let from = world.heartbeats().len();
+    // The 15-minute token comes due 11 to 12 minutes after it was issued and
+    // expires at 15: the refresher tries before then, and fails.
+    pass(mins(14)).await;
+    let accepted = world.heartbeats().len() - from;
+    let tried = world.requests_to("/oauth/token").len();
+    agent.stop().await;
+    assert!(
+        (25..=31).contains(&accepted),
+        "{accepted} heartbeats in 14 minutes"
+    );
+    assert!(tried >= 2, "the refresher tried {tried} exchanges in all");
+    assert_eq!(world.heartbeats().last().unwrap().status(), "offline");
+}
