@@ -24,6 +24,7 @@ use tokio_util::sync::CancellationToken;
 use crate::api::{ApiClient, ApiError};
 use crate::config::token::TokenSource;
 use crate::config::{AuthMode, ConfigError, Exchange};
+use crate::plane_view::Asker;
 use crate::retry::RetryPolicy;
 use crate::secret::Token;
 
@@ -279,11 +280,25 @@ impl Credentials {
                 () = tokio::time::sleep_until(refresh_at) => {}
             }
             loop {
-                // One view of the plane (protocol.md section 3).
+                // One view of the plane, and the budget (protocol.md section 3):
+                // not while the plane is down, and only below a healthy rate.
                 if let Some(exchange) = &self.exchange {
+                    let policy = self.retry_policy();
+                    let asked = async {
+                        self.api.until_plane_answers(&exchange.token_url).await;
+                        if policy.is_paced() {
+                            let room = self.api.room_at(
+                                &exchange.token_url,
+                                policy.floor(),
+                                Asker::Refresher,
+                                1,
+                            );
+                            tokio::time::sleep_until(room).await;
+                        }
+                    };
                     tokio::select! {
                         () = shutdown.cancelled() => return,
-                        () = self.api.until_plane_answers(&exchange.token_url) => {}
+                        () = asked => {}
                         () = tokio::time::sleep_until(expires_at) => {
                             backoff.reset();
                             break;

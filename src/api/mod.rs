@@ -8,9 +8,8 @@
 //!   authenticated as an OAuth client;
 //! - redirects are never followed, so a token cannot follow one to another origin;
 //! - every call has a connect timeout and a total timeout;
-//! - every call is counted (the heartbeat loop paces a failed attempt by the
-//!   requests it made), and tells its host's view whether it found the host down
-//!   ([`crate::plane_view`]);
+//! - every call is noted in its host's view, with whether it found the host down
+//!   ([`crate::plane_view`]): the budget that paces the loop and the refresher;
 //! - bodies are read up to [`BODY_LIMIT`], never further, and never logged whole;
 //! - an error's text never holds the token, even if a server echoes it back: every
 //!   error is made by `ApiError::new`, which passes its detail through
@@ -19,7 +18,7 @@
 pub mod classify;
 pub mod wire;
 
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, SystemTime};
 
 use base64::Engine as _;
@@ -37,7 +36,7 @@ use self::wire::{
     HeartbeatAnswer, HeartbeatRequest, RegisterAnswer, RegisterRequest, TokenAnswer, ValidateAnswer,
 };
 use crate::config::{AuthMode, ClientAuth, ConfigError, Exchange, Paths, Settings};
-use crate::plane_view::HostView;
+use crate::plane_view::{Asker, HostView};
 use crate::secret::Token;
 
 /// The largest answer body read (64 KiB).
@@ -110,8 +109,6 @@ pub struct ApiClient {
     /// The timeouts the client was built with, which a timeout's words name.
     connect_timeout: Duration,
     request_timeout: Duration,
-    /// Requests sent so far, answered or not.
-    sent: AtomicU64,
     /// The control plane's servers, as the last request found them.
     plane: HostView,
     /// A token endpoint on a host no control-plane server shares (an outside
@@ -196,7 +193,6 @@ impl ApiClient {
             peer_certificate: std::sync::Mutex::new(None),
             connect_timeout: settings.connect_timeout,
             request_timeout: settings.request_timeout,
-            sent: AtomicU64::new(0),
             plane: HostView::default(),
             token_host: separate_token_host(settings).map(|origin| (origin, HostView::default())),
         })
@@ -210,9 +206,31 @@ impl ApiClient {
         }
     }
 
-    /// Requests sent so far, answered or not, to any host.
-    pub fn requests_sent(&self) -> u64 {
-        self.sent.load(Ordering::Relaxed)
+    /// The earliest moment from now at which `asker` may send `asking` requests to
+    /// `url`'s host within its budget ([`crate::plane_view`]), at `cadence`.
+    pub fn room_at(
+        &self,
+        url: &Url,
+        cadence: Duration,
+        asker: Asker,
+        asking: usize,
+    ) -> tokio::time::Instant {
+        self.view(url).0.room_at(cadence, asker, asking)
+    }
+
+    /// The same for the control plane's servers (the heartbeat loop).
+    pub fn plane_room_at(
+        &self,
+        cadence: Duration,
+        asker: Asker,
+        asking: usize,
+    ) -> tokio::time::Instant {
+        self.plane.room_at(cadence, asker, asking)
+    }
+
+    /// Requests sent to the control plane's servers in all.
+    pub fn plane_requests(&self) -> u64 {
+        self.plane.total()
     }
 
     /// When `url` is on a control-plane server that is down, returns once a
@@ -392,14 +410,14 @@ impl ApiClient {
         Ok(answer)
     }
 
-    /// Sends (counted), and tells the host's view what the request found.
+    /// Sends, noted in the host's view with what it found.
     async fn call<T: DeserializeOwned>(
         &self,
         endpoint: Endpoint,
         url: &Url,
         request: RequestBuilder,
     ) -> Result<T, ApiError> {
-        self.sent.fetch_add(1, Ordering::Relaxed);
+        self.view(url).0.sending();
         let result = self.send(endpoint, url, request).await;
         let down = result
             .as_ref()

@@ -23,10 +23,9 @@ enum TokenReread {
 }
 
 impl Agent {
-    /// The wait after a failed heartbeat attempt that sent `requests` requests
-    /// (protocol.md section 3), after what the failure table asks first, and its
-    /// log line.
-    pub(super) fn on_failure(&mut self, error: &ApiError, requests: u64) -> Duration {
+    /// The wait after a failed heartbeat (protocol.md section 3), after what the
+    /// failure table asks first, and its log line.
+    pub(super) fn on_failure(&mut self, error: &ApiError) -> Duration {
         let reaction = react(Failed::from(error), self.mode());
         let class = error.class;
         let auth = reaction.is_auth();
@@ -51,7 +50,7 @@ impl Agent {
             );
         }
         let said = self.health.count(error, &reaction);
-        let (delay, consecutive) = self.health.wait(reaction.wait, requests, &self.settings);
+        let (delay, consecutive) = self.health.wait(reaction.wait, &self.settings);
         let failover = match reaction.wait {
             Wait::Transient { failover: true } => self.api.fail_over().map(|s| format!(" at {s}")),
             _ => None,

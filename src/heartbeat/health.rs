@@ -84,8 +84,8 @@ pub(super) struct Health {
     /// The last failed attempt, kept after a recovery (for the status file).
     last_failure: Option<Failure>,
     counters: Counters,
-    /// Whether the last accepted heartbeat took a retry on the way.
-    last_retried: bool,
+    /// How many requests the last two attempts sent, oldest first.
+    attempts: [u64; 2],
 }
 
 /// How a failure is said in the journal.
@@ -120,14 +120,8 @@ impl Health {
             skew_reported: false,
             last_failure: None,
             counters: Counters::default(),
-            last_retried: false,
+            attempts: [1, 1],
         }
-    }
-
-    /// Notes whether an accepted heartbeat took a retry on the way (a new access
-    /// token, a new registration); true when the one before did too.
-    pub(super) fn retried(&mut self, retried: bool) -> bool {
-        std::mem::replace(&mut self.last_retried, retried) && retried
     }
 
     /// New schedules after a reload changed them (the stretch goes on).
@@ -204,39 +198,39 @@ impl Health {
         outage
     }
 
-    /// The wait before the next attempt, on the schedule `wait` names, after an
-    /// attempt that sent `requests` requests, and the failures counted on that
-    /// schedule so far.
-    ///
-    /// Each request beyond the first (a new access token, a registration, the same
-    /// call once more) puts the next attempt off by one more cadence: a failing
-    /// agent sends no more, over any stretch, than a healthy one sends in it
-    /// (protocol.md section 3).
-    pub(super) fn wait(
-        &mut self,
-        wait: Wait,
-        requests: u64,
-        settings: &Settings,
-    ) -> (Duration, u32) {
-        let schedule = match wait {
-            Wait::Auth => &mut self.auth_backoff,
-            Wait::AsAsked(_) | Wait::Transient { .. } => &mut self.backoff,
-        };
-        let floor = schedule.policy().floor();
-        let delay = match wait {
+    /// The wait before the next attempt, on the schedule `wait` names, and the
+    /// failures counted on that schedule so far.
+    pub(super) fn wait(&mut self, wait: Wait, settings: &Settings) -> (Duration, u32) {
+        match wait {
+            Wait::Auth => (self.auth_backoff.next_delay(), self.auth_backoff.failures()),
             Wait::AsAsked(asked) => {
                 // Still a failure of the stretch, for the backoff after it.
-                schedule.next_ceiling();
+                self.backoff.next_ceiling();
                 // Never sooner than the next beat would have gone (the floor).
-                asked.min(settings.retry_after_max).max(floor)
+                let asked = asked
+                    .min(settings.retry_after_max)
+                    .max(self.backoff.policy().floor());
+                (asked, self.backoff.failures())
             }
-            Wait::Auth | Wait::Transient { .. } => schedule.next_delay(),
-        };
-        let extra = u32::try_from(requests.saturating_sub(1)).unwrap_or(u32::MAX);
-        (
-            delay.saturating_add(floor.saturating_mul(extra)),
-            schedule.failures(),
-        )
+            Wait::Transient { .. } => (self.backoff.next_delay(), self.backoff.failures()),
+        }
+    }
+
+    /// Notes that an attempt sent `requests` requests to the plane, and returns how
+    /// many the next is counted as: the smaller of the last two (a one-off
+    /// refusal costs nothing; a plane that makes every attempt take three is held
+    /// to a cadence each).
+    pub(super) fn attempted(&mut self, requests: u64) -> usize {
+        let [_, last] = self.attempts;
+        self.attempts = [last, requests];
+        usize::try_from(last.min(requests).clamp(1, 4)).unwrap_or(1)
+    }
+
+    /// The cadence in effect, for a schedule paced by one (none for the naive
+    /// policies a benchmark compares).
+    pub(super) fn cadence(&self) -> Option<Duration> {
+        let policy = self.backoff.policy();
+        policy.is_paced().then(|| policy.floor())
     }
 
     /// Counts an accepted heartbeat of sequence `seq`, after which the next is due
@@ -306,7 +300,7 @@ mod tests {
             skew_reported: false,
             last_failure: None,
             counters: Counters::default(),
-            last_retried: false,
+            attempts: [1, 1],
         }
     }
 

@@ -53,6 +53,7 @@ use crate::config::{ImdsMode, Settings};
 use crate::credentials::{Bearer, Credentials};
 use crate::duration::show;
 use crate::identity;
+use crate::plane_view::Asker;
 use crate::reaction::{Failed, Mode, Retry, react};
 use crate::report::timestamp::rfc3339;
 use crate::report::{AgentState, Reporter, STATUS_FORMAT, Snapshot, Success};
@@ -235,7 +236,7 @@ impl Agent {
                 Wake::Notice(notice) => self.on_notice(notice),
                 Wake::Elapsed => {}
             }
-            let sent_before = self.api.requests_sent();
+            let sent_before = self.api.plane_requests();
             let outcome = {
                 let beat = self.beat(self.spot.status());
                 tokio::pin!(beat);
@@ -253,18 +254,19 @@ impl Agent {
             if let Some(offset) = self.api.clock_offset() {
                 self.health.check_clock(offset);
             }
-            let requests = self.api.requests_sent().saturating_sub(sent_before);
             next = match outcome {
-                Ok((answer, retried)) => {
-                    // Accepted after a retry on the way twice in a row: a plane
-                    // that loses agents or tokens every time. The next beat is
-                    // paced by the requests this one took (protocol.md section
-                    // 3); a one-off (a rotated signing key, a new server) is not.
-                    let again = self.health.retried(retried);
-                    self.on_success(&answer, if again { requests } else { 1 })
-                }
-                Err(error) => self.on_failure(&error, requests),
+                Ok(answer) => self.on_success(&answer),
+                Err(error) => self.on_failure(&error),
             };
+            // Within the budget (src/plane_view.rs): whatever the plane answers
+            // and whoever asks, about one request a cadence.
+            let asking = self
+                .health
+                .attempted(self.api.plane_requests() - sent_before);
+            if let Some(cadence) = self.health.cadence() {
+                let room = self.api.plane_room_at(cadence, Asker::Loop, asking);
+                next = next.max(room.saturating_duration_since(Instant::now()));
+            }
             outside.ping_before_waiting(next);
             let line = self.status_line(next);
             outside.notifier.status(&line);
@@ -317,9 +319,7 @@ impl Agent {
     /// retries the protocol allows, once each: a new access token when the control
     /// plane refuses the current one (exchange mode), and a new registration when it
     /// does not know the agent. The retried heartbeat keeps its `seq`.
-    /// Accepted, it also says whether it took a retry (a new access token, a new
-    /// registration) on the way.
-    async fn beat(&mut self, status: Status) -> Result<(HeartbeatAnswer, bool), ApiError> {
+    async fn beat(&mut self, status: Status) -> Result<HeartbeatAnswer, ApiError> {
         let mut bearer = self.credentials.bearer().await?;
         self.seq += 1;
         let notice = self.spot.carry();
@@ -335,7 +335,7 @@ impl Agent {
                 },
             };
             let error = match result {
-                Ok(answer) => return Ok((answer, refreshed || reregistered)),
+                Ok(answer) => return Ok(answer),
                 Err(error) => error,
             };
             let retry = react(Failed::from(&error), self.mode()).retry;
@@ -415,10 +415,8 @@ impl Agent {
         }
     }
 
-    /// Resets the backoff, logs a recovery, and returns the time to the next beat:
-    /// after an attempt that took `requests` requests to get there (more than one
-    /// only when it met a failure on the way), one cadence for each.
-    fn on_success(&mut self, answer: &HeartbeatAnswer, requests: u64) -> Duration {
+    /// Resets the backoff, logs a recovery, and returns the time to the next beat.
+    fn on_success(&mut self, answer: &HeartbeatAnswer) -> Duration {
         self.spot.delivered();
         let cadence = cadence(answer.next_heartbeat_in, self.settings.heartbeat_interval);
         self.credentials.pace(cadence);
@@ -441,19 +439,7 @@ impl Agent {
             Recovery::Steady => {}
         }
         self.registration.save_if_unsaved();
-        let next = if requests > 1 {
-            // A cadence per request (an attempt takes four at most: a token, the
-            // call, a new token or registration, the call again), and up to a
-            // tenth more: never sooner than a healthy agent's as many beats.
-            let requests = u32::try_from(requests.min(4)).unwrap_or(4);
-            cadence
-                .saturating_mul(requests)
-                .min(SERVER_INTERVAL_MAX)
-                .mul_f64(1.0 + 0.1 * fastrand::f64())
-                .min(SERVER_INTERVAL_MAX)
-        } else {
-            wait_after_success(answer.next_heartbeat_in, self.settings.heartbeat_interval)
-        };
+        let next = wait_after_success(answer.next_heartbeat_in, self.settings.heartbeat_interval);
         tracing::debug!(seq = self.seq, "heartbeat accepted; next in {}", show(next));
         next
     }

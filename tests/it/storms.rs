@@ -33,11 +33,11 @@ enum Failing {
 }
 
 /// What a failing plane gets from one agent over an hour, for each way of failing:
-/// no more than a healthy agent sends it in an hour, and in any window of k
-/// intervals no more than k requests and four more: the few of one attempt (a
-/// new token and the same call again; a healthy agent's first contact is three),
-/// and the token refresher's tries while the plane answers (paced like the
-/// heartbeat's, a cadence at least apart).
+/// no more than a healthy agent sends it in an hour, and in any window of 10
+/// intervals or more (the budget's, src/plane_view.rs) no more than a healthy
+/// agent's most: one a cadence, the jitter's extra beat and an exchange. Within
+/// a shorter stretch an attempt's follow-ups may come together, as a healthy
+/// agent's first contact does.
 #[test]
 fn a_failing_plane_gets_no_more_than_a_healthy_agent_sends() {
     with_real_time_limit(Duration::from_secs(600), || async {
@@ -106,10 +106,10 @@ fn a_failing_plane_gets_no_more_than_a_healthy_agent_sends() {
                 "{name}: {} requests in a failing hour, {healthy} in a healthy one",
                 failing.len()
             );
-            for k in [1, 2, 3, 5, 10, 20] {
+            for k in [10, 20, 40] {
                 let busiest = busiest(&failing, INTERVAL * k);
                 assert!(
-                    busiest <= k as usize + 4,
+                    busiest <= k as usize + 3,
                     "{name}: {busiest} requests within {k} intervals"
                 );
             }
