@@ -296,20 +296,22 @@ impl Agent {
                 () = outside.reload.notified() => {
                     outside.notifier.reloading();
                     let changed = self.reload(outside.reloader.as_ref(), &outside.shutdown);
-                    if changed {
-                        if self.health.outage().is_none() {
-                            return Wake::Elapsed;
-                        }
-                        // Failing: at a random point of one interval, not at once,
-                        // so that a fleet reloaded together during an outage does
-                        // not come back together (protocol.md section 3).
+                    let failing = self.health.outage().is_some();
+                    if changed && failing {
+                        // At a random point of one interval, not at once, so that
+                        // a fleet reloaded together during an outage does not come
+                        // back together (protocol.md section 3).
                         let jittered = self.settings.heartbeat_interval.mul_f64(fastrand::f64());
                         deadline = deadline.min(Instant::now() + jittered);
                     }
                     let left = deadline.saturating_duration_since(Instant::now());
                     let line = self.status_line(left);
+                    // systemd waits for READY=1 to end the reload, whatever it did.
                     outside.notifier.ready(&line);
                     self.publish(Some((left, &line)));
+                    if changed && !failing {
+                        return Wake::Elapsed;
+                    }
                 }
             }
         }

@@ -165,6 +165,22 @@ async fn systemd_hears_ready_status_watchdog_reload_and_stopping_in_order() {
         .unwrap();
     assert!(usec > 0);
 
+    // A reload that changes a setting ends with READY=1 too (the loop then beats
+    // at once with the new settings; it once returned before saying so, and
+    // `systemctl reload` hung for its timeout).
+    std::fs::write(
+        host.env_file(),
+        format!("HOSTBEAT_CLIENT_TOKEN={SECRET}\nHOSTBEAT_LOG_LEVEL=debug\n"),
+    )
+    .unwrap();
+    let before = notify.messages().len();
+    agent.signal("HUP");
+    assert!(
+        eventually(Duration::from_secs(10), || reloaded(&notify, before)).await,
+        "{:?}",
+        notify.messages()
+    );
+
     // A reload with a broken configuration: refused, the running one stays, and
     // systemd still sees the reload end (READY=1 after RELOADING=1).
     std::fs::write(
