@@ -24,7 +24,6 @@ use tokio_util::sync::CancellationToken;
 use crate::api::{ApiClient, ApiError};
 use crate::config::token::TokenSource;
 use crate::config::{AuthMode, ConfigError, Exchange};
-use crate::plane_view::Asker;
 use crate::retry::RetryPolicy;
 use crate::secret::Token;
 
@@ -280,25 +279,13 @@ impl Credentials {
                 () = tokio::time::sleep_until(refresh_at) => {}
             }
             loop {
-                // One view of the plane, and the budget (protocol.md section 3):
-                // not while the plane is down, and only below a healthy rate.
+                // One view of the plane (protocol.md section 3): not while the
+                // heartbeat path finds it down. The budget holds the request
+                // itself, as it holds every other (src/plane_view.rs).
                 if let Some(exchange) = &self.exchange {
-                    let policy = self.retry_policy();
-                    let asked = async {
-                        self.api.until_plane_answers(&exchange.token_url).await;
-                        if policy.is_paced() {
-                            let room = self.api.room_at(
-                                &exchange.token_url,
-                                policy.floor(),
-                                Asker::Refresher,
-                                1,
-                            );
-                            tokio::time::sleep_until(room).await;
-                        }
-                    };
                     tokio::select! {
                         () = shutdown.cancelled() => return,
-                        () = asked => {}
+                        () = self.api.until_plane_answers(&exchange.token_url) => {}
                         () = tokio::time::sleep_until(expires_at) => {
                             backoff.reset();
                             break;

@@ -1,26 +1,33 @@
-//! What the agent knows of a host from its own requests (protocol.md section 3):
-//! whether the last one found it down (no answer, a 5xx, a 429), and when it sent
-//! its recent ones.
+//! What the agent knows of a host from its own requests (protocol.md section 3,
+//! "One budget" and "One view of the plane"): whether the last one found it down
+//! (no answer, a 5xx, a 429), and the budget its requests to it draw from.
 //!
 //! **One view of the plane.** The heartbeat loop's attempts are the probes; the
-//! token refresher reads the view of the control plane before it asks, and stands
-//! aside while the plane is down, so that a plane in trouble gets one agent's
-//! probes, not two schedules.
+//! token refresher waits for the view of the control plane before it asks, and
+//! stands aside while the plane is down, so that a plane in trouble gets one
+//! agent's probes, not two schedules.
 //!
-//! **One budget.** Over any [`WINDOW`] cadences a healthy agent sends a host about
-//! [`WINDOW`] requests: a heartbeat a cadence (jittered by a tenth either way), and
-//! now and then a token exchange. Before each attempt the loop counts it as many
-//! requests as the smaller of its last two took (so a one-off refusal costs
-//! nothing). An attempt of one request starts while the last [`WINDOW`] cadences
-//! hold no more than [`WINDOW`] and one (the jitter's extra beat; an exchange
-//! makes two more); one of several starts only while they and it stay within
-//! [`WINDOW`], so a plane that makes every attempt take three gets fewer than one
-//! request a cadence. The refresher asks while the window holds no more than
-//! [`WINDOW`]. So whatever the host answers and whoever asks, a failing agent
-//! sends it no more than about one request a cadence over any stretch of a window
-//! or more, and a healthy one does not wait for this.
+//! **One budget.** A healthy agent sends a host about one request a cadence (a
+//! heartbeat, now and then an exchange). While the last request of any kind
+//! (heartbeat, registration, token exchange) to a host failed (a *failing
+//! stretch*: from a failure until each kind that failed has since been answered),
+//! every request to it is charged one cadence, the cadence in
+//! effect when it went, and goes only while the charges so far run no more than
+//! [`AHEAD`] cadences ahead of now. This is the generic cell rate algorithm with a
+//! tolerance of [`AHEAD`] cadences: within a stretch a host gets at most
+//! [`AHEAD`] requests more than the number of cadences in any window, whoever asks
+//! (the loop, the refresher, a reload, a spot notice, the goodbye) and whatever
+//! the host answers. The tolerance lets the protocol's one-off recoveries go at
+//! once, as a first contact's requests do (a refused access token: a new one and
+//! the heartbeat again; an unknown agent: a registration and the heartbeat again);
+//! a stretch of failures without them is paced by the backoff, which waits at least
+//! a cadence (src/retry.rs). Outside a stretch nothing is charged, so a healthy
+//! agent never waits for the budget; the charges a stretch leaves unpaid carry into
+//! the next one, so that a host which fails each attempt's first request and then
+//! answers the rest (a plane that forgets its agents) is paced as one that answers
+//! nothing. At most [`AHEAD`] and one cadences are ever unpaid. Every request goes
+//! through [`HostView::admit`], the one place the rule is applied.
 
-use std::collections::VecDeque;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -28,62 +35,146 @@ use std::time::Duration;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
-/// The window, in cadences.
-pub const WINDOW: u32 = 10;
+use crate::api::Endpoint;
 
-/// Who asks, and so how many requests a window may hold when it starts.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Asker {
-    /// The heartbeat loop.
-    Loop,
-    /// The token refresher.
-    Refresher,
-}
-
-impl Asker {
-    /// The most requests the window may hold when this asker starts `asking`.
-    fn holding_at_most(self, asking: usize) -> usize {
-        let window = WINDOW as usize;
-        match self {
-            Self::Loop if asking <= 1 => window + 1,
-            Self::Loop => window.saturating_sub(asking),
-            Self::Refresher => window,
-        }
-    }
-}
+/// How many cadences a failing stretch's charges may run ahead of now.
+pub const AHEAD: u32 = 2;
 
 /// One host as the agent's requests found it.
 #[derive(Debug)]
 pub struct HostView {
     down: watch::Sender<bool>,
-    /// When the recent requests went, oldest first (no more than any asker's
-    /// limit needs).
-    sent: Mutex<VecDeque<Instant>>,
+    account: Mutex<Account>,
     /// Requests sent in all.
     total: AtomicU64,
+}
+
+/// The budget's books.
+#[derive(Debug)]
+struct Account {
+    /// The charge per request; none for a client that keeps no budget (`check`,
+    /// and the naive policies the herd benchmark compares).
+    cadence: Option<Duration>,
+    /// The kinds of request whose last one failed, one bit each
+    /// ([`Account::bit`]): the host is in a failing stretch while any is set.
+    failing: u8,
+    /// When the charges of the stretch so far are paid: the next request goes no
+    /// sooner than [`AHEAD`] cadences before.
+    paid_at: Instant,
+}
+
+/// A request let through, and whether it was charged when it went.
+#[derive(Debug, Clone, Copy)]
+#[must_use = "say what the request found with `found`"]
+pub struct Admitted {
+    charged: bool,
+}
+
+/// What a request found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Found {
+    /// A usable answer.
+    Answered,
+    /// A failure; `down` when it says the host cannot or will not serve.
+    Failed { down: bool },
+}
+
+impl Account {
+    /// The bit of `endpoint` in [`Account::failing`].
+    fn bit(endpoint: Endpoint) -> u8 {
+        match endpoint {
+            Endpoint::Token => 1,
+            Endpoint::Register => 2,
+            Endpoint::Heartbeat => 4,
+            Endpoint::Validate => 8,
+        }
+    }
+
+    fn in_stretch(&self) -> bool {
+        self.failing != 0
+    }
 }
 
 impl Default for HostView {
     fn default() -> Self {
         Self {
             down: watch::Sender::new(false),
-            sent: Mutex::new(VecDeque::new()),
+            account: Mutex::new(Account {
+                cadence: None,
+                failing: 0,
+                paid_at: Instant::now(),
+            }),
             total: AtomicU64::new(0),
         }
     }
 }
 
 impl HostView {
-    /// A request goes to the host now.
-    pub fn sending(&self) {
-        self.total.fetch_add(1, Ordering::Relaxed);
-        let mut sent = self.sent.lock().expect("not poisoned");
-        sent.push_back(Instant::now());
-        // Enough to judge any asker; older ones say nothing more.
-        let keep = WINDOW as usize + 2;
-        while sent.len() > keep {
-            sent.pop_front();
+    /// Charges requests at `cadence` from now on (none: no budget at all). A
+    /// request already charged keeps its charge.
+    pub fn pace(&self, cadence: Option<Duration>) {
+        self.account.lock().expect("not poisoned").cadence = cadence;
+    }
+
+    /// Takes over `old`'s stretch and what its last request found: a client rebuilt
+    /// by a reload talks to the same host, which is no less in trouble for it.
+    pub fn carry_from(&self, old: &Self) {
+        let (failing, paid_at) = {
+            let old = old.account.lock().expect("not poisoned");
+            (old.failing, old.paid_at)
+        };
+        {
+            let mut account = self.account.lock().expect("not poisoned");
+            account.failing = failing;
+            account.paid_at = paid_at;
         }
+        let down = *old.down.borrow();
+        self.down.send_replace(down);
+    }
+
+    /// When the next request may go, from now on: now outside a failing stretch.
+    pub fn room_at(&self) -> Instant {
+        let account = self.account.lock().expect("not poisoned");
+        let now = Instant::now();
+        match account.cadence {
+            Some(cadence) if account.in_stretch() => {
+                let ahead = cadence.saturating_mul(AHEAD);
+                account
+                    .paid_at
+                    .checked_sub(ahead)
+                    .map_or(now, |at| at.max(now))
+            }
+            _ => now,
+        }
+    }
+
+    /// Waits until the budget lets a request go, and counts it as sent: the one
+    /// gate every request to the host passes.
+    pub async fn admit(&self) -> Admitted {
+        loop {
+            let at = {
+                let mut account = self.account.lock().expect("not poisoned");
+                let now = Instant::now();
+                match account.cadence {
+                    Some(cadence) if account.in_stretch() => {
+                        let ahead = cadence.saturating_mul(AHEAD);
+                        if account.paid_at <= now + ahead {
+                            account.paid_at = account.paid_at.max(now) + cadence;
+                            break self.sent(true);
+                        }
+                        account.paid_at - ahead
+                    }
+                    _ => break self.sent(false),
+                }
+            };
+            // Another asker may take the moment first: look again when it comes.
+            tokio::time::sleep_until(at).await;
+        }
+    }
+
+    fn sent(&self, charged: bool) -> Admitted {
+        self.total.fetch_add(1, Ordering::Relaxed);
+        Admitted { charged }
     }
 
     /// Requests sent to the host in all.
@@ -91,28 +182,25 @@ impl HostView {
         self.total.load(Ordering::Relaxed)
     }
 
-    /// The earliest moment, from now on, at which the last [`WINDOW`] cadences
-    /// hold few enough requests for `asker` to start `asking` more.
-    pub fn room_at(&self, cadence: Duration, asker: Asker, asking: usize) -> Instant {
-        let now = Instant::now();
-        let window = cadence.saturating_mul(WINDOW);
-        let allowed = asker.holding_at_most(asking);
-        let sent = self.sent.lock().expect("not poisoned");
-        let recent: Vec<Instant> = sent
-            .iter()
-            .copied()
-            .filter(|&at| at + window > now)
-            .collect();
-        if recent.len() <= allowed {
-            return now;
+    /// What an admitted request to `endpoint` found. A failure starts a stretch
+    /// (or goes on with it), and is charged if it went uncharged: the stretch's
+    /// first request, and any other that was already under way.
+    pub fn found(&self, admitted: Admitted, endpoint: Endpoint, found: Found) {
+        {
+            let mut account = self.account.lock().expect("not poisoned");
+            let bit = Account::bit(endpoint);
+            match found {
+                Found::Answered => account.failing &= !bit,
+                Found::Failed { .. } => {
+                    let now = Instant::now();
+                    account.failing |= bit;
+                    if let (Some(cadence), false) = (account.cadence, admitted.charged) {
+                        account.paid_at = account.paid_at.max(now) + cadence;
+                    }
+                }
+            }
         }
-        // The request that must leave the window first, and when it does.
-        recent[recent.len() - allowed - 1] + window
-    }
-
-    /// What a request just found: the host down, or answering (an error status
-    /// other than 5xx and 429 is an answer).
-    pub fn found(&self, down: bool) {
+        let down = matches!(found, Found::Failed { down: true });
         self.down.send_if_modified(|was| {
             let changed = *was != down;
             *was = down;
@@ -142,84 +230,161 @@ mod tests {
     use super::*;
 
     const CADENCE: Duration = Duration::from_secs(30);
+    const DOWN: Found = Found::Failed { down: true };
+    const BEAT: Endpoint = Endpoint::Heartbeat;
+    const TOKEN: Endpoint = Endpoint::Token;
 
-    #[tokio::test(start_paused = true)]
-    async fn a_healthy_agent_never_waits_to_beat() {
-        let view = HostView::default();
-        let mut refresher_waited = Duration::ZERO;
-        // Beats jittered by a tenth either way; an exchange every 24 beats (a
-        // 15-minute token at a 30 s cadence), which may wait for room.
-        for beat in 0..2000 {
-            assert_eq!(
-                view.room_at(CADENCE, Asker::Loop, 1),
-                Instant::now(),
-                "beat {beat}"
-            );
-            view.sending();
-            if beat % 24 == 0 {
-                let room = view.room_at(CADENCE, Asker::Refresher, 1);
-                refresher_waited = refresher_waited.max(room - Instant::now());
-                tokio::time::sleep_until(room).await;
-                view.sending();
+    fn paced() -> Arc<HostView> {
+        let view = Arc::new(HostView::default());
+        view.pace(Some(CADENCE));
+        view
+    }
+
+    /// Sends one request at once if the budget lets it, and says what it found.
+    async fn send_now(view: &HostView, endpoint: Endpoint, found: Found) -> bool {
+        let now = Instant::now();
+        tokio::select! {
+            biased;
+            admitted = view.admit() => {
+                let went = Instant::now() == now;
+                view.found(admitted, endpoint, found);
+                went
             }
-            tokio::time::sleep(CADENCE.mul_f64(0.9 + 0.2 * fastrand::f64())).await;
+            () = tokio::task::yield_now() => false,
         }
-        assert!(refresher_waited <= CADENCE * 3, "{refresher_waited:?}");
     }
 
     #[tokio::test(start_paused = true)]
-    async fn attempts_of_three_requests_are_held_to_one_request_a_cadence() {
-        let view = HostView::default();
+    async fn a_healthy_host_is_never_charged() {
+        let view = paced();
+        for _ in 0..100 {
+            assert!(send_now(&view, BEAT, Found::Answered).await);
+            assert!(send_now(&view, BEAT, Found::Answered).await);
+        }
+        assert_eq!(view.room_at(), Instant::now());
+        assert_eq!(view.total(), 200);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_failing_stretch_gets_one_request_a_cadence_whoever_asks() {
+        let view = paced();
         let start = Instant::now();
-        let mut sent = 0u32;
-        while Instant::now() < start + CADENCE * 100 {
-            // Every attempt took three: it is counted as three.
-            tokio::time::sleep_until(view.room_at(CADENCE, Asker::Loop, 3)).await;
-            for _ in 0..3 {
-                view.sending();
-                sent += 1;
-            }
-            tokio::time::sleep(CADENCE).await;
+        // Three askers, each asking as fast as it is let, and every answer a 503.
+        let askers: Vec<_> = (0..3)
+            .map(|_| {
+                let view = view.clone();
+                tokio::spawn(async move {
+                    let mut sent = Vec::new();
+                    while Instant::now() < start + CADENCE * 100 {
+                        let admitted = view.admit().await;
+                        sent.push(Instant::now());
+                        view.found(admitted, BEAT, DOWN);
+                    }
+                    sent
+                })
+            })
+            .collect();
+        let mut sent = Vec::new();
+        for asker in askers {
+            sent.extend(asker.await.unwrap());
         }
-        // 100 cadences: no more than 100 requests.
-        assert!(
-            (60..=100).contains(&sent),
-            "{sent} requests in 100 cadences"
-        );
+        sent.sort();
+        // The first request was free and started the stretch, the next two ran
+        // ahead, and then one a cadence.
+        assert_eq!(sent[..3], [start; 3]);
+        assert!((102..=105).contains(&sent.len()), "{}", sent.len());
+        for pair in sent[3..].windows(2) {
+            assert!(pair[1] - pair[0] >= CADENCE, "{pair:?}");
+        }
     }
 
     #[tokio::test(start_paused = true)]
-    async fn the_refresher_finds_room_only_below_the_loops_headroom() {
-        let view = HostView::default();
-        for _ in 0..10 {
-            view.sending();
-            tokio::time::sleep(CADENCE.mul_f64(0.95)).await;
+    async fn a_stretch_lasts_until_each_kind_that_failed_is_answered() {
+        let view = paced();
+        assert!(send_now(&view, BEAT, DOWN).await);
+        // A new access token, then the heartbeat refused again: both at once,
+        // charged; nothing more until the charges are back within reach.
+        assert!(send_now(&view, TOKEN, Found::Answered).await);
+        assert!(send_now(&view, BEAT, DOWN).await);
+        assert!(!send_now(&view, BEAT, DOWN).await);
+        assert_eq!(view.room_at(), Instant::now() + CADENCE);
+        // Another token: the heartbeat's last one still failed, so the stretch
+        // goes on.
+        tokio::time::advance(CADENCE).await;
+        assert!(send_now(&view, TOKEN, Found::Answered).await);
+        assert!(!send_now(&view, TOKEN, Found::Answered).await);
+        // The heartbeat is accepted: the stretch ends, and nothing waits.
+        tokio::time::advance(CADENCE).await;
+        assert!(send_now(&view, BEAT, Found::Answered).await);
+        assert!(send_now(&view, BEAT, Found::Answered).await);
+        assert!(send_now(&view, BEAT, Found::Answered).await);
+        assert_eq!(view.room_at(), Instant::now());
+        // A new failure: the charges left unpaid carry into the new stretch.
+        assert!(send_now(&view, BEAT, DOWN).await);
+        assert_eq!(view.room_at(), Instant::now() + CADENCE * 2);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn each_request_is_charged_the_cadence_it_went_at() {
+        let view = paced();
+        for _ in 0..3 {
+            assert!(send_now(&view, BEAT, DOWN).await);
         }
-        // Ten heartbeats in the window: room for the refresher's one.
-        assert_eq!(view.room_at(CADENCE, Asker::Refresher, 1), Instant::now());
-        view.sending();
-        // Its failed exchange fills the window: the next waits for the oldest to
-        // leave, and the loop still has room for a beat.
-        assert!(view.room_at(CADENCE, Asker::Refresher, 1) > Instant::now());
-        assert_eq!(view.room_at(CADENCE, Asker::Loop, 1), Instant::now());
+        // Three charges of 30 s: the next goes in 30 s.
+        assert_eq!(view.room_at(), Instant::now() + CADENCE);
+        view.pace(Some(Duration::from_secs(3600)));
+        // At an hour's cadence, the charges so far are within reach at once; the
+        // next is charged an hour.
+        assert!(send_now(&view, BEAT, DOWN).await);
+        assert!(send_now(&view, BEAT, DOWN).await);
+        assert!(!send_now(&view, BEAT, DOWN).await);
+        // A client without a budget is never held.
+        view.pace(None);
+        assert!(send_now(&view, BEAT, DOWN).await);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_request_under_way_when_the_stretch_starts_is_charged_when_it_fails() {
+        let view = paced();
+        let under_way: Vec<Admitted> = vec![view.admit().await, view.admit().await];
+        for admitted in under_way {
+            view.found(admitted, BEAT, DOWN);
+        }
+        // Both went uncharged, and both failed: charged two cadences, and one more
+        // may go.
+        assert!(send_now(&view, BEAT, DOWN).await);
+        assert_eq!(view.room_at(), Instant::now() + CADENCE);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_rebuilt_client_keeps_the_stretch() {
+        let old = paced();
+        for _ in 0..3 {
+            assert!(send_now(&old, BEAT, DOWN).await);
+        }
+        let new = paced();
+        new.carry_from(&old);
+        assert!(new.is_down());
+        assert_eq!(new.room_at(), Instant::now() + CADENCE);
     }
 
     #[tokio::test(start_paused = true)]
     async fn until_answering_waits_for_a_request_that_finds_the_host_answering() {
-        let view = Arc::new(HostView::default());
+        let view = paced();
         view.until_answering().await;
-        view.found(true);
+        assert!(send_now(&view, BEAT, DOWN).await);
         assert!(view.is_down());
         let waiting = {
             let view = view.clone();
             tokio::spawn(async move { view.until_answering().await })
         };
-        tokio::time::sleep(Duration::from_secs(1)).await;
-        view.found(true);
+        tokio::time::advance(CADENCE).await;
+        view.found(view.admit().await, BEAT, DOWN);
         tokio::time::sleep(Duration::from_secs(1)).await;
         assert!(!waiting.is_finished());
         // A 401 is an answer from a host that is up.
-        view.found(false);
+        tokio::time::advance(CADENCE).await;
+        view.found(view.admit().await, BEAT, Found::Failed { down: false });
         waiting.await.unwrap();
         assert!(!view.is_down());
     }

@@ -8,8 +8,8 @@
 //!   authenticated as an OAuth client;
 //! - redirects are never followed, so a token cannot follow one to another origin;
 //! - every call has a connect timeout and a total timeout;
-//! - every call is noted in its host's view, with whether it found the host down
-//!   ([`crate::plane_view`]): the budget that paces the loop and the refresher;
+//! - every call waits for its host's budget, and is noted in its host's view with
+//!   what it found ([`crate::plane_view`]): one budget for every asker;
 //! - bodies are read up to [`BODY_LIMIT`], never further, and never logged whole;
 //! - an error's text never holds the token, even if a server echoes it back: every
 //!   error is made by `ApiError::new`, which passes its detail through
@@ -36,7 +36,7 @@ use self::wire::{
     HeartbeatAnswer, HeartbeatRequest, RegisterAnswer, RegisterRequest, TokenAnswer, ValidateAnswer,
 };
 use crate::config::{AuthMode, ClientAuth, ConfigError, Exchange, Paths, Settings};
-use crate::plane_view::{Asker, HostView};
+use crate::plane_view::{Found, HostView};
 use crate::secret::Token;
 
 /// The largest answer body read (64 KiB).
@@ -206,26 +206,31 @@ impl ApiClient {
         }
     }
 
-    /// The earliest moment from now at which `asker` may send `asking` requests to
-    /// `url`'s host within its budget ([`crate::plane_view`]), at `cadence`.
-    pub fn room_at(
-        &self,
-        url: &Url,
-        cadence: Duration,
-        asker: Asker,
-        asking: usize,
-    ) -> tokio::time::Instant {
-        self.view(url).0.room_at(cadence, asker, asking)
+    /// Charges each request to a failing host one `cadence` from now on
+    /// ([`crate::plane_view`]); none keeps no budget (the default: `check` sends
+    /// a few requests once, and waits for nothing).
+    pub fn pace(&self, cadence: Option<Duration>) {
+        self.plane.pace(cadence);
+        if let Some((_, view)) = &self.token_host {
+            view.pace(cadence);
+        }
     }
 
-    /// The same for the control plane's servers (the heartbeat loop).
-    pub fn plane_room_at(
-        &self,
-        cadence: Duration,
-        asker: Asker,
-        asking: usize,
-    ) -> tokio::time::Instant {
-        self.plane.room_at(cadence, asker, asking)
+    /// Takes over `old`'s views (a reload rebuilt the client): the control plane's,
+    /// and an identity provider's if it is the same one.
+    pub fn carry_views_from(&self, old: &Self) {
+        self.plane.carry_from(&old.plane);
+        if let (Some((origin, view)), Some((old_origin, old_view))) =
+            (&self.token_host, &old.token_host)
+            && origin == old_origin
+        {
+            view.carry_from(old_view);
+        }
+    }
+
+    /// When the budget lets the next request go to the control plane's servers.
+    pub fn plane_room_at(&self) -> tokio::time::Instant {
+        self.plane.room_at()
     }
 
     /// Requests sent to the control plane's servers in all.
@@ -310,16 +315,14 @@ impl ApiClient {
         let request = self
             .authorized(Method::POST, url.clone(), bearer)
             .json(body);
-        let answer: RegisterAnswer = self.call(Endpoint::Register, &url, request).await?;
-        if !crate::identity::is_valid_agent_id(&answer.agent_id) {
-            return Err(ApiError::new(
-                FailureClass::Protocol,
-                Endpoint::Register,
-                &url,
-                "the agent_id in the answer is empty, too long or has characters outside A-Z a-z 0-9 . _ : -".to_owned(),
-            ));
-        }
-        Ok(answer)
+        self.call(Endpoint::Register, &url, request, |answer: &RegisterAnswer| {
+            if crate::identity::is_valid_agent_id(&answer.agent_id) {
+                Ok(())
+            } else {
+                Err("the agent_id in the answer is empty, too long or has characters outside A-Z a-z 0-9 . _ : -")
+            }
+        })
+        .await
     }
 
     /// `POST heartbeat`.
@@ -333,23 +336,29 @@ impl ApiClient {
         let request = self
             .authorized(Method::POST, url.clone(), bearer)
             .json(body);
-        let answer: HeartbeatAnswer = self.call(Endpoint::Heartbeat, &url, request).await?;
-        if answer.success == Some(false) {
-            return Err(ApiError::new(
-                FailureClass::Protocol,
-                Endpoint::Heartbeat,
-                &url,
-                "the server answered success: false".to_owned(),
-            ));
-        }
-        Ok(answer)
+        self.call(
+            Endpoint::Heartbeat,
+            &url,
+            request,
+            |answer: &HeartbeatAnswer| {
+                if answer.success == Some(false) {
+                    Err("the server answered success: false")
+                } else {
+                    Ok(())
+                }
+            },
+        )
+        .await
     }
 
     /// `GET validate`.
     pub async fn validate(&self, bearer: &Token) -> Result<ValidateAnswer, ApiError> {
         let url = self.url(&self.paths.validate);
         let request = self.authorized(Method::GET, url.clone(), bearer);
-        self.call(Endpoint::Validate, &url, request).await
+        self.call(Endpoint::Validate, &url, request, |_: &ValidateAnswer| {
+            Ok(())
+        })
+        .await
     }
 
     /// The OAuth 2.0 client-credentials grant (RFC 6749 section 4.4). The answer's
@@ -386,44 +395,48 @@ impl ApiClient {
             }
         }
         .form(&form);
-        let answer: TokenAnswer = self.call(Endpoint::Token, &url, request).await?;
-        let protocol = |detail: &str| {
-            ApiError::new(
-                FailureClass::Protocol,
-                Endpoint::Token,
-                &url,
-                detail.to_owned(),
-            )
-        };
-        if answer
-            .token_type
-            .as_deref()
-            .is_some_and(|t| !t.eq_ignore_ascii_case("bearer"))
-        {
-            return Err(protocol("the token_type is not Bearer"));
-        }
-        if answer.access_token.is_empty()
-            || !answer.access_token.bytes().all(|b| b.is_ascii_graphic())
-        {
-            return Err(protocol("the access_token is empty or not visible ASCII"));
-        }
-        Ok(answer)
+        self.call(Endpoint::Token, &url, request, |answer: &TokenAnswer| {
+            if answer
+                .token_type
+                .as_deref()
+                .is_some_and(|t| !t.eq_ignore_ascii_case("bearer"))
+            {
+                return Err("the token_type is not Bearer");
+            }
+            if answer.access_token.is_empty()
+                || !answer.access_token.bytes().all(|b| b.is_ascii_graphic())
+            {
+                return Err("the access_token is empty or not visible ASCII");
+            }
+            Ok(())
+        })
+        .await
     }
 
-    /// Sends, noted in the host's view with what it found.
+    /// Sends once the host's budget lets it, checks the answer is `usable`, and
+    /// notes in the host's view what it found ([`crate::plane_view`]).
     async fn call<T: DeserializeOwned>(
         &self,
         endpoint: Endpoint,
         url: &Url,
         request: RequestBuilder,
+        usable: impl FnOnce(&T) -> Result<(), &'static str>,
     ) -> Result<T, ApiError> {
-        self.view(url).0.sending();
-        let result = self.send(endpoint, url, request).await;
-        let down = result
-            .as_ref()
-            .err()
-            .is_some_and(|error| crate::reaction::host_down(error.class));
-        self.view(url).0.found(down);
+        let (view, _) = self.view(url);
+        let admitted = view.admit().await;
+        let result = self.send(endpoint, url, request).await.and_then(|answer| {
+            usable(&answer).map_err(|detail| {
+                ApiError::new(FailureClass::Protocol, endpoint, url, detail.to_owned())
+            })?;
+            Ok(answer)
+        });
+        let found = match &result {
+            Ok(_) => Found::Answered,
+            Err(error) => Found::Failed {
+                down: crate::reaction::host_down(error.class),
+            },
+        };
+        view.found(admitted, endpoint, found);
         result
     }
 

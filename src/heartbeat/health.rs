@@ -84,8 +84,6 @@ pub(super) struct Health {
     /// The last failed attempt, kept after a recovery (for the status file).
     last_failure: Option<Failure>,
     counters: Counters,
-    /// How many requests the last two attempts sent, oldest first.
-    attempts: [u64; 2],
 }
 
 /// How a failure is said in the journal.
@@ -120,7 +118,6 @@ impl Health {
             skew_reported: false,
             last_failure: None,
             counters: Counters::default(),
-            attempts: [1, 1],
         }
     }
 
@@ -216,16 +213,6 @@ impl Health {
         }
     }
 
-    /// Notes that an attempt sent `requests` requests to the plane, and returns how
-    /// many the next is counted as: the smaller of the last two (a one-off
-    /// refusal costs nothing; a plane that makes every attempt take three is held
-    /// to a cadence each).
-    pub(super) fn attempted(&mut self, requests: u64) -> usize {
-        let [_, last] = self.attempts;
-        self.attempts = [last, requests];
-        usize::try_from(last.min(requests).clamp(1, 4)).unwrap_or(1)
-    }
-
     /// The cadence in effect, for a schedule paced by one (none for the naive
     /// policies a benchmark compares).
     pub(super) fn cadence(&self) -> Option<Duration> {
@@ -300,7 +287,6 @@ mod tests {
             skew_reported: false,
             last_failure: None,
             counters: Counters::default(),
-            attempts: [1, 1],
         }
     }
 

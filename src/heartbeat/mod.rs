@@ -53,7 +53,6 @@ use crate::config::{ImdsMode, Settings};
 use crate::credentials::{Bearer, Credentials};
 use crate::duration::show;
 use crate::identity;
-use crate::plane_view::Asker;
 use crate::reaction::{Failed, Mode, Retry, react};
 use crate::report::timestamp::rfc3339;
 use crate::report::{AgentState, Reporter, STATUS_FORMAT, Snapshot, Success};
@@ -195,6 +194,7 @@ impl Agent {
     pub async fn run(mut self, controls: Controls) {
         self.timer_grid = controls.timer_grid;
         let mut outside = Outside::new(controls);
+        self.api.pace(self.health.cadence());
         self.start_refresher(&outside.shutdown);
         // Ready once configured and running; never waiting for the control plane,
         // nor for the metadata service (whose answer decides the logical id, and so
@@ -236,7 +236,6 @@ impl Agent {
                 Wake::Notice(notice) => self.on_notice(notice),
                 Wake::Elapsed => {}
             }
-            let sent_before = self.api.plane_requests();
             let outcome = {
                 let beat = self.beat(self.spot.status());
                 tokio::pin!(beat);
@@ -258,15 +257,13 @@ impl Agent {
                 Ok(answer) => self.on_success(&answer),
                 Err(error) => self.on_failure(&error),
             };
-            // Within the budget (src/plane_view.rs): whatever the plane answers
-            // and whoever asks, about one request a cadence.
-            let asking = self
-                .health
-                .attempted(self.api.plane_requests() - sent_before);
-            if let Some(cadence) = self.health.cadence() {
-                let room = self.api.plane_room_at(cadence, Asker::Loop, asking);
-                next = next.max(room.saturating_duration_since(Instant::now()));
-            }
+            // The next attempt's first request waits for the budget (every request
+            // does, src/plane_view.rs): say when it will really go.
+            next = next.max(
+                self.api
+                    .plane_room_at()
+                    .saturating_duration_since(Instant::now()),
+            );
             outside.ping_before_waiting(next);
             let line = self.status_line(next);
             outside.notifier.status(&line);
@@ -298,11 +295,12 @@ impl Agent {
                     let changed = self.reload(outside.reloader.as_ref(), &outside.shutdown);
                     let failing = self.health.outage().is_some();
                     if changed && failing {
-                        // At a random point of one interval, not at once, so that
-                        // a fleet reloaded together during an outage does not come
-                        // back together (protocol.md section 3).
+                        // At a random point of one interval, and within the budget,
+                        // not at once: a fleet reloaded together during an outage
+                        // does not come back together (protocol.md section 3).
                         let jittered = self.settings.heartbeat_interval.mul_f64(fastrand::f64());
-                        deadline = deadline.min(Instant::now() + jittered);
+                        let at = (Instant::now() + jittered).max(self.api.plane_room_at());
+                        deadline = deadline.min(at);
                     }
                     let left = deadline.saturating_duration_since(Instant::now());
                     let line = self.status_line(left);
@@ -421,8 +419,10 @@ impl Agent {
     fn on_success(&mut self, answer: &HeartbeatAnswer) -> Duration {
         self.spot.delivered();
         let cadence = cadence(answer.next_heartbeat_in, self.settings.heartbeat_interval);
+        let recovery = self.health.succeeded(self.seq, cadence);
         self.credentials.pace(cadence);
-        match self.health.succeeded(self.seq, cadence) {
+        self.api.pace(self.health.cadence());
+        match recovery {
             Recovery::Ended(outage) => tracing::info!(
                 event = "recovered",
                 agent_id = self.registration.agent_id(),
@@ -497,6 +497,22 @@ impl Agent {
             return;
         };
         let deadline = self.settings.shutdown_timeout;
+        let room_in = self
+            .api
+            .plane_room_at()
+            .saturating_duration_since(Instant::now());
+        if room_in >= deadline {
+            // The goodbye is a request like any other (src/plane_view.rs): a plane
+            // failing for a while gets no more of them than of heartbeats.
+            tracing::warn!(
+                event = "shutdown",
+                agent_id = %agent_id,
+                "stopping; no offline heartbeat: the control plane has been failing, and the next request is due in {}, after shutdown_timeout ({})",
+                show(room_in),
+                show(deadline)
+            );
+            return;
+        }
         match tokio::time::timeout(deadline, self.beat(Status::Offline)).await {
             Ok(Ok(_)) => tracing::info!(
                 event = "shutdown",

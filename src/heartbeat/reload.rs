@@ -194,6 +194,7 @@ impl Agent {
                     return false;
                 }
             };
+            connection.api.carry_views_from(&self.api);
             self.api = connection.api;
             self.credentials = connection.credentials;
             self.restart_refresher(shutdown);
@@ -202,8 +203,11 @@ impl Agent {
             reloader.set_log_level(&new.log_level);
         }
         self.health.follow(&old, &new);
-        // The refresher's retries are paced by the interval too.
-        self.credentials.pace(new.heartbeat_interval);
+        // The refresher's retries and the budget follow the loop's cadence.
+        let cadence = self.health.cadence();
+        self.credentials
+            .pace(cadence.unwrap_or(new.heartbeat_interval));
+        self.api.pace(cadence);
         self.registration.configured(new.agent_id.as_deref());
         self.reporter.set_metrics_path(new.metrics_textfile.clone());
         self.settings = Arc::new(new);

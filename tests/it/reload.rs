@@ -180,3 +180,52 @@ async fn a_drop_in_wins_over_the_env_file_at_a_start_and_at_every_reload() {
         assert!((40_500..=49_500).contains(&gap), "gap {gap} ms");
     }
 }
+
+/// Reloads that change a setting during an outage, every 10 seconds for 20
+/// minutes, each rebuilding the connection: every reload in a failing stretch
+/// brings the next attempt within one interval, and the budget, which the rebuilt
+/// client takes over, still holds the plane to one request a cadence (protocol.md
+/// section 3, "One budget").
+#[tokio::test(start_paused = true)]
+async fn reloads_during_an_outage_stay_within_the_budget() {
+    let world = World::start().await;
+    write_env(&world, "HOSTBEAT_HEARTBEAT_INTERVAL=30s\n");
+    let agent = world.spawn_reloadable(as_systemd(world.dir.path().to_owned(), &[]));
+    assert!(until(mins(1), || !world.heartbeats().is_empty()).await);
+    world.plane.set_fault(
+        hostbeat_refplane::Fault::Outage,
+        hostbeat_refplane::Scope::All,
+        None,
+    );
+    let from = world.requests().len();
+    for reload in 0..120 {
+        // request_timeout is a connection setting: the client is built again.
+        let timeout = if reload % 2 == 0 { "5s" } else { "6s" };
+        write_env(
+            &world,
+            &format!("HOSTBEAT_HEARTBEAT_INTERVAL=30s\nHOSTBEAT_REQUEST_TIMEOUT={timeout}\n"),
+        );
+        agent.reload.notify_one();
+        pass(secs(10)).await;
+    }
+    let during = world.requests()[from..].to_vec();
+    agent.stop().await;
+    assert!(
+        during.len() <= 40 + 2,
+        "{} requests in 20 minutes",
+        during.len()
+    );
+    for k in [1, 2, 5, 10] {
+        let busiest = crate::storms::busiest(&during, secs(30) * k);
+        assert!(
+            busiest <= k as usize + 3,
+            "{busiest} requests within {k} intervals"
+        );
+    }
+    // Reloads bring the retries forward: more than the backoff alone would make.
+    assert!(
+        during.len() >= 20,
+        "{} requests in 20 minutes",
+        during.len()
+    );
+}
