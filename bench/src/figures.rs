@@ -9,44 +9,78 @@
 
 use serde::{Deserialize, Serialize};
 
-/// The figures of one policy's run.
+/// One run of the herd: a case under one retry policy.
 #[derive(Debug, Serialize, Deserialize)]
 pub struct HerdOutcome {
     pub policy: String,
     pub agents: usize,
     /// Mean requests per second from minute 3 (every agent past its start) to the
-    /// outage.
+    /// event.
     pub steady_rate: f64,
-    /// The highest 10-second rate while the plane was away.
-    pub outage_peak_rate: f64,
-    /// The highest 10-second rate from the return to the end.
+    /// The highest 10-second rate during the event.
+    pub event_peak_rate: f64,
+    /// The highest 10-second rate from the event's end to the end of the run.
     pub return_peak_rate: f64,
-    /// `return_peak_rate / steady_rate`.
-    pub peak_ratio: f64,
-    /// Seconds from the return until the last agent had a heartbeat accepted; none
-    /// if some agent was not back by the end of the run.
+    /// Seconds from the event's end until the last agent had a heartbeat
+    /// accepted; none if some agent was not back by the end of the run.
     pub all_back_after_s: Option<f64>,
-    /// Requests that reached the plane while it was away.
-    pub requests_during_outage: u64,
+    /// Seconds from the event's end until [`herd::LIVE_SHARE`] of the fleet was
+    /// live (a heartbeat accepted within two intervals) and stayed so to the end
+    /// of the run; none if it never did.
+    pub live_after_s: Option<f64>,
+    /// Requests that reached the plane during the event.
+    pub requests_during_event: u64,
     /// Requests per second, one value per 10-second bucket from the start.
     pub rate_series: Vec<f64>,
+    /// The share of the fleet live at the end of each bucket.
+    pub live_series: Vec<f64>,
     /// Real seconds the run took (for whoever sizes the next one).
     pub real_seconds: f64,
+}
+
+/// One case of the herd: what happened to the plane, and each policy's run.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct HerdCase {
+    /// Its name (`--case`), and the plot's: `herd-CASE.png`.
+    pub case: String,
+    /// What happens, in words.
+    pub title: String,
+    pub event_start_s: u64,
+    pub event_s: u64,
+    /// Whether the plane is away during the event (else its capacity shrinks).
+    pub plane_away: bool,
+    pub outcomes: Vec<HerdOutcome>,
 }
 
 /// The herd's report (`herd.json`).
 #[derive(Debug, Serialize, Deserialize)]
 pub struct HerdReport {
     pub agents: usize,
-    pub outage_start_s: u64,
-    pub outage_s: u64,
     pub bucket_s: u64,
-    pub outcomes: Vec<HerdOutcome>,
+    /// The agents' heartbeat interval.
+    pub interval_s: u64,
+    pub cases: Vec<HerdCase>,
+}
+
+/// The herd's goals (issue 21), which the benchmark draws and docs/reliability.md
+/// judges.
+pub mod herd {
+    /// The most the request rate may reach during the event, in every 10-second
+    /// bucket, as a multiple of the steady rate.
+    pub const EVENT_PEAK: f64 = 1.1;
+    /// The same after the event.
+    pub const AFTER_PEAK: f64 = 1.2;
+    /// The backoff cap: every agent back within one after an outage.
+    pub const CAP_S: f64 = 300.0;
+    /// The share of the fleet live again, for good, within two caps.
+    pub const LIVE_SHARE: f64 = 0.99;
+    /// How long a queueing plane holds a request before it drops it.
+    pub const QUEUE_S: u64 = 60;
 }
 
 /// The soak's schedule and pass mark, which docs/reliability.md states.
 pub mod soak {
-    /// The access tokens' lifetime (refreshed 5 s before expiry).
+    /// The access tokens' lifetime (refreshed 5 to 10 s before expiry).
     pub const TOKEN_LIFETIME_S: u64 = 20;
     /// The plane is taken away this often...
     pub const OUTAGE_EVERY_S: u64 = 120;

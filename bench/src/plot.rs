@@ -1,5 +1,5 @@
-//! One kind of chart, drawn to a PNG: a rate over time, one line per series, a shaded
-//! span (the outage) and a dashed threshold. Text is drawn with DejaVu Sans from the
+//! One kind of chart, drawn to a PNG, alone or stacked: a value over time, one line
+//! per series, a shaded span (the outage) and a dashed threshold. Text is drawn with DejaVu Sans from the
 //! system (Debian's fonts-dejavu-core), registered with plotters' built-in
 //! TrueType renderer: no font service, no C library.
 
@@ -30,18 +30,36 @@ pub struct Line {
 pub struct Chart {
     /// The caption.
     pub title: String,
+    /// What the vertical axis shows.
+    pub y_desc: String,
     /// A span of minutes to shade.
     pub shaded: (f64, f64),
+    /// What the shaded span is.
+    pub shaded_label: String,
     /// A rate to mark with a dashed line, and its label.
     pub threshold: Option<(f64, String)>,
     /// The series; the first is drawn in blue (hostbeat's colour).
     pub lines: Vec<Line>,
 }
 
-/// Draws `chart` to `path` (1200 x 650 PNG).
-pub fn rate_over_time(path: &Path, chart: &Chart) -> Result<(), String> {
+/// Draws `charts` to `path`, one above the other (1200 pixels wide, 650 high
+/// each).
+pub fn over_time(path: &Path, charts: &[Chart]) -> Result<(), String> {
     load_font()?;
-    draw(path, chart).map_err(|e| format!("cannot draw {}: {e}", path.display()))
+    let high = 650 * u32::try_from(charts.len().max(1)).unwrap_or(1);
+    let root = BitMapBackend::new(path, (1200, high)).into_drawing_area();
+    let result = root.fill(&WHITE).map_err(Into::into).and_then(|()| {
+        for (area, chart) in root
+            .split_evenly((charts.len().max(1), 1))
+            .iter()
+            .zip(charts)
+        {
+            draw(area, chart)?;
+        }
+        root.present()?;
+        Ok::<(), Box<dyn std::error::Error>>(())
+    });
+    result.map_err(|e| format!("cannot draw {}: {e}", path.display()))
 }
 
 fn load_font() -> Result<(), String> {
@@ -56,9 +74,10 @@ fn load_font() -> Result<(), String> {
     .map_err(|_| format!("{FONT} is not a font plotters can read"))
 }
 
-fn draw(path: &Path, chart: &Chart) -> Result<(), Box<dyn std::error::Error>> {
-    let root = BitMapBackend::new(path, (1200, 650)).into_drawing_area();
-    root.fill(&WHITE)?;
+fn draw(
+    root: &DrawingArea<BitMapBackend<'_>, plotters::coord::Shift>,
+    chart: &Chart,
+) -> Result<(), Box<dyn std::error::Error>> {
     let x_end = chart
         .lines
         .iter()
@@ -71,7 +90,7 @@ fn draw(path: &Path, chart: &Chart) -> Result<(), Box<dyn std::error::Error>> {
         .chain(chart.threshold.iter().map(|t| t.0))
         .fold(1.0, f64::max)
         * 1.1;
-    let mut plot = ChartBuilder::on(&root)
+    let mut plot = ChartBuilder::on(root)
         .caption(&chart.title, ("sans-serif", 24))
         .margin(20)
         .x_label_area_size(45)
@@ -79,14 +98,14 @@ fn draw(path: &Path, chart: &Chart) -> Result<(), Box<dyn std::error::Error>> {
         .build_cartesian_2d(0.0..x_end, 0.0..y_end)?;
     plot.configure_mesh()
         .x_desc("minutes (virtual time)")
-        .y_desc("requests per second at the control plane")
+        .y_desc(chart.y_desc.as_str())
         .light_line_style(WHITE)
         .draw()?;
     plot.draw_series(std::iter::once(Rectangle::new(
         [(chart.shaded.0, 0.0), (chart.shaded.1, y_end)],
         RGBColor(230, 230, 230).filled(),
     )))?
-    .label("control plane away")
+    .label(chart.shaded_label.as_str())
     .legend(|(x, y)| {
         Rectangle::new(
             [(x, y - 6), (x + 20, y + 6)],
@@ -117,6 +136,5 @@ fn draw(path: &Path, chart: &Chart) -> Result<(), Box<dyn std::error::Error>> {
         .border_style(BLACK)
         .label_font(("sans-serif", 16))
         .draw()?;
-    root.present()?;
     Ok(())
 }

@@ -94,25 +94,38 @@ pub struct Capacity {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Overload {
-    /// `503` at once, without `Retry-After` (a load balancer's answer).
+    /// `503` at once, without `Retry-After` (a load balancer's answer), costing
+    /// the plane nothing.
     Refuse,
     /// The normal answer, after this many milliseconds (longer than a client's
-    /// timeout: the client gives up first).
+    /// timeout: the client gives up first), costing the plane nothing.
     Stall {
         /// The delay in milliseconds.
         delay_ms: u64,
     },
+    /// One queue, first come first served at the capacity's rate, with no
+    /// admission control: a request waits its turn and is answered then, however
+    /// long its client has waited, and the plane spends the work on it all the
+    /// same. One that would wait longer than `queue_ms` is dropped (the
+    /// connection closed, no work spent). Past the clients' timeout, everything
+    /// the plane serves is already abandoned: the metastable failure.
+    Queue {
+        /// The longest wait before a request is dropped, in milliseconds.
+        queue_ms: u64,
+    },
 }
 
-/// The requests of the current second, against a [`Capacity`]. Whole seconds of the
-/// plane's clock; a fraction of a request per second is carried from one second to
-/// the next, so that 333.3 a second serves 1,000 in 3 seconds.
+/// The plane's load against a [`Capacity`].
 #[derive(Debug, Clone)]
 pub(crate) struct Load {
     capacity: Capacity,
+    /// [`Overload::Refuse`] and [`Overload::Stall`]: the current second, and how
+    /// much of it is used.
     second: u64,
     served: u64,
     allowance: f64,
+    /// [`Overload::Queue`]: when the plane is done with the requests it holds.
+    free_at_ms: f64,
 }
 
 impl Load {
@@ -122,29 +135,59 @@ impl Load {
             second: u64::MAX,
             served: 0,
             allowance: 0.0,
+            free_at_ms: 0.0,
         }
     }
 
-    /// Counts a request at `at_ms`: the overload it gets, or `None` if served.
-    fn admit(&mut self, at_ms: u64) -> Option<Overload> {
+    /// The same load (what it holds, its queue) at another capacity.
+    pub(crate) fn retarget(&mut self, capacity: Capacity) {
+        self.capacity = capacity;
+    }
+
+    /// Counts a request at `at_ms`: the fault it gets, or `None` if served at once.
+    #[allow(
+        clippy::cast_precision_loss,
+        reason = "requests in a second, far below 2^52"
+    )]
+    pub(crate) fn admit(&mut self, at_ms: u64) -> Option<Fault> {
+        let per_second = self.capacity.per_second.max(f64::MIN_POSITIVE);
+        let beyond = match self.capacity.overload {
+            Overload::Refuse => Fault::status(503, r#"{"error":"overloaded"}"#),
+            Overload::Stall { delay_ms } => Fault::Slow { delay_ms },
+            Overload::Queue { queue_ms } => return self.queue(at_ms, per_second, queue_ms),
+        };
+        // Whole seconds; a fraction of a request per second is carried to the next,
+        // so that 333.3 a second serves 1,000 in 3 seconds. What a second did not
+        // use is not carried.
         let second = at_ms / 1000;
         if second != self.second {
-            // What the last second did not use is not carried, only the fraction.
-            self.allowance = self.allowance.fract() + self.capacity.per_second;
+            self.allowance = self.allowance.fract() + per_second;
             self.second = second;
             self.served = 0;
         }
-        #[allow(
-            clippy::cast_precision_loss,
-            reason = "requests in a second, far below 2^52"
-        )]
-        let room = (self.served as f64) < self.allowance.floor();
-        if room {
+        if (self.served as f64) < self.allowance.floor() {
             self.served += 1;
             None
         } else {
-            Some(self.capacity.overload)
+            Some(beyond)
         }
+    }
+
+    #[allow(
+        clippy::cast_precision_loss,
+        clippy::cast_possible_truncation,
+        clippy::cast_sign_loss,
+        reason = "milliseconds, far below 2^52"
+    )]
+    fn queue(&mut self, at_ms: u64, per_second: f64, queue_ms: u64) -> Option<Fault> {
+        let at = at_ms as f64;
+        let start = self.free_at_ms.max(at);
+        if start - at > queue_ms as f64 {
+            return Some(Fault::Outage);
+        }
+        self.free_at_ms = start + 1000.0 / per_second;
+        let wait_ms = (self.free_at_ms - at).round() as u64;
+        (start > at).then_some(Fault::Slow { delay_ms: wait_ms })
     }
 }
 
@@ -257,13 +300,7 @@ fn take_fault_and_record(
     };
     let at_ms = plane.now_ms();
     // A fault in force answers first; the capacity sees every other request.
-    let fault = fault.or_else(|| {
-        let overload = state.capacity.as_mut()?.admit(at_ms)?;
-        Some(match overload {
-            Overload::Refuse => Fault::status(503, r#"{"error":"overloaded"}"#),
-            Overload::Stall { delay_ms } => Fault::Slow { delay_ms },
-        })
-    });
+    let fault = fault.or_else(|| state.capacity.as_mut()?.admit(at_ms));
     state.requests.push(RecordedRequest {
         at_ms,
         method: parts.method.to_string(),
@@ -372,5 +409,67 @@ fn describe(fault: &Fault) -> String {
         Fault::CutMidBody => "connection closed in the middle of the body".into(),
         Fault::Oversized { bytes } => format!("{bytes}-byte body"),
         Fault::Redirect { location } => format!("redirect to {location}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_refusing_plane_serves_its_capacity_each_second_and_refuses_the_rest() {
+        let mut load = Load::new(Capacity {
+            per_second: 2.5,
+            overload: Overload::Refuse,
+        });
+        let served = |load: &mut Load, second: u64| {
+            (0..10)
+                .filter(|i| load.admit(second * 1000 + i).is_none())
+                .count()
+        };
+        // 2.5 a second: 2, then 3 (the half carried), then 2.
+        assert_eq!(served(&mut load, 0), 2);
+        assert_eq!(served(&mut load, 1), 3);
+        assert_eq!(served(&mut load, 2), 2);
+        assert_eq!(
+            load.admit(2500),
+            Some(Fault::status(503, r#"{"error":"overloaded"}"#))
+        );
+    }
+
+    #[test]
+    fn a_stalling_plane_answers_late_beyond_its_capacity() {
+        let mut load = Load::new(Capacity {
+            per_second: 1.0,
+            overload: Overload::Stall { delay_ms: 15_000 },
+        });
+        assert_eq!(load.admit(0), None);
+        assert_eq!(load.admit(10), Some(Fault::Slow { delay_ms: 15_000 }));
+        assert_eq!(load.admit(1000), None);
+    }
+
+    #[test]
+    fn a_queueing_plane_answers_late_and_drops_beyond_its_queue() {
+        let mut load = Load::new(Capacity {
+            per_second: 10.0,
+            overload: Overload::Queue { queue_ms: 1000 },
+        });
+        // 100 ms of work each: the first at once, then ever later.
+        assert_eq!(load.admit(0), None);
+        assert_eq!(load.admit(0), Some(Fault::Slow { delay_ms: 200 }));
+        for _ in 0..8 {
+            load.admit(0);
+        }
+        // Ten held: the next would wait a second, the queue's limit.
+        assert_eq!(load.admit(0), Some(Fault::Slow { delay_ms: 1100 }));
+        assert_eq!(load.admit(0), Some(Fault::Outage));
+        // Idle again once the work is done.
+        assert_eq!(load.admit(5000), None);
+        // At half the capacity, the queue drains at the old pace's work.
+        load.retarget(Capacity {
+            per_second: 5.0,
+            overload: Overload::Queue { queue_ms: 1000 },
+        });
+        assert_eq!(load.admit(5000), Some(Fault::Slow { delay_ms: 300 }));
     }
 }

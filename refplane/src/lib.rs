@@ -301,11 +301,16 @@ impl ControlPlane {
         self.state().fault = None;
     }
 
-    /// Serves at most `capacity.per_second` requests in each second (of the
-    /// plane's clock) and overloads beyond it as `capacity.overload` says; `None`
-    /// serves everything. A fault in force answers first.
+    /// Serves at most `capacity.per_second` requests a second (of the plane's
+    /// clock) and overloads beyond it as `capacity.overload` says; `None` serves
+    /// everything. A new capacity keeps the load the plane holds (its queue). A
+    /// fault in force answers first.
     pub fn set_capacity(&self, capacity: Option<Capacity>) {
-        self.state().capacity = capacity.map(faults::Load::new);
+        let mut state = self.state();
+        match (&mut state.capacity, capacity) {
+            (Some(load), Some(capacity)) => load.retarget(capacity),
+            (slot, capacity) => *slot = capacity.map(faults::Load::new),
+        }
     }
 
     /// Forgets every agent (a database reset): heartbeats answer `unknown_agent`.

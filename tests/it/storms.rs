@@ -179,7 +179,7 @@ async fn the_refresher_stands_aside_while_the_plane_is_down() {
     let (logs, _guard) = Logs::capture();
     let agent = world.spawn_online(world.exchange_inputs()).await;
     let issued = world.requests_to("/oauth/token").last().unwrap().at_ms;
-    // The 15-minute token comes due 11 to 12 minutes after it was issued.
+    // The 15-minute token comes due 8.25 to 12 minutes after it was issued.
     pass(mins(2)).await;
     world.plane.set_fault(Fault::Outage, Scope::All, None);
     let from = world.requests().len();
@@ -230,7 +230,7 @@ async fn an_identity_provider_down_never_stops_heartbeats_with_a_valid_token() {
     let agent = world.spawn_online(inputs).await;
     world.plane.set_fault(Fault::Outage, Scope::Token, None);
     let from = world.heartbeats().len();
-    // The 15-minute token comes due 11 to 12 minutes after it was issued and
+    // The 15-minute token comes due 8.25 to 12 minutes after it was issued and
     // expires at 15: the refresher tries before then, and fails.
     pass(mins(14)).await;
     let accepted = world.heartbeats().len() - from;
