@@ -97,6 +97,16 @@ pub enum Overload {
     /// `503` at once, without `Retry-After` (a load balancer's answer), costing
     /// the plane nothing.
     Refuse,
+    /// `429` at once with a `Retry-After` spread over `min_s..=max_s` seconds
+    /// (protocol.md section 3, "Shedding load across a fleet"), costing the plane
+    /// nothing. The values go round the range in steps of 37 s, so that
+    /// consecutive refusals ask for different waits.
+    Shed {
+        /// The shortest wait asked for, in seconds.
+        min_s: u64,
+        /// The longest.
+        max_s: u64,
+    },
     /// The normal answer, after this many milliseconds (longer than a client's
     /// timeout: the client gives up first), costing the plane nothing.
     Stall {
@@ -126,6 +136,8 @@ pub(crate) struct Load {
     allowance: f64,
     /// [`Overload::Queue`]: when the plane is done with the requests it holds.
     free_at_ms: f64,
+    /// [`Overload::Shed`]: refusals so far, which pick the next `Retry-After`.
+    shed: u64,
 }
 
 impl Load {
@@ -136,6 +148,7 @@ impl Load {
             served: 0,
             allowance: 0.0,
             free_at_ms: 0.0,
+            shed: 0,
         }
     }
 
@@ -153,6 +166,11 @@ impl Load {
         let per_second = self.capacity.per_second.max(f64::MIN_POSITIVE);
         let beyond = match self.capacity.overload {
             Overload::Refuse => Fault::status(503, r#"{"error":"overloaded"}"#),
+            Overload::Shed { min_s, max_s } => {
+                let span = max_s.saturating_sub(min_s).saturating_add(1);
+                let wait = min_s + self.shed.wrapping_mul(37) % span;
+                Fault::retry_after(429, wait.to_string())
+            }
             Overload::Stall { delay_ms } => Fault::Slow { delay_ms },
             Overload::Queue { queue_ms } => return self.queue(at_ms, per_second, queue_ms),
         };
@@ -169,6 +187,7 @@ impl Load {
             self.served += 1;
             None
         } else {
+            self.shed += 1;
             Some(beyond)
         }
     }
@@ -434,6 +453,23 @@ mod tests {
         assert_eq!(
             load.admit(2500),
             Some(Fault::status(503, r#"{"error":"overloaded"}"#))
+        );
+    }
+
+    #[test]
+    fn a_shedding_plane_spreads_the_waits_it_asks_for() {
+        let mut load = Load::new(Capacity {
+            per_second: 1.0,
+            overload: Overload::Shed {
+                min_s: 60,
+                max_s: 180,
+            },
+        });
+        assert_eq!(load.admit(0), None);
+        let asked: Vec<Option<Fault>> = (1..4).map(|i| load.admit(i)).collect();
+        assert_eq!(
+            asked,
+            [60, 97, 134].map(|s| Some(Fault::retry_after(429, s.to_string())))
         );
     }
 

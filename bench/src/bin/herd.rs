@@ -110,6 +110,10 @@ enum Case {
     /// The same, with a plane that answers the rest after [`STALL`], past the
     /// agents' 10 s timeout.
     BrownoutStall,
+    /// The same, with a plane that sheds the rest: 429 with a `Retry-After`
+    /// spread over one to three minutes (protocol.md section 3, "Shedding load
+    /// across a fleet").
+    BrownoutShed,
     /// Down to 0.7 times for 5 minutes at minute 6, with a plane that queues the
     /// rest ([`Overload::Queue`]): work spent on requests already abandoned.
     /// (At 0.8 times its queue settles below the agents' timeout: an agent waits
@@ -132,11 +136,12 @@ struct Timeline {
 }
 
 impl Case {
-    const ALL: [Self; 5] = [
+    const ALL: [Self; 6] = [
         Self::Outage,
         Self::ShortOutage,
         Self::Brownout,
         Self::BrownoutStall,
+        Self::BrownoutShed,
         Self::BrownoutQueue,
     ];
 
@@ -183,6 +188,13 @@ impl Case {
                 },
                 ..Self::Brownout.timeline()
             },
+            Self::BrownoutShed => Timeline {
+                overload: Overload::Shed {
+                    min_s: 60,
+                    max_s: 180,
+                },
+                ..Self::Brownout.timeline()
+            },
             Self::BrownoutQueue => Timeline {
                 during: Some(0.7),
                 overload: queue,
@@ -198,6 +210,9 @@ impl Case {
             Overload::Refuse => "503 beyond it".to_owned(),
             Overload::Stall { delay_ms } => {
                 format!("answers after {} s beyond it", delay_ms / 1000)
+            }
+            Overload::Shed { min_s, max_s } => {
+                format!("429 with Retry-After {min_s} to {max_s} s beyond it")
             }
             Overload::Queue { .. } => "a queue beyond it".to_owned(),
         };
