@@ -39,6 +39,7 @@ impl Connection {
             settings.client_token.clone(),
             settings.token_source.clone(),
             settings.refresh_margin,
+            settings.retry_after_max,
             settings.backoff,
         ));
         Self { api, credentials }

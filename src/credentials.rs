@@ -69,6 +69,8 @@ pub struct Credentials {
     short_lifetime_said: std::sync::atomic::AtomicBool,
 
     refresh_margin: Duration,
+    /// The longest `Retry-After` honoured.
+    retry_after_max: Duration,
     /// The refresher's retries, paced by the heartbeat's cadence as it changes.
     retry: Mutex<RetryPolicy>,
 }
@@ -81,6 +83,7 @@ impl Credentials {
         client_token: Arc<Token>,
         source: TokenSource,
         refresh_margin: Duration,
+        retry_after_max: Duration,
         retry: RetryPolicy,
     ) -> Self {
         Self {
@@ -97,6 +100,7 @@ impl Credentials {
             short_lifetime_said: std::sync::atomic::AtomicBool::new(false),
 
             refresh_margin,
+            retry_after_max,
             retry: Mutex::new(retry),
         }
     }
@@ -304,7 +308,12 @@ impl Credentials {
                     }
                     Err(error) => {
                         backoff.adopt(self.retry_policy());
-                        let delay = backoff.next_delay();
+                        // What a token endpoint asks for (429, 503 with
+                        // Retry-After) is honoured, within retry_after_max.
+                        let drawn = backoff.next_delay();
+                        let delay = error
+                            .retry_after
+                            .map_or(drawn, |asked| drawn.max(asked.min(self.retry_after_max)));
                         let give_up = Instant::now() + delay >= expires_at;
                         // No flooding: the first failure for this token and the
                         // giving up are worth a line; the retries between, debug.

@@ -25,7 +25,9 @@
 //! agent never waits for the budget; the charges a stretch leaves unpaid carry into
 //! the next one, so that a host which fails each attempt's first request and then
 //! answers the rest (a plane that forgets its agents) is paced as one that answers
-//! nothing. At most [`AHEAD`] and one cadences are ever unpaid. Every request goes
+//! nothing. At most [`AHEAD`] and one cadences (at the cadence now in effect) are
+//! ever unpaid: charges made at a longer cadence that the plane has since
+//! shortened are forgotten beyond that. Every request goes
 //! through [`HostView::admit`], the one place the rule is applied.
 
 use std::sync::Mutex;
@@ -80,6 +82,16 @@ pub enum Found {
 }
 
 impl Account {
+    /// Forgets charges beyond [`AHEAD`] and one cadences from now at the cadence
+    /// in effect: charges made at a longer cadence the plane has since shortened
+    /// (or a reload has) never hold a request longer than the cadence now allows.
+    fn settle(&mut self, now: Instant) {
+        if let Some(cadence) = self.cadence {
+            let most = now + cadence.saturating_mul(AHEAD + 1);
+            self.paid_at = self.paid_at.min(most);
+        }
+    }
+
     /// The bit of `endpoint` in [`Account::failing`].
     fn bit(endpoint: Endpoint) -> u8 {
         match endpoint {
@@ -116,6 +128,12 @@ impl HostView {
         self.account.lock().expect("not poisoned").cadence = cadence;
     }
 
+    /// Forgets that the last token exchange failed (a reload turned exchanges off:
+    /// none will be sent to settle it).
+    pub fn forget_exchanges(&self) {
+        self.account.lock().expect("not poisoned").failing &= !Account::bit(Endpoint::Token);
+    }
+
     /// Takes over `old`'s stretch and what its last request found: a client rebuilt
     /// by a reload talks to the same host, which is no less in trouble for it.
     pub fn carry_from(&self, old: &Self) {
@@ -134,8 +152,9 @@ impl HostView {
 
     /// When the next request may go, from now on: now outside a failing stretch.
     pub fn room_at(&self) -> Instant {
-        let account = self.account.lock().expect("not poisoned");
+        let mut account = self.account.lock().expect("not poisoned");
         let now = Instant::now();
+        account.settle(now);
         match account.cadence {
             Some(cadence) if account.in_stretch() => {
                 let ahead = cadence.saturating_mul(AHEAD);
@@ -155,6 +174,7 @@ impl HostView {
             let at = {
                 let mut account = self.account.lock().expect("not poisoned");
                 let now = Instant::now();
+                account.settle(now);
                 match account.cadence {
                     Some(cadence) if account.in_stretch() => {
                         let ahead = cadence.saturating_mul(AHEAD);
@@ -188,7 +208,14 @@ impl HostView {
     pub fn found(&self, admitted: Admitted, endpoint: Endpoint, found: Found) {
         {
             let mut account = self.account.lock().expect("not poisoned");
-            let bit = Account::bit(endpoint);
+            // An accepted heartbeat also settles a registration that failed: the
+            // plane knows the agent.
+            let bit = match (endpoint, found) {
+                (Endpoint::Heartbeat, Found::Answered) => {
+                    Account::bit(endpoint) | Account::bit(Endpoint::Register)
+                }
+                _ => Account::bit(endpoint),
+            };
             match found {
                 Found::Answered => account.failing &= !bit,
                 Found::Failed { .. } => {
@@ -319,9 +346,10 @@ mod tests {
         assert!(send_now(&view, BEAT, Found::Answered).await);
         assert!(send_now(&view, BEAT, Found::Answered).await);
         assert_eq!(view.room_at(), Instant::now());
-        // A new failure: the charges left unpaid carry into the new stretch.
+        // A new failure: the charges left unpaid carry into the new stretch, up to
+        // three cadences in all.
         assert!(send_now(&view, BEAT, DOWN).await);
-        assert_eq!(view.room_at(), Instant::now() + CADENCE * 2);
+        assert_eq!(view.room_at(), Instant::now() + CADENCE);
     }
 
     #[tokio::test(start_paused = true)]
@@ -340,6 +368,20 @@ mod tests {
         assert!(!send_now(&view, BEAT, DOWN).await);
         // A client without a budget is never held.
         view.pace(None);
+        assert!(send_now(&view, BEAT, DOWN).await);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_shorter_cadence_forgets_what_a_longer_one_charged_beyond_its_reach() {
+        let view = paced();
+        view.pace(Some(Duration::from_secs(3600)));
+        for _ in 0..3 {
+            assert!(send_now(&view, BEAT, DOWN).await);
+        }
+        // Three hours charged; the plane asks for 30 s again.
+        view.pace(Some(CADENCE));
+        assert!(view.room_at() <= Instant::now() + CADENCE);
+        tokio::time::advance(CADENCE).await;
         assert!(send_now(&view, BEAT, DOWN).await);
     }
 

@@ -9,7 +9,7 @@
 //! - redirects are never followed, so a token cannot follow one to another origin;
 //! - every call has a connect timeout and a total timeout;
 //! - every call waits for its host's budget, and is noted in its host's view with
-//!   what it found ([`crate::plane_view`]): one budget for every asker;
+//!   what it found (src/plane_view.rs): one budget for every asker;
 //! - bodies are read up to [`BODY_LIMIT`], never further, and never logged whole;
 //! - an error's text never holds the token, even if a server echoes it back: every
 //!   error is made by `ApiError::new`, which passes its detail through
@@ -111,6 +111,8 @@ pub struct ApiClient {
     request_timeout: Duration,
     /// The control plane's servers, as the last request found them.
     plane: HostView,
+    /// Whether access tokens are exchanged for (exchange mode).
+    exchanges: bool,
     /// A token endpoint on a host no control-plane server shares (an outside
     /// identity provider): its origin, and its own view.
     token_host: Option<(String, HostView)>,
@@ -194,6 +196,7 @@ impl ApiClient {
             connect_timeout: settings.connect_timeout,
             request_timeout: settings.request_timeout,
             plane: HostView::default(),
+            exchanges: matches!(settings.auth, AuthMode::Exchange(_)),
             token_host: separate_token_host(settings).map(|origin| (origin, HostView::default())),
         })
     }
@@ -207,7 +210,7 @@ impl ApiClient {
     }
 
     /// Charges each request to a failing host one `cadence` from now on
-    /// ([`crate::plane_view`]); none keeps no budget (the default: `check` sends
+    /// (src/plane_view.rs); none keeps no budget (the default: `check` sends
     /// a few requests once, and waits for nothing).
     pub fn pace(&self, cadence: Option<Duration>) {
         self.plane.pace(cadence);
@@ -216,10 +219,16 @@ impl ApiClient {
         }
     }
 
-    /// Takes over `old`'s views (a reload rebuilt the client): the control plane's,
-    /// and an identity provider's if it is the same one.
+    /// Takes over `old`'s views (a reload rebuilt the client): the control plane's
+    /// if its servers are the same, and an identity provider's if it is the same
+    /// one. A client that no longer exchanges tokens forgets failed exchanges.
     pub fn carry_views_from(&self, old: &Self) {
-        self.plane.carry_from(&old.plane);
+        if self.servers == old.servers {
+            self.plane.carry_from(&old.plane);
+            if !self.exchanges {
+                self.plane.forget_exchanges();
+            }
+        }
         if let (Some((origin, view)), Some((old_origin, old_view))) =
             (&self.token_host, &old.token_host)
             && origin == old_origin
@@ -414,7 +423,7 @@ impl ApiClient {
     }
 
     /// Sends once the host's budget lets it, checks the answer is `usable`, and
-    /// notes in the host's view what it found ([`crate::plane_view`]).
+    /// notes in the host's view what it found (src/plane_view.rs).
     async fn call<T: DeserializeOwned>(
         &self,
         endpoint: Endpoint,

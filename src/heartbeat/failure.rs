@@ -51,6 +51,13 @@ impl Agent {
         }
         let said = self.health.count(error, &reaction);
         let (delay, consecutive) = self.health.wait(reaction.wait, &self.settings);
+        // The next attempt's first request waits for the budget too
+        // (src/plane_view.rs): the line says when it will really go.
+        let room = self
+            .api
+            .plane_room_at()
+            .saturating_duration_since(tokio::time::Instant::now());
+        let delay = delay.max(room);
         let failover = match reaction.wait {
             Wait::Transient { failover: true } => self.api.fail_over().map(|s| format!(" at {s}")),
             _ => None,

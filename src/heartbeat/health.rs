@@ -122,12 +122,19 @@ impl Health {
     }
 
     /// New schedules after a reload changed them (the stretch goes on).
+    /// The cadence the plane asked for (`next_heartbeat_in`) stays until it answers
+    /// otherwise; one that follows the configured interval follows the new one.
     pub(super) fn follow(&mut self, old: &Settings, new: &Settings) {
+        let cadence = match self.cadence() {
+            Some(asked) if asked != old.heartbeat_interval => asked,
+            _ => new.heartbeat_interval,
+        };
         if old.backoff != new.backoff {
-            self.backoff.adopt(new.backoff);
+            self.backoff.adopt(new.backoff.at_cadence(cadence));
         }
         if old.auth_backoff != new.auth_backoff {
-            self.auth_backoff.adopt(new.auth_backoff);
+            self.auth_backoff
+                .adopt(new.auth_backoff.at_cadence(cadence));
         }
     }
 

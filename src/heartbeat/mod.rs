@@ -278,8 +278,8 @@ impl Agent {
     }
 
     /// Sleeps `duration`, pinging the watchdog. A reload (SIGHUP) that changes
-    /// anything ends the wait, so that the new settings are tried at once (in a
-    /// failing stretch, within one interval); shutdown ends it.
+    /// anything brings the end of the wait within one interval, at random, so that
+    /// the new settings are tried soon; shutdown ends it.
     async fn wait(&mut self, duration: Duration, outside: &mut Outside) -> Wake {
         // A little late, so that the wait ends on a boundary of the runtime's timer
         // wheel: two wake-ups rather than three (src/wheel.rs).
@@ -292,12 +292,11 @@ impl Agent {
                 Some(notice) = next_notice(&mut outside.watcher) => return Wake::Notice(notice),
                 () = outside.reload.notified() => {
                     outside.notifier.reloading();
-                    let changed = self.reload(outside.reloader.as_ref(), &outside.shutdown);
-                    let failing = self.health.outage().is_some();
-                    if changed && failing {
-                        // At a random point of one interval, and within the budget,
-                        // not at once: a fleet reloaded together during an outage
-                        // does not come back together (protocol.md section 3).
+                    if self.reload(outside.reloader.as_ref(), &outside.shutdown) {
+                        // The new settings are tried at a random point of one
+                        // interval (and within the budget), not at once: a fleet
+                        // reloaded together (a configuration push, in an outage or
+                        // not) does not beat together (protocol.md section 3).
                         let jittered = self.settings.heartbeat_interval.mul_f64(fastrand::f64());
                         let at = (Instant::now() + jittered).max(self.api.plane_room_at());
                         deadline = deadline.min(at);
@@ -307,9 +306,6 @@ impl Agent {
                     // systemd waits for READY=1 to end the reload, whatever it did.
                     outside.notifier.ready(&line);
                     self.publish(Some((left, &line)));
-                    if changed && !failing {
-                        return Wake::Elapsed;
-                    }
                 }
             }
         }

@@ -95,6 +95,7 @@ async fn callers_that_need_a_token_at_once_share_one_exchange() {
         settings.client_token.clone(),
         settings.token_source.clone(),
         settings.refresh_margin,
+        settings.retry_after_max,
         settings.backoff,
     ));
     let callers: Vec<_> = (0..10)

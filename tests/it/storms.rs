@@ -36,10 +36,9 @@ enum Failing {
 /// (no answer, a timeout, 5xx, 429, each kind of authentication failure, a plane
 /// that forgets its agents, a token endpoint that fails): no more than a healthy
 /// agent sends it in an hour, and in any window of one interval or more no more
-/// than one request a cadence and three more (the budget, src/plane_view.rs): the
-/// two a failing stretch may run ahead, and one already under way when it began
-/// (or a failed token refresh against a plane that still accepts heartbeats, whose
-/// stretch each accepted heartbeat ends).
+/// than one request a cadence and three more from the first failure on (the
+/// budget, src/plane_view.rs): the two a failing stretch may run ahead, and the
+/// first failure, which went before the stretch began.
 #[test]
 fn a_failing_plane_gets_no_more_than_a_healthy_agent_sends() {
     with_real_time_limit(Duration::from_secs(600), || async {
@@ -112,6 +111,15 @@ fn a_failing_plane_gets_no_more_than_a_healthy_agent_sends() {
             };
             pass(mins(60)).await;
             let failing = world.requests()[failing_from..].to_vec();
+            // The stretch begins at the first request the fault answered: the
+            // healthy ones before it (a token still valid) are no part of it. A
+            // plane that forgets its agents fails them from the first.
+            let stretch: Vec<RecordedRequest> = failing
+                .iter()
+                .skip_while(|r| forgetting.is_none() && r.fault.is_none())
+                .cloned()
+                .collect();
+            assert!(!stretch.is_empty(), "{name}: nothing failed");
             world.plane.clear_fault();
             if let Some(task) = forgetting {
                 task.abort();
@@ -129,7 +137,7 @@ fn a_failing_plane_gets_no_more_than_a_healthy_agent_sends() {
                 }
             }
             for k in [1, 2, 5, 10, 40] {
-                let busiest = busiest(&failing, INTERVAL * k);
+                let busiest = busiest(&stretch, INTERVAL * k);
                 assert!(
                     busiest <= k as usize + 3,
                     "{name}: {busiest} requests within {k} intervals"
@@ -215,9 +223,11 @@ async fn the_refresher_stands_aside_while_the_plane_is_down() {
     );
 }
 
-/// An identity provider on a host of its own is probed by the refresher alone:
-/// while it is down, heartbeats that still hold a valid access token go on, its
-/// failures do not make the plane look down, and a stop still says goodbye.
+/// An identity provider on a host of its own is probed by the refresher alone, on
+/// a budget of its own: while it is down, heartbeats that still hold a valid access
+/// token go on, its failures do not make the plane look down, it gets no more
+/// than one request a cadence (and the two a stretch may run ahead), and a stop
+/// still says goodbye.
 #[tokio::test(start_paused = true)]
 async fn an_identity_provider_down_never_stops_heartbeats_with_a_valid_token() {
     let world = World::start().await;
@@ -233,14 +243,28 @@ async fn an_identity_provider_down_never_stops_heartbeats_with_a_valid_token() {
     // The 15-minute token comes due 8.25 to 12 minutes after it was issued and
     // expires at 15: the refresher tries before then, and fails.
     pass(mins(14)).await;
-    let accepted = world.heartbeats().len() - from;
-    let tried = world.requests_to("/oauth/token").len();
+    let beats = world.heartbeats()[from..].to_vec();
+    let accepted = beats.len();
+    let exchanges = world.requests_to("/oauth/token");
+    let tried = exchanges.len();
     agent.stop().await;
+    for k in [1, 2, 5] {
+        let busiest = busiest(&exchanges, INTERVAL * k);
+        assert!(
+            busiest <= k as usize + 2,
+            "{busiest} exchanges within {k} intervals"
+        );
+    }
     assert!(
         (25..=31).contains(&accepted),
         "{accepted} heartbeats in 14 minutes"
     );
     assert!(tried >= 2, "the refresher tried {tried} exchanges in all");
+    // The provider's failures held back no heartbeat: every one on its cadence.
+    for pair in beats.windows(2) {
+        let gap = pair[1].at_ms - pair[0].at_ms;
+        assert!(gap <= 33_100, "a heartbeat {gap} ms after the one before");
+    }
     assert_eq!(world.heartbeats().last().unwrap().status(), "offline");
 }
 
