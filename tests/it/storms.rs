@@ -120,6 +120,10 @@ fn a_failing_plane_gets_no_more_than_a_healthy_agent_sends() {
                 .cloned()
                 .collect();
             assert!(!stretch.is_empty(), "{name}: nothing failed");
+            // A plane that forgets its agents accepts the heartbeat after each
+            // registration, which ends the stretch: a token refresh due just then
+            // goes uncharged (what the stretch left unpaid still carries).
+            let between = usize::from(forgetting.is_some());
             world.plane.clear_fault();
             if let Some(task) = forgetting {
                 task.abort();
@@ -139,7 +143,7 @@ fn a_failing_plane_gets_no_more_than_a_healthy_agent_sends() {
             for k in [1, 2, 5, 10, 40] {
                 let busiest = busiest(&stretch, INTERVAL * k);
                 assert!(
-                    busiest <= k as usize + 3,
+                    busiest <= k as usize + 3 + between,
                     "{name}: {busiest} requests within {k} intervals"
                 );
             }

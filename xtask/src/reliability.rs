@@ -521,13 +521,19 @@ fn herd_section(page: &mut String, herd: &Herd, plots: &str) -> Result<(), Strin
          loopback. The plane has a fixed capacity, in multiples of the fleet's \
          heartbeat rate ({} agents / {} s), from minute 3 on; each case below takes it \
          away or shrinks it for a while. Beyond its capacity the plane answers 503 at \
-         once, or, in the last case, queues: first come first served, no admission \
-         control, a request dropped after {} s, so that past the agents' 10 s timeout \
-         the plane spends its work on requests already abandoned. The same fleet runs \
-         once per retry policy; nothing else differs. Rates are requests at the plane \
-         per second, in {}-second buckets; the steady rate is the mean from minute 3 \
-         to the event. An agent is live while it has had a heartbeat accepted within \
-         the last two intervals. `bench/src/bin/herd.rs` says how it is built.\n\n\
+         once; or answers after 15 s, past the agents' 10 s timeout; or answers 429 \
+         with a `Retry-After` spread over one to three minutes; or queues: first come \
+         first served, no admission control, a request dropped after {} s, so that \
+         past the agents' timeout the plane spends its work on requests already \
+         abandoned. Each shard of the fleet (at most 4,000 agents, one process) has \
+         a plane with its share of the capacity. The same fleet runs once per retry \
+         policy, and only the retry schedule and the request budget differ (the \
+         naive runs keep hostbeat's token refresher). Rates are requests at the \
+         plane per second, in {}-second buckets; the steady rate is the mean from \
+         minute 3 to the event, before the fleet's first token refreshes (minute 8 \
+         to 12), so the ratios to it err high by the exchanges' share of the load. \
+         An agent is live while it has had a heartbeat accepted within the last two \
+         intervals. `bench/src/bin/herd.rs` says how it is built.\n\n\
          hostbeat's goals: while the plane is away, at most {} times the steady rate in \
          every bucket; after it is back, at most {} times, and every agent back (a \
          heartbeat accepted) within one backoff cap ({:.0} s); and in every case, {:.0}% \
@@ -658,11 +664,14 @@ How to read them:
   each with a token exchange (if its token expired) and a heartbeat. A plane that
   refuses what it cannot serve sheds the load at once; one that queues it gets
   fewer requests each interval until its queue drains.
-- **A fixed retry interval** keeps every agent trying every interval for the whole
-  event: the same multiple of the load on the way down and on the way back. Against
-  a plane that queues without admission control, the retries keep the queue past
-  the agents' timeout, every answer comes too late, and the fleet stays failing
-  after the capacity is back: the metastable failure.
+- **A fixed retry interval** keeps every agent that fails trying every interval
+  for the whole event: a multiple of the load on the way down and on the way
+  back. Against a plane that queues without admission control, retries that keep
+  the queue past the agents' timeout make every answer come too late; where a
+  table says never, the fleet stayed failing after the capacity was back: the
+  metastable failure.
+- **`Retry-After`** is honoured by every policy here, so a plane that sheds with
+  429 and spreads the waits it asks for sets the pace of any fleet.
 - **Exponential backoff without jitter** is gentle on the way down, but every agent
   keeps the phase it had when the event began: the fleet comes back as it left, in
   bursts, and at the mercy of anything that lines agents up (a fleet started at

@@ -88,6 +88,11 @@ struct Args {
     /// Agents per shard process (see the module doc).
     #[arg(long, default_value_t = 4000)]
     shard_size: usize,
+    /// The plane serves everything, whatever the case's capacity: for the small
+    /// fleets of the unit tests, whose chance bunches a per-second capacity of a
+    /// request or two would refuse.
+    #[arg(long, hide = true)]
+    unlimited: bool,
     /// Run one shard of `--agents` agents under this policy, in the one case
     /// given, and print what the plane saw as JSON (how the main process runs its
     /// shards).
@@ -461,7 +466,7 @@ async fn run_fleet(args: &Args, case: Case, policy: Policy) -> Result<Shard, Str
             } else {
                 plane.clear_fault();
             }
-            if let Some(multiple) = capacity {
+            if let Some(multiple) = capacity.filter(|_| !args.unlimited) {
                 plane.set_capacity(Some(capacity_at(multiple)));
             }
         }
@@ -744,6 +749,7 @@ mod tests {
             case,
             "--policy",
             policy,
+            "--unlimited",
             "--work-dir",
             std::env::temp_dir().to_str().unwrap(),
         ])
