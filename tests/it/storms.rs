@@ -305,3 +305,40 @@ async fn no_goodbye_beyond_the_budget() {
     agent.stop().await;
     assert_eq!(world.heartbeats().last().unwrap().status(), "offline");
 }
+
+/// The first beat after a failing stretch is drawn over a whole cadence (half to
+/// one and a half intervals), so that a fleet that came back together does not
+/// beat in step; the ones after it are back to the interval's +-10%.
+#[tokio::test(start_paused = true)]
+async fn the_first_beat_after_a_recovery_is_drawn_over_a_whole_cadence() {
+    let mut outside_tenth = 0;
+    for _ in 0..20 {
+        let world = World::start().await;
+        let agent = world.spawn_online(world.inputs()).await;
+        world.plane.set_fault(Fault::Outage, Scope::All, Some(1));
+        assert!(until(mins(2), || world.faulted() == 1).await);
+        let failed = world.requests().last().unwrap().at_ms;
+        let after = || -> Vec<u64> {
+            world
+                .heartbeats()
+                .iter()
+                .map(|h| h.at_ms)
+                .filter(|&at| at > failed)
+                .collect()
+        };
+        assert!(until(mins(5), || after().len() >= 3).await);
+        agent.stop().await;
+        let beats = after();
+        let (first, then) = (beats[1] - beats[0], beats[2] - beats[1]);
+        assert!(
+            (15_000..=45_100).contains(&first),
+            "{first} ms after recovering"
+        );
+        assert!((27_000..=33_100).contains(&then), "then {then} ms");
+        if !(27_000..=33_000).contains(&first) {
+            outside_tenth += 1;
+        }
+    }
+    // With the +-10% alone, none would be.
+    assert!(outside_tenth > 0);
+}
