@@ -225,7 +225,8 @@ impl ApiClient {
     pub fn carry_views_from(&self, old: &Self) {
         if self.servers == old.servers {
             self.plane.carry_from(&old.plane);
-            if !self.exchanges {
+            // No exchange will go to the plane to settle one that failed.
+            if !self.exchanges || self.token_host.is_some() {
                 self.plane.forget_exchanges();
             }
         }

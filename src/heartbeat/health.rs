@@ -81,6 +81,8 @@ pub(super) struct Health {
     /// Whether a clock skew beyond [`CLOCK_SKEW_LIMIT`] has been reported (and not
     /// since corrected).
     skew_reported: bool,
+    /// Until when the plane asked this agent to wait (`Retry-After`), while it does.
+    asked_until: Option<Instant>,
     /// The last failed attempt, kept after a recovery (for the status file).
     last_failure: Option<Failure>,
     counters: Counters,
@@ -116,6 +118,7 @@ impl Health {
             auth_backoff: settings.auth_backoff.backoff(),
             ever_online: false,
             skew_reported: false,
+            asked_until: None,
             last_failure: None,
             counters: Counters::default(),
         }
@@ -205,6 +208,7 @@ impl Health {
     /// The wait before the next attempt, on the schedule `wait` names, and the
     /// failures counted on that schedule so far.
     pub(super) fn wait(&mut self, wait: Wait, settings: &Settings) -> (Duration, u32) {
+        self.asked_until = None;
         match wait {
             Wait::Auth => (self.auth_backoff.next_delay(), self.auth_backoff.failures()),
             Wait::AsAsked(asked) => {
@@ -214,10 +218,17 @@ impl Health {
                 let asked = asked
                     .min(settings.retry_after_max)
                     .max(self.backoff.policy().floor());
+                self.asked_until = Some(Instant::now() + asked);
                 (asked, self.backoff.failures())
             }
             Wait::Transient { .. } => (self.backoff.next_delay(), self.backoff.failures()),
         }
+    }
+
+    /// Until when the plane asked this agent to wait (`Retry-After`), if it did for
+    /// the wait under way: a reload does not cut it short.
+    pub(super) fn asked_until(&self) -> Option<Instant> {
+        self.asked_until
     }
 
     /// The cadence in effect, for a schedule paced by one (none for the naive
@@ -232,6 +243,7 @@ impl Health {
     /// again, paced by that cadence.
     pub(super) fn succeeded(&mut self, seq: u64, cadence: Duration) -> Recovery {
         self.counters.heartbeats_accepted += 1;
+        self.asked_until = None;
         self.last_success = Some((SystemTime::now(), seq));
         self.backoff.reset();
         self.auth_backoff.reset();
@@ -292,6 +304,7 @@ mod tests {
             auth_backoff: policy.backoff(),
             ever_online: false,
             skew_reported: false,
+            asked_until: None,
             last_failure: None,
             counters: Counters::default(),
         }

@@ -311,11 +311,15 @@ impl Agent {
                     outside.notifier.reloading();
                     if self.reload(outside.reloader.as_ref(), &outside.shutdown) {
                         // The new settings are tried at a random point of one
-                        // interval (and within the budget), not at once: a fleet
-                        // reloaded together (a configuration push, in an outage or
-                        // not) does not beat together (protocol.md section 3).
-                        let jittered = self.settings.heartbeat_interval.mul_f64(fastrand::f64());
-                        let at = (Instant::now() + jittered).max(self.api.plane_room_at());
+                        // cadence (and within the budget, and not before a
+                        // Retry-After has passed), not at once: a fleet reloaded
+                        // together (a configuration push, in an outage or not) does
+                        // not beat together (protocol.md section 3).
+                        let cadence = self.health.cadence().unwrap_or(self.settings.heartbeat_interval);
+                        let now = Instant::now();
+                        let at = (now + cadence.mul_f64(fastrand::f64()))
+                            .max(self.api.plane_room_at())
+                            .max(self.health.asked_until().unwrap_or(now));
                         deadline = deadline.min(at);
                     }
                     let left = deadline.saturating_duration_since(Instant::now());

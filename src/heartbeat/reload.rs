@@ -134,7 +134,8 @@ fn changes(old: &Settings, new: &Settings) -> Changes {
 }
 
 impl Agent {
-    /// Handles SIGHUP; true when something changed (the next beat goes at once).
+    /// Handles SIGHUP; true when something changed (the next beat then goes within
+    /// one cadence, at random).
     pub(super) fn reload(
         &mut self,
         reloader: Option<&Reloader>,

@@ -80,7 +80,8 @@ async fn reload_applies_the_env_files_new_values_over_the_stale_environment() {
         "{}",
         reloaded[0]
     );
-    // The new server got the next heartbeat at once, then one every 2 min +-10%.
+    // The new server got the next heartbeat within one interval, then one every
+    // 2 min +-10%.
     let beats = second.heartbeats();
     for gap in &gaps_ms(&beats)[1..3] {
         assert!((108_000..=132_000).contains(gap), "gap {gap} ms");
@@ -174,7 +175,7 @@ async fn a_drop_in_wins_over_the_env_file_at_a_start_and_at_every_reload() {
         "{}",
         reloaded[0]
     );
-    // After the beat the reload sends at once, still the drop-in's 45 s.
+    // After the beat the reload brings forward, still the drop-in's 45 s.
     let beats = world.heartbeats();
     for gap in gaps_ms(&beats[before..before + 3]) {
         assert!((40_500..=49_500).contains(&gap), "gap {gap} ms");
@@ -227,5 +228,42 @@ async fn reloads_during_an_outage_stay_within_the_budget() {
         during.len() >= 20,
         "{} requests in 20 minutes",
         during.len()
+    );
+}
+
+/// A reload that changes a setting brings the next beat within one interval, but
+/// never before a `Retry-After` the plane asked for has passed.
+#[tokio::test(start_paused = true)]
+async fn a_reload_does_not_cut_a_retry_after_short() {
+    let world = World::start().await;
+    write_env(&world, "HOSTBEAT_HEARTBEAT_INTERVAL=30s\n");
+    let agent = world.spawn_reloadable(as_systemd(world.dir.path().to_owned(), &[]));
+    assert!(until(mins(1), || !world.heartbeats().is_empty()).await);
+    world.plane.set_fault(
+        hostbeat_refplane::Fault::retry_after(429, "600"),
+        hostbeat_refplane::Scope::All,
+        Some(1),
+    );
+    assert!(until(mins(1), || world.faulted() == 1).await);
+    let asked_at = world.requests().last().unwrap().at_ms;
+    pass(secs(10)).await;
+    write_env(
+        &world,
+        "HOSTBEAT_HEARTBEAT_INTERVAL=30s\nHOSTBEAT_REQUEST_TIMEOUT=6s\n",
+    );
+    agent.reload.notify_one();
+    let after = || {
+        world
+            .requests()
+            .iter()
+            .find(|r| r.at_ms > asked_at)
+            .map(|r| r.at_ms)
+    };
+    assert!(until(mins(12), || after().is_some()).await);
+    agent.stop().await;
+    let waited = after().unwrap() - asked_at;
+    assert!(
+        waited >= 600_000,
+        "the next request {waited} ms after a 600 s Retry-After"
     );
 }

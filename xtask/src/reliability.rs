@@ -528,7 +528,8 @@ fn herd_section(page: &mut String, herd: &Herd, plots: &str) -> Result<(), Strin
          abandoned. Each shard of the fleet (at most 4,000 agents, one process) has \
          a plane with its share of the capacity. The same fleet runs once per retry \
          policy, and only the retry schedule and the request budget differ (the \
-         naive runs keep hostbeat's token refresher). Rates are requests at the \
+         naive runs keep hostbeat's token refresher, and its spread of the first \
+         beat after a recovery over a whole interval). Rates are requests at the \
          plane per second, in {}-second buckets; the steady rate is the mean from \
          minute 3 to the event, before the fleet's first token refreshes (minute 8 \
          to 12), so the ratios to it err high by the exchanges' share of the load. \

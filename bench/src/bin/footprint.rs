@@ -540,7 +540,7 @@ async fn start_steady(
 
 /// The idle hostbeat: once its first heartbeat is in, its env file gets
 /// `HOSTBEAT_HEARTBEAT_INTERVAL=10m` and a reload (SIGHUP), as an operator would do
-/// it. The reload's heartbeat, which goes at once, is awaited too: from then on its
+/// it. The reload's heartbeat, due within the old 1 s interval, is awaited too: from then on its
 /// only events are the watchdog's pings, and heartbeats and a token refresh that the
 /// schedule puts further apart than a run.
 async fn settle_idle(idle: &mut Steady) -> Result<(), String> {
