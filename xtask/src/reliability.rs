@@ -525,7 +525,10 @@ fn herd_section(page: &mut String, herd: &Herd, plots: &str) -> Result<(), Strin
          with a `Retry-After` spread over one to three minutes; or queues: first come \
          first served, no admission control, a request dropped after {} s, so that \
          past the agents' timeout the plane spends its work on requests already \
-         abandoned. Each shard of the fleet (at most 4,000 agents, one process) has \
+         abandoned (that case shrinks the capacity to 0.7 times, not 0.8: an agent \
+         waits for its answer before its next beat, so 10,000 agents on a 30 s \
+         interval and a 10 s timeout never ask more than 10,000 / 40 s, and at 0.8 \
+         times the queue settles below the timeout). Each shard of the fleet (at most 4,000 agents, one process) has \
          a plane with its share of the capacity. The same fleet runs once per retry \
          policy, and only the retry schedule and the request budget differ (the \
          naive runs keep hostbeat's token refresher, and its spread of the first \
