@@ -281,6 +281,14 @@ mod tests {
         }
     }
 
+    /// Three heartbeats that fail at once: the free first, and the two a stretch
+    /// may run ahead.
+    async fn fail_thrice_at_once(view: &HostView) {
+        for _ in 0..3 {
+            assert!(send_now(view, BEAT, DOWN).await);
+        }
+    }
+
     #[tokio::test(start_paused = true)]
     async fn a_healthy_host_is_never_charged() {
         let view = paced();
@@ -355,9 +363,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn each_request_is_charged_the_cadence_it_went_at() {
         let view = paced();
-        for _ in 0..3 {
-            assert!(send_now(&view, BEAT, DOWN).await);
-        }
+        fail_thrice_at_once(&view).await;
         // Three charges of 30 s: the next goes in 30 s.
         assert_eq!(view.room_at(), Instant::now() + CADENCE);
         view.pace(Some(Duration::from_secs(3600)));
@@ -375,9 +381,7 @@ mod tests {
     async fn a_shorter_cadence_forgets_what_a_longer_one_charged_beyond_its_reach() {
         let view = paced();
         view.pace(Some(Duration::from_secs(3600)));
-        for _ in 0..3 {
-            assert!(send_now(&view, BEAT, DOWN).await);
-        }
+        fail_thrice_at_once(&view).await;
         // Three hours charged; the plane asks for 30 s again.
         view.pace(Some(CADENCE));
         assert!(view.room_at() <= Instant::now() + CADENCE);
@@ -401,9 +405,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_rebuilt_client_keeps_the_stretch() {
         let old = paced();
-        for _ in 0..3 {
-            assert!(send_now(&old, BEAT, DOWN).await);
-        }
+        fail_thrice_at_once(&old).await;
         let new = paced();
         new.carry_from(&old);
         assert!(new.is_down());

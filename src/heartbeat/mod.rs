@@ -211,7 +211,7 @@ impl Agent {
     pub async fn run(mut self, controls: Controls) {
         self.timer_grid = controls.timer_grid;
         let mut outside = Outside::new(controls);
-        self.api.pace(self.health.cadence());
+        self.share_cadence();
         self.start_refresher(&outside.shutdown);
         // Ready once configured and running; never waiting for the control plane,
         // nor for the metadata service (whose answer decides the logical id, and so
@@ -438,8 +438,7 @@ impl Agent {
         let cadence = cadence(answer.next_heartbeat_in, self.settings.heartbeat_interval);
         let recovery = self.health.succeeded(self.seq, cadence);
         let recovered = matches!(recovery, Recovery::Ended(_));
-        self.credentials.pace(cadence);
-        self.api.pace(self.health.cadence());
+        self.share_cadence();
         match recovery {
             Recovery::Ended(outage) => tracing::info!(
                 event = "recovered",
@@ -466,6 +465,18 @@ impl Agent {
         };
         tracing::debug!(seq = self.seq, "heartbeat accepted; next in {}", show(next));
         next
+    }
+
+    /// The loop's cadence (`Health::cadence`) paces the token refresher's retries
+    /// and the request budget too: handed to both here, at start, after every
+    /// accepted heartbeat and after a reload. An unpaced schedule (the naive
+    /// policies a benchmark compares) keeps no budget.
+    fn share_cadence(&self) {
+        let cadence = self.health.cadence();
+        if let Some(cadence) = cadence {
+            self.credentials.pace(cadence);
+        }
+        self.api.pace(cadence);
     }
 
     /// The inputs of the failure table besides the failure.

@@ -204,11 +204,7 @@ impl Agent {
             reloader.set_log_level(&new.log_level);
         }
         self.health.follow(&old, &new);
-        // The refresher's retries and the budget follow the loop's cadence.
-        let cadence = self.health.cadence();
-        self.credentials
-            .pace(cadence.unwrap_or(new.heartbeat_interval));
-        self.api.pace(cadence);
+        self.share_cadence();
         self.registration.configured(new.agent_id.as_deref());
         self.reporter.set_metrics_path(new.metrics_textfile.clone());
         self.settings = Arc::new(new);
