@@ -18,7 +18,8 @@
 //!   control plane down, which the token refresher and the goodbye respect.
 //! - [`heartbeat`]: the loop: registration, cadence, reactions to failures, goodbye.
 //! - [`identity`], `state`: who this host is, and what it remembers across restarts;
-//!   [`imds`]: the EC2 metadata service: instance identity, interruption notices.
+//!   [`cloud`]: EC2, Google Cloud and Azure behind one seam: instance identity,
+//!   interruption notices.
 //! - [`report`]: the status file (`hostbeat status`) and the Prometheus textfile;
 //!   `atomic_file`: files replaced whole, never half-written; `duration`: the
 //!   one way a duration is written for a person.
@@ -34,6 +35,7 @@ pub mod api;
 pub(crate) mod atomic_file;
 pub mod check;
 pub mod cli;
+pub mod cloud;
 pub mod config;
 pub(crate) mod connection;
 pub mod credentials;
@@ -41,7 +43,6 @@ pub(crate) mod duration;
 pub mod heartbeat;
 pub mod http;
 pub mod identity;
-pub mod imds;
 pub mod logging;
 pub(crate) mod plane_view;
 pub(crate) mod reaction;

@@ -4,13 +4,20 @@
 //! and recovery, a spot interruption notice from a mock metadata service (also on
 //! loopback), and the goodbye. It ends by itself after about a minute, or on Ctrl-C
 //! (which also says goodbye).
+//!
+//! The notice comes from EC2, or with an argument (`cargo run -p hostbeat-demo --
+//! gcp`, `-- azure`) from Google Cloud's or Azure's mock: the control plane sees it
+//! the same way, with its `source`.
 
 use std::fmt::Write as _;
 use std::process::ExitCode;
 use std::time::Duration;
 
 use hostbeat::ConfigInputs;
+use hostbeat::cloud::Cloud;
 use hostbeat::secret::Token;
+use hostbeat_refplane::azure::{self, MockAzure};
+use hostbeat_refplane::gcp::MockGcp;
 use hostbeat_refplane::imds::MockImds;
 use hostbeat_refplane::{ControlPlane, Fault, PlaneConfig, PlaneEvent, Scope};
 
@@ -47,6 +54,67 @@ async fn main() -> ExitCode {
     }
 }
 
+/// The cloud the notice comes from: a mock of its metadata service on loopback.
+enum Metadata {
+    Ec2(MockImds),
+    Gcp(MockGcp),
+    Azure(MockAzure),
+}
+
+impl Metadata {
+    /// The mock of the cloud named on the command line (EC2 without one), serving.
+    async fn start() -> Result<(Self, Cloud, String), Box<dyn std::error::Error>> {
+        let cloud = match std::env::args().nth(1) {
+            None => Cloud::Ec2,
+            Some(name) => Cloud::named(&name).ok_or(format!(
+                "{name:?} is not a cloud: run the demo with ec2, gcp or azure, or nothing"
+            ))?,
+        };
+        let (mock, addr) = match cloud {
+            Cloud::Ec2 => {
+                let mock = MockImds::new();
+                let addr = mock.start().await?;
+                (Self::Ec2(mock), addr)
+            }
+            Cloud::Gcp => {
+                let mock = MockGcp::new();
+                let addr = mock.start().await?;
+                (Self::Gcp(mock), addr)
+            }
+            Cloud::Azure => {
+                let mock = MockAzure::new();
+                let addr = mock.start().await?;
+                (Self::Azure(mock), addr)
+            }
+        };
+        Ok((mock, cloud, format!("http://{addr}")))
+    }
+
+    /// The cloud gives notice that it reclaims the instance in two minutes (Google
+    /// Cloud in about 30 seconds: the agent counts from when it sees it).
+    fn give_notice(&self) {
+        let reclaim_at = std::time::SystemTime::now() + Duration::from_secs(120);
+        match self {
+            Self::Ec2(mock) => {
+                let at = humantime::format_rfc3339_seconds(reclaim_at);
+                tracing::warn!("▶ demo: EC2 gives notice: this spot instance terminates at {at}");
+                mock.give_interruption("terminate", &at.to_string());
+            }
+            Self::Gcp(mock) => {
+                tracing::warn!("▶ demo: Google Cloud preempts this Spot VM (about 30 s of notice)");
+                mock.preempt();
+            }
+            Self::Azure(mock) => {
+                let at = httpdate::fmt_http_date(reclaim_at);
+                tracing::warn!(
+                    "▶ demo: Azure schedules a Preempt of this Spot VM, not before {at}"
+                );
+                mock.schedule("demo-1", "Preempt", &[azure::VM_NAME], &at);
+            }
+        }
+    }
+}
+
 async fn demo() -> Result<(), Box<dyn std::error::Error>> {
     let plane = ControlPlane::new(PlaneConfig {
         token_lifetime: Duration::from_secs(20),
@@ -54,9 +122,8 @@ async fn demo() -> Result<(), Box<dyn std::error::Error>> {
     });
     plane.add_client("hostbeat", DEMO_SECRET);
     let addr = plane.start().await?;
-    // A mock EC2 metadata service on loopback; never the real address.
-    let imds = MockImds::new();
-    let imds_addr = imds.start().await?;
+    // A mock metadata service on loopback; never a real address.
+    let (metadata, cloud, metadata_url) = Metadata::start().await?;
     tokio::spawn(narrate(plane.clone()));
     tracing::info!(
         "▶ demo: control plane on http://{addr} (tokens live 20 s); agent beats every 2 s; \
@@ -79,8 +146,11 @@ async fn demo() -> Result<(), Box<dyn std::error::Error>> {
         .var("HOSTBEAT_CLIENT_TOKEN", DEMO_SECRET)
         .var("HOSTBEAT_HEARTBEAT_INTERVAL", "2s")
         .var("HOSTBEAT_BACKOFF_CAP", "8s")
-        .var("HOSTBEAT_IMDS", "on")
-        .var("HOSTBEAT_IMDS_URL", format!("http://{imds_addr}"))
+        .var("HOSTBEAT_CLOUD", cloud.name())
+        .var(
+            &hostbeat::config::env_var(cloud.url_setting()),
+            metadata_url,
+        )
         .var("HOSTBEAT_INTERRUPTION_POLL_INTERVAL", "1s")
         .var(
             "HOSTBEAT_STATE_DIR",
@@ -106,11 +176,7 @@ async fn demo() -> Result<(), Box<dyn std::error::Error>> {
         plane.clear_fault();
         tracing::info!("▶ demo: the control plane is back");
         tokio::time::sleep(NOTICE_AT.saturating_sub(OUTAGE_AT + OUTAGE_FOR)).await;
-        let reclaim_at = humantime::format_rfc3339_seconds(
-            std::time::SystemTime::now() + Duration::from_secs(120),
-        );
-        tracing::warn!("▶ demo: EC2 gives notice: this spot instance terminates at {reclaim_at}");
-        imds.give_interruption("terminate", &reclaim_at.to_string());
+        metadata.give_notice();
         tokio::time::sleep(STOP_AT.saturating_sub(NOTICE_AT)).await;
         tracing::info!("▶ demo: stopping the agent (as SIGTERM would)");
     };

@@ -13,7 +13,6 @@ use std::time::Duration;
 use http_body_util::Full;
 use hyper::body::Bytes;
 use hyper::{Method, Request, Response, StatusCode};
-use tokio::net::TcpListener;
 use tokio::time::Instant;
 
 /// How the mock misbehaves.
@@ -104,29 +103,12 @@ impl MockImds {
 
     /// Serves on `127.0.0.1:0`; returns the address.
     pub async fn start(&self) -> std::io::Result<SocketAddr> {
-        let listener = TcpListener::bind("127.0.0.1:0").await?;
-        let addr = listener.local_addr()?;
-        let mock = self.clone();
-        tokio::spawn(async move {
-            loop {
-                let Ok((stream, _)) = listener.accept().await else {
-                    continue;
-                };
-                if mock.state().behaviour == Behaviour::Down {
-                    drop(stream);
-                    continue;
-                }
-                let mock = mock.clone();
-                tokio::spawn(async move {
-                    let service =
-                        hyper::service::service_fn(move |request| mock.clone().answer(request));
-                    let _ = hyper::server::conn::http1::Builder::new()
-                        .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
-                        .await;
-                });
-            }
-        });
-        Ok(addr)
+        let (down, mock) = (self.clone(), self.clone());
+        crate::serve::serve(
+            move || down.state().behaviour == Behaviour::Down,
+            move |request| mock.clone().answer(request),
+        )
+        .await
     }
 
     /// Gives a spot interruption notice: `{"action": ACTION, "time": TIME}`.
@@ -180,10 +162,7 @@ impl MockImds {
             .count()
     }
 
-    async fn answer(
-        self,
-        request: Request<hyper::body::Incoming>,
-    ) -> Result<Response<Full<Bytes>>, std::convert::Infallible> {
+    async fn answer(self, request: Request<hyper::body::Incoming>) -> Response<Full<Bytes>> {
         let behaviour = self.state().behaviour;
         if let Behaviour::Slow(delay) = behaviour {
             tokio::time::sleep(delay).await;
@@ -246,12 +225,10 @@ impl MockImds {
             (StatusCode::METHOD_NOT_ALLOWED, String::new(), None)
         };
         drop(state);
-        let mut response = Response::builder().status(status);
-        if let Some(ttl) = ttl {
-            response = response.header("x-aws-ec2-metadata-token-ttl-seconds", ttl.to_string());
-        }
-        Ok(response
-            .body(Full::new(Bytes::from(body)))
-            .expect("a valid response"))
+        let headers: Vec<(&str, String)> = ttl
+            .map(|ttl| ("x-aws-ec2-metadata-token-ttl-seconds", ttl.to_string()))
+            .into_iter()
+            .collect();
+        crate::serve::response(status, &headers, body)
     }
 }

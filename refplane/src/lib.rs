@@ -14,9 +14,12 @@
 //! endpoints under `/admin/` (never faulted, never recorded).
 
 mod auth;
+pub mod azure;
 mod faults;
+pub mod gcp;
 pub mod imds;
 mod routes;
+mod serve;
 pub mod tls;
 
 use std::collections::BTreeMap;

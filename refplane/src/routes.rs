@@ -50,6 +50,9 @@ struct RegisterBody {
     logical_agent_id: String,
     hostname: String,
     agent_version: String,
+    /// Where known: `{"cloud", "id", ...}` (protocol.md section 2).
+    #[serde(default)]
+    instance: Option<serde_json::Value>,
 }
 
 async fn register(State(plane): State<ControlPlane>, headers: HeaderMap, body: String) -> Response {
@@ -66,7 +69,14 @@ async fn register(State(plane): State<ControlPlane>, headers: HeaderMap, body: S
             json!({"error": "invalid_request", "detail": "logical_agent_id, hostname and agent_version are required"}),
         );
     };
-    if body.logical_agent_id.is_empty() || body.hostname.is_empty() || body.agent_version.is_empty()
+    let instance_well_formed = body.instance.as_ref().is_none_or(|instance| {
+        matches!(instance["cloud"].as_str(), Some("ec2" | "gcp" | "azure"))
+            && instance["id"].as_str().is_some_and(|id| !id.is_empty())
+    });
+    if body.logical_agent_id.is_empty()
+        || body.hostname.is_empty()
+        || body.agent_version.is_empty()
+        || !instance_well_formed
     {
         return refuse(
             &plane,
@@ -149,6 +159,23 @@ async fn heartbeat(
             StatusCode::BAD_REQUEST,
             None,
             json!({"error": "invalid_request", "detail": "status, seq, sent_at and uptime_s are required"}),
+        );
+    }
+    // protocol.md section 2: a notice names its cloud, what it does and when.
+    let notice = &body["interruption"];
+    let notice_well_formed = notice.is_null()
+        || (matches!(notice["source"].as_str(), Some("ec2" | "gcp" | "azure"))
+            && notice["action"].is_string()
+            && notice["time"]
+                .as_str()
+                .is_some_and(|t| humantime::parse_rfc3339_weak(t).is_ok()));
+    if !notice_well_formed {
+        return refuse(
+            &plane,
+            &path,
+            StatusCode::BAD_REQUEST,
+            None,
+            json!({"error": "invalid_request", "detail": "interruption needs source (ec2, gcp or azure), action and time (RFC 3339)"}),
         );
     }
     let record = HeartbeatRecord {

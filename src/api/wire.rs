@@ -31,8 +31,15 @@ impl RegisterRequest {
 /// Cloud instance facts.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Instance {
+    /// Which cloud (`ec2`, `gcp`, `azure`); a status file written before other
+    /// clouds were known says nothing, and meant EC2.
+    #[serde(default)]
+    pub cloud: crate::cloud::Cloud,
     /// The instance id.
     pub id: String,
+    /// The instance's name, where the cloud gives one (Google Cloud, Azure).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub name: Option<String>,
     /// The instance type.
     #[serde(rename = "type", skip_serializing_if = "Option::is_none")]
     pub instance_type: Option<String>,
@@ -63,13 +70,16 @@ pub enum Status {
     Offline,
 }
 
-/// A spot interruption notice (`action`: `terminate`, `stop` or `hibernate`) or a
-/// rebalance recommendation (`action`: `rebalance`), with its time (RFC 3339).
+/// A notice from the cloud (protocol.md section 2): which cloud, what it will do
+/// (`terminate`, `preempt`, ..., or `rebalance` for EC2's recommendation), and
+/// when (RFC 3339: the deadline, or when the recommendation was made).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct InterruptionNotice {
-    /// What EC2 will do, or `rebalance`.
+    /// `ec2`, `gcp` or `azure`.
+    pub source: crate::cloud::Cloud,
+    /// What the cloud will do.
     pub action: String,
-    /// When (the action), or when the recommendation was made.
+    /// When.
     pub time: String,
 }
 

@@ -7,7 +7,8 @@
 //! mode, the token's hygiene, byte positions only); the proxy; per server, DNS and
 //! TCP; the credential (token exchange, validate) and with it HTTP and TLS (what the
 //! certificate says, or why it was refused); with `--heartbeat`, one heartbeat; the
-//! clock. A later step that cannot run because an earlier one failed is skipped,
+//! clock; the cloud (`cloud`: what DMI says, whether the metadata service answers,
+//! the identity). A later step that cannot run because an earlier one failed is skipped,
 //! saying so.
 //!
 //! Invariants: no finding holds the token or any part of it (length and
@@ -21,6 +22,7 @@ use serde::Serialize;
 
 use crate::config::{ConfigInputs, Loaded};
 
+mod cloud;
 mod envfile;
 mod heartbeat;
 mod server;
@@ -59,7 +61,7 @@ pub struct Finding {
     pub code: String,
     /// What was checked, the code's first part: `config`, `env_file`, `token`,
     /// `proxy`, `dns`, `tcp`, `http`, `tls`, `clock`, `exchange`, `validate`,
-    /// `register`, `heartbeat`, `server`.
+    /// `register`, `heartbeat`, `server`, `cloud`.
     pub area: String,
     /// The finding, in one line.
     pub summary: String,
@@ -318,6 +320,7 @@ async fn run_into(
     );
     if let Ok(loaded) = loaded {
         server::check(&loaded.settings, heartbeat, &mut report).await;
+        cloud::check(&loaded.settings.cloud, &mut report).await;
     } else {
         report.push(Finding::warn(
             "server.skipped",

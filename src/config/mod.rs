@@ -15,6 +15,7 @@
 //! their own environment and nothing mutates the real one. A start and a reload
 //! resolve settings by the same rule.
 
+mod cloud;
 pub mod envfile;
 mod merge;
 mod settings;
@@ -24,9 +25,9 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
 
+pub use cloud::{CloudMode, CloudSettings, INTERRUPTION_POLL_FLOOR};
 pub use settings::{
-    AuthMode, CEILINGS, ClientAuth, Exchange, HEARTBEAT_FLOOR, INTERRUPTION_POLL_FLOOR, ImdsMode,
-    ImdsSettings, KEYS, Paths, Settings,
+    AuthMode, CEILINGS, ClientAuth, Exchange, HEARTBEAT_FLOOR, KEYS, Paths, Settings,
 };
 
 use self::envfile::EnvFile;
@@ -421,6 +422,7 @@ pub fn load(inputs: ConfigInputs) -> Result<Loaded, ConfigError> {
         return Err(carried);
     }
     merge.retired();
+    merge.renamed();
     let shadowed = merge.shadowed();
     let layers = Layers {
         values: merge.values.clone(),

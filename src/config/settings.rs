@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use url::Url;
 
+use super::cloud::CloudSettings;
 use super::token::{self, CREDENTIAL_NAME, RawToken, TokenOrigin, TokenSource};
 use super::{ConfigError, Layers, Origin};
 use crate::duration::exact;
@@ -60,9 +61,16 @@ pub const KEYS: &[(&str, Option<&str>)] = &[
     ("allow_insecure_http", Some("false")),
     ("log_level", Some("info")),
     ("metrics_textfile", None),
-    ("imds", Some("off")),
-    ("imds_url", Some("http://169.254.169.254")),
+    ("cloud", Some("off")),
+    ("ec2_metadata_url", Some("http://169.254.169.254")),
+    ("gcp_metadata_url", Some("http://metadata.google.internal")),
+    ("azure_metadata_url", Some("http://169.254.169.254")),
+    ("dmi_dir", Some("/sys/class/dmi/id")),
     ("interruption_poll_interval", Some("5s")),
+    ("gcp_preemption_notice", Some("30s")),
+    // Deprecated aliases of `cloud` and `ec2_metadata_url` (config/cloud.rs).
+    ("imds", None),
+    ("imds_url", None),
 ];
 
 /// The ceiling of every duration setting, documented in docs/configuration.md.
@@ -79,6 +87,7 @@ pub const CEILINGS: &[(&str, Duration)] = &[
     ("request_timeout", Duration::from_secs(600)),
     ("shutdown_timeout", Duration::from_secs(15)),
     ("interruption_poll_interval", Duration::from_secs(3600)),
+    ("gcp_preemption_notice", Duration::from_secs(600)),
 ];
 
 /// The ceiling of duration setting `key`.
@@ -161,36 +170,9 @@ pub struct Settings {
     pub machine_id_file: PathBuf,
     /// Where to write Prometheus metrics for node_exporter's textfile collector.
     pub metrics_textfile: Option<PathBuf>,
-    /// The EC2 instance metadata service: identity and interruption notices.
-    pub imds: ImdsSettings,
+    /// The cloud's metadata service: identity and interruption notices.
+    pub cloud: CloudSettings,
 }
-
-/// Whether and how the agent asks the EC2 instance metadata service (IMDSv2).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ImdsSettings {
-    /// Off, on, or decided by one probe at start.
-    pub mode: ImdsMode,
-    /// The service's base URL (link-local or loopback, plain http by design).
-    pub url: Url,
-    /// How often to ask for interruption notices.
-    pub poll_interval: Duration,
-}
-
-/// `imds = off | on | auto`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ImdsMode {
-    /// Never asked (the built-in default: no packet to a metadata address unless
-    /// configured).
-    Off,
-    /// Always asked; trouble is logged and retried.
-    On,
-    /// One quick probe at start decides: on EC2, as `on`; elsewhere, nothing after.
-    Auto,
-}
-
-/// The interruption poll interval's floor: the service answers in milliseconds,
-/// but a loop tighter than this is a typo.
-pub const INTERRUPTION_POLL_FLOOR: Duration = Duration::from_millis(500);
 
 /// How the agent authenticates.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -250,14 +232,14 @@ pub(super) struct HostPaths {
 }
 
 /// One setting being validated: its value (or default) and where it came from.
-struct Field<'a> {
-    key: &'static str,
-    value: Option<&'a str>,
-    origin: Origin,
+pub(super) struct Field<'a> {
+    pub(super) key: &'static str,
+    pub(super) value: Option<&'a str>,
+    pub(super) origin: Origin,
 }
 
 impl Field<'_> {
-    fn error(&self, problem: String, fix: impl Into<String>) -> ConfigError {
+    pub(super) fn error(&self, problem: String, fix: impl Into<String>) -> ConfigError {
         ConfigError::new(self.key, Some(self.origin.describe(self.key)), problem, fix)
     }
 
@@ -288,7 +270,7 @@ impl Field<'_> {
     /// A duration between `floor` and the setting's ceiling ([`CEILINGS`]): every
     /// duration the agent adds to a clock is bounded, so that no setting can make
     /// a deadline overflow or a wait outlast a human's patience.
-    fn duration_at_least(&self, floor: Duration) -> Result<Duration, ConfigError> {
+    pub(super) fn duration_at_least(&self, floor: Duration) -> Result<Duration, ConfigError> {
         let value = self.duration()?;
         let ceiling = ceiling(self.key);
         if value > ceiling {
@@ -313,7 +295,7 @@ impl Field<'_> {
     /// A path from the root, or none: systemd starts hostbeat in `/`, a shell
     /// elsewhere, so a relative path would name different files for `run` and
     /// `check`.
-    fn absolute_path(&self) -> Result<Option<PathBuf>, ConfigError> {
+    pub(super) fn absolute_path(&self) -> Result<Option<PathBuf>, ConfigError> {
         match self.value.map(str::trim).filter(|v| !v.is_empty()) {
             None => Ok(None),
             Some(text) if text.starts_with('/') => Ok(Some(PathBuf::from(text))),
@@ -408,7 +390,7 @@ fn is_loopback(url: &Url) -> bool {
 }
 
 /// The value of `key` (or its default) and where it came from.
-fn field<'a>(layers: &'a Layers, key: &'static str) -> Field<'a> {
+pub(super) fn field<'a>(layers: &'a Layers, key: &'static str) -> Field<'a> {
     let default = KEYS.iter().find(|(k, _)| *k == key).and_then(|(_, d)| *d);
     match layers.get(key) {
         Some((value, origin)) => Field {
@@ -552,61 +534,9 @@ pub(super) fn validate(
         log_level,
         machine_id_file: host.machine_id_file.clone(),
         metrics_textfile,
-        imds: imds(layers)?,
+        cloud: super::cloud::settings(layers)?,
     })
 }
-
-/// `imds`, `imds_url`, `interruption_poll_interval`. The URL may be plain http
-/// (the service speaks nothing else) but only to a link-local or loopback address:
-/// anything else is a typo that would send metadata requests across the network.
-fn imds(layers: &Layers) -> Result<ImdsSettings, ConfigError> {
-    let mode_field = field(layers, "imds");
-    let mode = match mode_field
-        .value
-        .map(|v| v.trim().to_ascii_lowercase())
-        .as_deref()
-    {
-        Some("off" | "false" | "no") => ImdsMode::Off,
-        Some("on" | "true" | "yes") => ImdsMode::On,
-        Some("auto") => ImdsMode::Auto,
-        other => {
-            return Err(mode_field.error(
-                format!("{:?} is not an IMDS mode", other.unwrap_or("")),
-                "write off, on or auto",
-            ));
-        }
-    };
-    let url_field = field(layers, "imds_url");
-    let text = url_field.value.unwrap_or_default().trim();
-    let url = Url::parse(text).map_err(|e| {
-        url_field.error(
-            format!("{text:?} is not a URL ({e})"),
-            "write http://169.254.169.254 (or http://[fd00:ec2::254] on IPv6-only instances)",
-        )
-    })?;
-    let link_local_or_loopback = match url.host() {
-        Some(url::Host::Ipv4(ip)) => ip.is_link_local() || ip.is_loopback(),
-        Some(url::Host::Ipv6(ip)) => ip.is_loopback() || ip == IMDS_IPV6,
-        Some(url::Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),
-        None => false,
-    };
-    if url.scheme() != "http" || !link_local_or_loopback {
-        return Err(url_field.error(
-            format!("{text:?} is not the instance metadata service"),
-            "write http://169.254.169.254 (or http://[fd00:ec2::254]); tests use a loopback address",
-        ));
-    }
-    let poll_interval =
-        field(layers, "interruption_poll_interval").duration_at_least(INTERRUPTION_POLL_FLOOR)?;
-    Ok(ImdsSettings {
-        mode,
-        url,
-        poll_interval,
-    })
-}
-
-/// The metadata service's IPv6 address on Nitro instances.
-const IMDS_IPV6: std::net::Ipv6Addr = std::net::Ipv6Addr::new(0xfd00, 0xec2, 0, 0, 0, 0, 0, 0x254);
 
 /// Static mode, or exchange mode when `token_url` is set.
 fn auth_mode(layers: &Layers, allow: &(bool, Origin)) -> Result<AuthMode, ConfigError> {

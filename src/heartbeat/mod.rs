@@ -49,7 +49,7 @@ use crate::api::wire::{
 };
 use crate::api::{ApiClient, ApiError};
 use crate::config::HEARTBEAT_FLOOR;
-use crate::config::{ImdsMode, Settings};
+use crate::config::{CloudMode, Settings};
 use crate::credentials::{Bearer, Credentials};
 use crate::duration::show;
 use crate::identity;
@@ -119,7 +119,7 @@ pub struct Agent {
     /// How heartbeats have fared: the failure stretch, the schedules, the counters.
     health: Health,
     reporter: Reporter,
-    /// The instance and its notices (`imds`).
+    /// The instance and its notices (`cloud`).
     spot: spot::Spot,
     /// Where the runtime's timers wake anyway (from [`Controls`]).
     timer_grid: Grid,
@@ -134,7 +134,7 @@ struct Outside {
     /// Watchdog pings within half `WATCHDOG_USEC`, when the unit arms a watchdog.
     watchdog: Option<Watchdog>,
     /// Notices from the metadata service, when it is watched.
-    watcher: Option<crate::imds::Watcher>,
+    watcher: Option<crate::cloud::Watcher>,
 }
 
 impl Outside {
@@ -181,7 +181,7 @@ enum Wake {
     Elapsed,
     Shutdown,
     /// A notice from the metadata service: the next heartbeat goes at once.
-    Notice(crate::imds::Notice),
+    Notice(crate::cloud::Notice),
 }
 
 impl Agent {
@@ -216,12 +216,12 @@ impl Agent {
         // Ready once configured and running; never waiting for the control plane,
         // nor for the metadata service (whose answer decides the logical id, and so
         // the splay).
-        let asks_imds = self.settings.imds.mode != ImdsMode::Off;
-        if asks_imds {
+        let asks_cloud = self.settings.cloud.mode != CloudMode::Off;
+        if asks_cloud {
             outside
                 .notifier
-                .ready("starting, asking the instance metadata service who this instance is");
-            outside.watcher = self.start_imds(&outside.shutdown).await;
+                .ready("starting, asking the cloud's metadata service who this instance is");
+            outside.watcher = self.start_cloud(&outside.shutdown).await;
         }
         let splay = identity::splay(
             self.registration.logical_id(),
@@ -240,7 +240,7 @@ impl Agent {
             show(splay)
         );
         let line = self.status_line(splay);
-        if asks_imds {
+        if asks_cloud {
             outside.notifier.status(&line);
         } else {
             outside.notifier.ready(&line);
@@ -489,7 +489,7 @@ impl Agent {
     fn publish(&mut self, next: Option<(Duration, &str)>) {
         let now = SystemTime::now();
         let to_wall = |at: Instant| now + at.saturating_duration_since(Instant::now());
-        let (interruption, rebalance) = self.spot.reports();
+        let (interruption, advisory) = self.spot.reports();
         let snapshot = Snapshot {
             format: STATUS_FORMAT,
             pid: std::process::id(),
@@ -511,7 +511,7 @@ impl Agent {
             next_attempt_at: next.map(|(next, _)| now + next),
             instance: self.spot.instance.clone(),
             interruption,
-            rebalance,
+            advisory,
             counters: self.health.counters().clone(),
         };
         self.reporter.publish(&snapshot);
@@ -568,7 +568,7 @@ impl Agent {
 }
 
 /// The next notice from the watcher, or never when there is none.
-async fn next_notice(watcher: &mut Option<crate::imds::Watcher>) -> Option<crate::imds::Notice> {
+async fn next_notice(watcher: &mut Option<crate::cloud::Watcher>) -> Option<crate::cloud::Notice> {
     match watcher {
         Some(watcher) => watcher.notices.recv().await,
         None => std::future::pending().await,

@@ -59,7 +59,7 @@ fn changes(old: &Settings, new: &Settings) -> Changes {
         // Taken at the next restart only (`apply` keeps the running values and
         // says so): the state file's place, and the metadata watcher's settings.
         state_dir: _,
-        imds: _,
+        cloud: _,
         // Read once at start, for the logical agent id, which a reload keeps.
         machine_id_file: _,
     } = new;
@@ -169,12 +169,12 @@ impl Agent {
             );
             new.state_dir.clone_from(&old.state_dir);
         }
-        if new.imds != old.imds {
+        if new.cloud != old.cloud {
             tracing::warn!(
                 event = "config_warning",
-                "imds, imds_url or interruption_poll_interval changed; they take effect at the next restart"
+                "cloud, a metadata URL, dmi_dir, interruption_poll_interval or gcp_preemption_notice changed; they take effect at the next restart"
             );
-            new.imds.clone_from(&old.imds);
+            new.cloud.clone_from(&old.cloud);
         }
         let Changes {
             names: changed,

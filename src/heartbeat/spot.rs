@@ -1,23 +1,24 @@
-//! Spot awareness in the loop: at start, what the metadata service says about this
-//! instance (per `imds`), and then what a notice does: logged once as a warning
-//! with its own event, sent to the control plane at once (a spot interruption with
-//! `"status": "terminating"` from then on; a rebalance recommendation with the
-//! status unchanged), and shown in STATUS=, the status file and the metrics.
+//! Spot awareness in the loop: at start, which cloud this is (per `cloud`) and
+//! who this instance is, and then what a notice does: logged once as a warning
+//! with its own event, sent to the control plane at once (an interruption with
+//! `"status": "terminating"` from then on; a recommendation or maintenance the
+//! instance survives with the status unchanged), and shown in STATUS=, the status
+//! file and the metrics.
 //!
 //! Invariants: a notice is carried by heartbeats until one is accepted, then never
-//! again (the control plane gets it once); the metadata service never delays a
-//! heartbeat beyond the start-up probe (one request timeout in `auto` on a host
-//! that is not on EC2).
+//! again (the control plane gets it once); a metadata service never delays a
+//! heartbeat beyond the identity read at start (a few requests of a second or two
+//! each; none at all where DMI names no cloud).
 
-use std::sync::Arc;
 use std::time::SystemTime;
 
 use tokio_util::sync::CancellationToken;
 
 use super::Agent;
 use crate::api::wire::{Instance, InterruptionNotice, Status};
-use crate::config::ImdsMode;
-use crate::imds::{self, ImdsClient, Notice, NoticeKind, Watcher};
+use crate::cloud::detect::{self, Dmi};
+use crate::cloud::{Cloud, Notice, NoticeKind, Provider, Watcher};
+use crate::config::CloudMode;
 use crate::report::NoticeReport;
 
 /// What the loop knows of the instance and its notices.
@@ -25,8 +26,10 @@ use crate::report::NoticeReport;
 pub(super) struct Spot {
     /// The instance's facts, for registration.
     pub(super) instance: Option<Instance>,
+    /// The notice that the instance goes.
     interruption: Option<Received>,
-    rebalance: Option<Received>,
+    /// The last notice of something the instance survives.
+    advisory: Option<Received>,
     /// The notice the heartbeat in flight carries.
     in_flight: Option<NoticeKind>,
 }
@@ -41,6 +44,8 @@ struct Received {
 impl Received {
     fn report(&self) -> NoticeReport {
         NoticeReport {
+            source: self.notice.source,
+            kind: self.notice.kind,
             action: self.notice.action.clone(),
             time: self.notice.time.clone(),
             noticed_at: self.noticed_at,
@@ -51,9 +56,10 @@ impl Received {
 
 impl Spot {
     fn slot(&mut self, kind: NoticeKind) -> &mut Option<Received> {
-        match kind {
-            NoticeKind::Interruption => &mut self.interruption,
-            NoticeKind::Rebalance => &mut self.rebalance,
+        if kind.terminating() {
+            &mut self.interruption
+        } else {
+            &mut self.advisory
         }
     }
 
@@ -67,14 +73,15 @@ impl Spot {
     }
 
     /// The notice the next heartbeat carries: the first not yet delivered, the
-    /// interruption before the recommendation.
+    /// interruption before the advisory.
     pub(super) fn carry(&mut self) -> Option<InterruptionNotice> {
-        let received = [&self.interruption, &self.rebalance]
+        let received = [&self.interruption, &self.advisory]
             .into_iter()
             .flatten()
             .find(|r| !r.delivered)?;
         self.in_flight = Some(received.notice.kind);
         Some(InterruptionNotice {
+            source: received.notice.source,
             action: received.notice.action.clone(),
             time: received.notice.time.clone(),
         })
@@ -89,74 +96,125 @@ impl Spot {
         }
     }
 
-    /// For the status file and the metrics: (interruption, rebalance).
+    /// For the status file and the metrics: (interruption, advisory).
     pub(super) fn reports(&self) -> (Option<NoticeReport>, Option<NoticeReport>) {
         (
             self.interruption.as_ref().map(Received::report),
-            self.rebalance.as_ref().map(Received::report),
+            self.advisory.as_ref().map(Received::report),
         )
     }
 
     /// The head of the status line while a notice stands, like
-    /// "spot interruption: terminate at 2026-11-24T08:22:00Z; ".
+    /// "spot interruption (ec2): terminate at 2026-11-24T08:22:00Z; ".
     pub(super) fn status_prefix(&self) -> String {
-        match (&self.interruption, &self.rebalance) {
+        match (&self.interruption, &self.advisory) {
             (Some(r), _) => format!(
-                "spot interruption: {} at {}; ",
-                r.notice.action, r.notice.time
+                "spot interruption ({}): {} at {}; ",
+                r.notice.source.name(),
+                r.notice.action,
+                r.notice.time
             ),
-            (None, Some(r)) => format!("rebalance recommended at {}; ", r.notice.time),
+            (None, Some(r)) if r.notice.kind == NoticeKind::Rebalance => {
+                format!("rebalance recommended at {}; ", r.notice.time)
+            }
+            (None, Some(r)) => format!(
+                "maintenance ({}): {} at {}; ",
+                r.notice.source.name(),
+                r.notice.action,
+                r.notice.time
+            ),
             (None, None) => String::new(),
         }
     }
 }
 
+/// How a failed identity read at start is taken.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Asked {
+    /// `cloud` names it: trouble is logged, and the watcher keeps trying.
+    Configured,
+    /// `auto` guessed it (from DMI, or by EC2's probe without DMI): no answer means
+    /// not this cloud after all, and nothing more is asked.
+    Guessed,
+}
+
 impl Agent {
-    /// Per `imds`: probe (auto), read the instance's identity (its id becomes the
-    /// logical agent id), and start the interruption watcher. `None` when the
-    /// service is off or absent.
-    pub(super) async fn start_imds(&mut self, shutdown: &CancellationToken) -> Option<Watcher> {
-        let settings = self.settings.imds.clone();
-        if settings.mode == ImdsMode::Off {
-            return None;
-        }
-        let client = Arc::new(ImdsClient::new(settings.url.clone()));
-        let probed = tokio::select! {
-            probed = client.open_session() => probed,
+    /// Per `cloud`: which cloud (for `auto`, from DMI), the instance's identity (its
+    /// id becomes the logical agent id), and the watcher. `None` when off, when no
+    /// cloud is found, or at shutdown.
+    pub(super) async fn start_cloud(&mut self, shutdown: &CancellationToken) -> Option<Watcher> {
+        let settings = self.settings.cloud.clone();
+        let (cloud, asked, how) = match settings.mode {
+            CloudMode::Off => return None,
+            CloudMode::Only(cloud) => (
+                cloud,
+                Asked::Configured,
+                "cloud = ".to_owned() + cloud.name(),
+            ),
+            CloudMode::Auto => match detect::read(&settings.dmi_dir) {
+                Dmi::Names(cloud, fields) => (cloud, Asked::Guessed, format!("DMI says {fields}")),
+                Dmi::NoCloud(fields) => {
+                    tracing::info!(
+                        event = "imds_absent",
+                        "DMI names no cloud hostbeat knows ({fields}): no metadata request, spot awareness is off (cloud = auto)"
+                    );
+                    return None;
+                }
+                Dmi::Unreadable(why) => {
+                    tracing::info!(
+                        "cannot read DMI ({why}), as in a container: asking EC2's metadata service once (cloud = auto)"
+                    );
+                    (
+                        Cloud::Ec2,
+                        Asked::Guessed,
+                        "EC2's metadata service answered".to_owned(),
+                    )
+                }
+            },
+        };
+        let provider = Provider::new(cloud, &settings);
+        let url = settings.url(cloud);
+        let identity = tokio::select! {
+            identity = provider.identity() => identity,
             () = shutdown.cancelled() => return None,
         };
-        if let Err(error) = probed {
-            if settings.mode == ImdsMode::Auto {
+        match identity {
+            Ok(instance) => {
+                tracing::info!(
+                    event = "cloud_detected",
+                    source = cloud.name(),
+                    "on {}: instance {}{} ({how}); watching for its notices",
+                    cloud.title(),
+                    instance.id,
+                    instance
+                        .name
+                        .as_ref()
+                        .map(|n| format!(" ({n})"))
+                        .unwrap_or_default(),
+                );
+                self.adopt_instance(instance);
+            }
+            Err(error) if asked == Asked::Guessed => {
                 tracing::info!(
                     event = "imds_absent",
-                    "no instance metadata service at {} ({error}): not an EC2 instance; spot awareness is off until the next start (imds = auto)",
-                    settings.url
+                    source = cloud.name(),
+                    reason = error.kind(),
+                    "no {} metadata service at {url} ({error}): spot awareness is off until the next start (cloud = auto; {how})",
+                    cloud.title(),
                 );
                 return None;
             }
-            tracing::warn!(
+            Err(error) => tracing::warn!(
                 event = "imds_unavailable",
+                source = cloud.name(),
                 reason = error.kind(),
-                "cannot reach the instance metadata service at {} ({error}); registering without the instance's identity, and watching for notices when it answers",
-                settings.url
-            );
-        } else {
-            let identity = tokio::select! {
-                identity = imds::identity(&client) => identity,
-                () = shutdown.cancelled() => return None,
-            };
-            match identity {
-                Ok(instance) => self.adopt_instance(instance),
-                Err(error) => tracing::warn!(
-                    event = "imds_unavailable",
-                    reason = error.kind(),
-                    "cannot read this instance's identity ({error}); registering without it"
-                ),
-            }
+                "cannot read this instance's identity from the {} metadata service at {url} ({error}); registering without it, and watching for notices when it answers",
+                cloud.title(),
+            ),
         }
-        Some(Watcher::spawn(
-            client,
-            settings.poll_interval,
+        Some(provider.watch(
+            self.spot.instance.as_ref(),
+            &settings,
             shutdown.child_token(),
             self.timer_grid,
         ))
@@ -180,19 +238,32 @@ impl Agent {
     /// A new notice from the watcher: logged, kept, and carried from the next
     /// heartbeat on (which the caller sends at once).
     pub(super) fn on_notice(&mut self, notice: Notice) {
+        let (source, title) = (notice.source.name(), notice.source.title());
+        let left = time_left(&notice.time);
         match notice.kind {
             NoticeKind::Interruption => tracing::warn!(
                 event = "interruption",
+                source,
                 action = %notice.action,
                 time = %notice.time,
-                "EC2 will {} this spot instance at {}: telling the control plane now (status terminating) and beating until the instance goes",
+                "{title} will {} this instance at {} ({left}): telling the control plane now (status terminating) and beating until the instance goes",
                 notice.action,
                 notice.time
             ),
             NoticeKind::Rebalance => tracing::warn!(
                 event = "rebalance_recommendation",
+                source,
                 time = %notice.time,
                 "EC2 recommends moving work off this instance (noticed at {}): telling the control plane now",
+                notice.time
+            ),
+            NoticeKind::Maintenance => tracing::warn!(
+                event = "maintenance",
+                source,
+                action = %notice.action,
+                time = %notice.time,
+                "{title} schedules maintenance of this instance ({}) at {} ({left}); it stays up: telling the control plane now (status unchanged)",
+                notice.action,
                 notice.time
             ),
         }
@@ -202,5 +273,16 @@ impl Agent {
             noticed_at: SystemTime::now(),
             delivered: false,
         });
+    }
+}
+
+/// "in 28s", "2s ago", for a person reading a notice's deadline.
+fn time_left(time: &str) -> String {
+    let Ok(at) = humantime::parse_rfc3339_weak(time) else {
+        return "at an unreadable time".to_owned();
+    };
+    match at.duration_since(SystemTime::now()) {
+        Ok(left) => format!("in {}", crate::duration::show(left)),
+        Err(past) => format!("{} ago", crate::duration::show(past.duration())),
     }
 }

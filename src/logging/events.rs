@@ -180,22 +180,34 @@ pub const EVENTS: &[Event] = &[
         meaning: "EC2 recommends moving work off this instance; sent to the control plane",
     },
     Event {
+        name: "maintenance",
+        message_id: "5c0e6f3d9a7b4e21b8d4f0a2c6e19b73",
+        priority: None,
+        meaning: "the cloud schedules maintenance the instance survives (a live migration, a reboot, a freeze); sent to the control plane",
+    },
+    Event {
+        name: "cloud_detected",
+        message_id: "e1a94c7f20d34b6f9c5e8a1d3b7f0c26",
+        priority: None,
+        meaning: "the cloud's metadata service confirmed which cloud and instance this is",
+    },
+    Event {
         name: "imds_absent",
         message_id: "a3e1d6a388094039a558b99ffc07f941",
         priority: None,
-        meaning: "no instance metadata service answered the probe at start: not on EC2; spot awareness off",
+        meaning: "no cloud found at start (DMI names none, or its metadata service did not answer, with cloud = auto): spot awareness off",
     },
     Event {
         name: "imds_unavailable",
         message_id: "33db668890e44bbebd70a5d5d643855d",
         priority: None,
-        meaning: "the instance metadata service cannot be read; heartbeats go on",
+        meaning: "the cloud's metadata service cannot be read; heartbeats go on",
     },
     Event {
         name: "imds_recovered",
         message_id: "0dffdb26ace94406baca71e50676406b",
         priority: Some(NOTICE),
-        meaning: "the instance metadata service answers again",
+        meaning: "the cloud's metadata service answers again",
     },
 ];
 

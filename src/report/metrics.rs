@@ -109,24 +109,26 @@ pub fn render(snapshot: &Snapshot) -> String {
     out.text
 }
 
-/// The metadata service's notices: when each action happens, by kind and action.
+/// The cloud's notices: when each action happens, by kind, action and source.
 fn notices(out: &mut Exposition, snapshot: &Snapshot) {
-    let current = [
-        ("spot_interruption", &snapshot.interruption),
-        ("rebalance_recommendation", &snapshot.rebalance),
-    ];
     out.family(
         "hostbeat_interruption_notice_timestamp_seconds",
         "gauge",
-        "A notice from the instance metadata service: when the action happens (Unix time), by kind and action; absent without a notice.",
-        current.into_iter().filter_map(|(kind, notice)| {
-            let notice = notice.as_ref()?;
-            let at = humantime::parse_rfc3339_weak(&notice.time).ok()?;
-            Some((
-                labels(&[("kind", kind), ("action", &notice.action)]),
-                unix_seconds(at),
-            ))
-        }),
+        "A notice from the cloud's metadata service: when the action happens (Unix time), by kind, action and source (ec2, gcp, azure); absent without a notice.",
+        [&snapshot.interruption, &snapshot.advisory]
+            .into_iter()
+            .filter_map(|notice| {
+                let notice = notice.as_ref()?;
+                let at = humantime::parse_rfc3339_weak(&notice.time).ok()?;
+                Some((
+                    labels(&[
+                        ("kind", notice.kind.name()),
+                        ("action", &notice.action),
+                        ("source", notice.source.name()),
+                    ]),
+                    unix_seconds(at),
+                ))
+            }),
     );
 }
 

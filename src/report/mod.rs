@@ -94,10 +94,18 @@ pub struct Failure {
     pub description: String,
 }
 
-/// A notice from the metadata service, and what became of it.
+/// A notice from the cloud, and what became of it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NoticeReport {
-    /// `terminate`, `stop`, `hibernate`, or `rebalance`.
+    /// Which cloud said it (a status file written before other clouds were known
+    /// says nothing, and meant EC2).
+    #[serde(default)]
+    pub source: crate::cloud::Cloud,
+    /// Whether the host goes (a status file written before this was kept says
+    /// nothing; only the metrics, which the daemon writes itself, read it).
+    #[serde(default)]
+    pub kind: crate::cloud::NoticeKind,
+    /// What the cloud will do (`terminate`, `preempt`, `rebalance`, ...).
     pub action: String,
     /// When, as the service wrote it (RFC 3339).
     pub time: String,
@@ -158,15 +166,17 @@ pub struct Snapshot {
     /// When the next attempt is due.
     #[serde(with = "timestamp::optional")]
     pub next_attempt_at: Option<SystemTime>,
-    /// The cloud instance, when the metadata service told (`imds`).
+    /// The cloud instance, when its metadata service told (`cloud`).
     #[serde(default)]
     pub instance: Option<crate::api::wire::Instance>,
     /// The notice that this spot instance is about to be reclaimed, if any.
     #[serde(default)]
     pub interruption: Option<NoticeReport>,
-    /// EC2's recommendation to move work off this instance, if any.
+    /// The last notice of something the instance survives (EC2's recommendation
+    /// to move work off it, a live migration, a reboot), if any.
     #[serde(default)]
-    pub rebalance: Option<NoticeReport>,
+    #[serde(alias = "rebalance")]
+    pub advisory: Option<NoticeReport>,
     /// Totals since the daemon started.
     pub counters: Counters,
 }
@@ -343,7 +353,7 @@ mod tests {
             next_attempt_at: None,
             instance: None,
             interruption: None,
-            rebalance: None,
+            advisory: None,
             counters: Counters::default(),
         };
         reporter.publish(&snapshot);

@@ -241,29 +241,41 @@ fn cloud_rows(snapshot: &Snapshot, now: SystemTime) -> Vec<(&'static str, String
         .collect();
         rows.push((
             "instance",
-            format!("{} ({})", instance.id, facts.join(", ")),
+            format!(
+                "{} on {} ({})",
+                instance.id,
+                instance.cloud.title(),
+                facts.join(", ")
+            ),
         ));
     }
-    for (label, notice) in [
-        ("interruption", &snapshot.interruption),
-        ("rebalance", &snapshot.rebalance),
-    ] {
-        if let Some(notice) = notice {
-            let delivered = if notice.delivered {
-                "the control plane has it"
-            } else {
-                "not delivered to the control plane yet"
-            };
-            rows.push((
-                label,
-                format!(
-                    "{} at {} (noticed {}; {delivered})",
-                    notice.action,
-                    notice.time,
-                    ago(now, notice.noticed_at)
-                ),
-            ));
-        }
+    for notice in [&snapshot.interruption, &snapshot.advisory]
+        .into_iter()
+        .flatten()
+    {
+        let delivered = if notice.delivered {
+            "the control plane has it"
+        } else {
+            "not delivered to the control plane yet"
+        };
+        let label = match notice.kind {
+            crate::cloud::NoticeKind::Interruption => "interruption",
+            crate::cloud::NoticeKind::Rebalance => "rebalance",
+            crate::cloud::NoticeKind::Maintenance => "maintenance",
+        };
+        // The deadline as a person needs it at 3 a.m.: how long is left.
+        let left = humantime::parse_rfc3339_weak(&notice.time)
+            .map_or_else(|_| "unreadable".to_owned(), |at| ago(now, at));
+        rows.push((
+            label,
+            format!(
+                "{} {} at {} ({left}; noticed {}; {delivered})",
+                notice.source.title(),
+                notice.action,
+                notice.time,
+                ago(now, notice.noticed_at)
+            ),
+        ));
     }
     rows
 }
@@ -292,7 +304,7 @@ mod tests {
             next_attempt_at: Some(written_at + Duration::from_secs(30)),
             instance: None,
             interruption: None,
-            rebalance: None,
+            advisory: None,
             counters: Counters::default(),
         }
     }

@@ -72,6 +72,13 @@ impl Host {
             .env("PATH", std::env::var_os("PATH").unwrap_or_default())
             .env("HOSTBEAT_ENV_FILE", self.dir.path().join("hostbeat.env"))
             .env("HOSTBEAT_STATE_DIR", self.dir.path().join("state"))
+            // No cloud, and none reachable off loopback if a test turns one on
+            // without pointing it at a mock (as `World::inputs` does).
+            .env("HOSTBEAT_CLOUD", "off")
+            .env("HOSTBEAT_EC2_METADATA_URL", crate::support::CLOSED_PORT)
+            .env("HOSTBEAT_GCP_METADATA_URL", crate::support::CLOSED_PORT)
+            .env("HOSTBEAT_AZURE_METADATA_URL", crate::support::CLOSED_PORT)
+            .env("HOSTBEAT_DMI_DIR", self.dir.path().join("no-dmi"))
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())

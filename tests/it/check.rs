@@ -655,7 +655,7 @@ async fn beside_the_service_check_judges_with_the_units_environment() {
             world.state_dir().display().to_string(),
         ),
         ("HOSTBEAT_ENV_FILE", world.env_file().display().to_string()),
-        ("HOSTBEAT_IMDS", "off".to_owned()),
+        ("HOSTBEAT_CLOUD", "off".to_owned()),
         ("HOSTBEAT_HEARTBEAT_INTERVAL", "2s".to_owned()),
         ("HOSTBEAT_CLIENT_TOKEN", SECRET.to_owned()),
     ]
@@ -703,4 +703,94 @@ async fn beside_the_service_check_judges_with_the_units_environment() {
     );
     finding(&report, "validate", "accepts the credential");
     assert_no_token(&report);
+}
+
+/// The cloud as `run` finds it: the configured cloud's identity, or for `auto` what
+/// DMI names; a host whose DMI names no cloud gets no metadata request from
+/// `check` either.
+#[tokio::test]
+async fn check_says_which_cloud_from_which_dmi_fields_and_the_identity() {
+    use hostbeat::cloud::Cloud;
+    use hostbeat_refplane::gcp::MockGcp;
+    let world = World::start().await;
+    let gcp = MockGcp::new();
+    let addr = gcp.start().await.unwrap();
+    let report =
+        hostbeat::check::run(world.cloud_inputs("gcp", Cloud::Gcp, addr), Heartbeat::Skip).await;
+    assert_eq!(report.exit_status(), 0, "{}", report.render());
+    finding(&report, "cloud", "cloud = gcp");
+    let identity = finding(&report, "cloud", "Google Cloud metadata service at");
+    assert!(
+        identity
+            .summary
+            .contains(hostbeat_refplane::gcp::INSTANCE_ID)
+            && identity
+                .summary
+                .contains("e2-standard-4, europe-west4-a, spot"),
+        "{}",
+        identity.summary
+    );
+
+    let asked = gcp.requests().len();
+    let dmi = world.write_dmi(&[("sys_vendor", "LENOVO")]);
+    let inputs = world
+        .cloud_inputs("auto", Cloud::Gcp, addr)
+        .var("HOSTBEAT_DMI_DIR", dmi.to_str().unwrap());
+    let report = hostbeat::check::run(inputs, Heartbeat::Skip).await;
+    finding(
+        &report,
+        "cloud",
+        "DMI names no cloud hostbeat knows (sys_vendor=\"LENOVO\"",
+    );
+    assert_eq!(gcp.requests().len(), asked);
+
+    let dmi = world.write_dmi(&[("sys_vendor", "Google")]);
+    gcp.set_behaviour(hostbeat_refplane::gcp::Behaviour::NoFlavor);
+    let inputs = world
+        .cloud_inputs("auto", Cloud::Gcp, addr)
+        .var("HOSTBEAT_DMI_DIR", dmi.to_str().unwrap());
+    let report = hostbeat::check::run(inputs, Heartbeat::Skip).await;
+    finding(
+        &report,
+        "cloud",
+        "names Google Cloud (sys_vendor=\"Google\"",
+    );
+    let absent = finding(&report, "cloud", "did not answer as it should");
+    assert_eq!(absent.level, Level::Warn, "{}", report.render());
+    assert!(
+        absent.summary.contains("Metadata-Flavor: Google"),
+        "{}",
+        absent.summary
+    );
+}
+
+/// A container on EC2 with the default hop limit: the token's PUT gets no answer
+/// though the address accepts connections. `check` names it and the fix.
+#[tokio::test]
+async fn check_names_the_ec2_hop_limit_symptom_and_its_fix() {
+    let world = World::start().await;
+    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = silent.local_addr().unwrap();
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((stream, _)) = silent.accept().await {
+            held.push(stream);
+        }
+    });
+    let report = hostbeat::check::run(world.imds_inputs("on", addr), Heartbeat::Skip).await;
+    assert_eq!(report.exit_status(), 1, "{}", report.render());
+    let symptom = finding(
+        &report,
+        "cloud",
+        "accepts connections, but its session-token PUT",
+    );
+    assert_eq!(symptom.code, "cloud.ec2_hop_limit");
+    assert!(
+        symptom
+            .fix
+            .as_deref()
+            .unwrap()
+            .contains("--http-put-response-hop-limit 2"),
+        "{symptom:?}"
+    );
 }

@@ -1,7 +1,8 @@
 //! Configuration: layers and precedence, validation messages, token sources and
 //! hygiene, and the documentation of every setting.
 
-use hostbeat::config::{self, AuthMode, ClientAuth, ConfigError, ConfigInputs};
+use hostbeat::cloud::Cloud;
+use hostbeat::config::{self, AuthMode, ClientAuth, CloudMode, ConfigError, ConfigInputs};
 
 use crate::support::*;
 
@@ -84,49 +85,137 @@ fn defaults_are_the_documented_ones() {
     );
     assert_eq!(settings.auth, AuthMode::Static);
     assert_eq!(settings.log_level, "info");
-    // No metadata requests unless configured (the package's env file says auto).
-    assert_eq!(settings.imds.mode, hostbeat::config::ImdsMode::Off);
-    assert_eq!(settings.imds.url.as_str(), "http://169.254.169.254/");
-    assert_eq!(settings.imds.poll_interval, secs(5));
+    // No metadata requests unless configured (the packaged unit says auto).
+    let cloud = &settings.cloud;
+    assert_eq!(cloud.mode, CloudMode::Off);
+    assert_eq!(cloud.ec2_url.as_str(), "http://169.254.169.254/");
+    assert_eq!(cloud.gcp_url.as_str(), "http://metadata.google.internal/");
+    assert_eq!(cloud.azure_url.as_str(), "http://169.254.169.254/");
+    assert_eq!(cloud.dmi_dir, std::path::PathBuf::from("/sys/class/dmi/id"));
+    assert_eq!(cloud.poll_interval, secs(5));
+    assert_eq!(cloud.gcp_preemption_notice, secs(30));
 }
 
 #[test]
-fn imds_settings_accept_the_service_and_refuse_anything_else() {
+fn cloud_settings_accept_each_cloud_and_its_service_and_refuse_anything_else() {
     let dir = Dir::new();
     for (mode, expected) in [
-        ("auto", hostbeat::config::ImdsMode::Auto),
-        ("ON", hostbeat::config::ImdsMode::On),
-        ("off", hostbeat::config::ImdsMode::Off),
+        ("auto", CloudMode::Auto),
+        ("off", CloudMode::Off),
+        ("ec2", CloudMode::Only(Cloud::Ec2)),
+        ("GCP", CloudMode::Only(Cloud::Gcp)),
+        ("azure", CloudMode::Only(Cloud::Azure)),
     ] {
         assert_eq!(
-            settings(dir.valid().var("HOSTBEAT_IMDS", mode)).imds.mode,
+            settings(dir.valid().var("HOSTBEAT_CLOUD", mode)).cloud.mode,
             expected
         );
     }
-    for url in [
-        "http://169.254.169.254",
-        "http://[fd00:ec2::254]",
-        "http://127.0.0.1:9",
+    let e = error(dir.valid().var("HOSTBEAT_CLOUD", "aws"));
+    assert_eq!(e.setting(), "cloud");
+    assert!(
+        e.to_string().contains("write off, auto, ec2, gcp or azure"),
+        "{e}"
+    );
+    for (key, url) in [
+        ("EC2", "http://169.254.169.254"),
+        ("EC2", "http://[fd00:ec2::254]"),
+        ("GCP", "http://metadata.google.internal"),
+        ("GCP", "http://169.254.169.254"),
+        ("AZURE", "http://127.0.0.1:9"),
     ] {
-        settings(dir.valid().var("HOSTBEAT_IMDS_URL", url));
+        settings(
+            dir.valid()
+                .var(&format!("HOSTBEAT_{key}_METADATA_URL"), url),
+        );
     }
-    let e = error(dir.valid().var("HOSTBEAT_IMDS", "maybe"));
-    assert_eq!(e.setting(), "imds");
-    assert!(e.to_string().contains("write off, on or auto"), "{e}");
     for url in [
         "http://10.0.0.1",
         "https://169.254.169.254",
         "169.254.169.254",
+        "http://metadata.google.internal.evil.example",
+        "http://user@169.254.169.254",
     ] {
-        let e = error(dir.valid().var("HOSTBEAT_IMDS_URL", url));
-        assert_eq!(e.setting(), "imds_url", "{url}");
-        assert!(e.to_string().contains("http://169.254.169.254"), "{e}");
+        let e = error(dir.valid().var("HOSTBEAT_GCP_METADATA_URL", url));
+        assert_eq!(e.setting(), "gcp_metadata_url", "{url}");
+        assert!(
+            e.to_string()
+                .contains("HOSTBEAT_GCP_METADATA_URL=http://metadata.google.internal"),
+            "{e}"
+        );
     }
-    let e = error(
+    for (key, value) in [
+        ("HOSTBEAT_INTERRUPTION_POLL_INTERVAL", "10ms"),
+        ("HOSTBEAT_GCP_PREEMPTION_NOTICE", "1h"),
+        ("HOSTBEAT_DMI_DIR", "sys/class/dmi/id"),
+    ] {
+        let e = error(dir.valid().var(key, value));
+        assert_eq!(
+            hostbeat::config::env_var(e.setting()),
+            key,
+            "{key}={value}: {e}"
+        );
+    }
+}
+
+/// `imds` and `imds_url` still work, with one warning each naming the new line. In
+/// the same place as `cloud` the old name decides: under systemd the packaged
+/// `HOSTBEAT_CLOUD=auto` and an operator's old `HOSTBEAT_IMDS=off` drop-in are both
+/// in the environment, and the operator's wish must win.
+#[test]
+fn the_deprecated_imds_settings_still_work_and_say_what_replaces_them() {
+    let dir = Dir::new();
+    for (mode, expected) in [
+        ("on", CloudMode::Only(Cloud::Ec2)),
+        ("auto", CloudMode::Auto),
+        ("off", CloudMode::Off),
+    ] {
+        let loaded = config::load(
+            dir.valid()
+                .var("HOSTBEAT_CLOUD", "auto")
+                .var("HOSTBEAT_IMDS", mode),
+        )
+        .unwrap();
+        assert_eq!(loaded.settings.cloud.mode, expected, "imds={mode}");
+        let deprecated: Vec<String> = loaded
+            .warnings
+            .iter()
+            .filter(|w| w.code == "config.deprecated")
+            .map(ToString::to_string)
+            .collect();
+        assert_eq!(deprecated.len(), 1, "{deprecated:?}");
+        let cloud = match mode {
+            "on" => "ec2",
+            other => other,
+        };
+        assert!(
+            deprecated[0].contains(&format!("Environment=HOSTBEAT_CLOUD={cloud}")),
+            "{}",
+            deprecated[0]
+        );
+    }
+    // A higher place's `cloud` beats a lower place's `imds`.
+    let env_file = dir.write("hostbeat.env", "HOSTBEAT_IMDS=on\n");
+    let loaded = config::load(
         dir.valid()
-            .var("HOSTBEAT_INTERRUPTION_POLL_INTERVAL", "10ms"),
+            .var("HOSTBEAT_ENV_FILE", env_file.to_str().unwrap())
+            .var("HOSTBEAT_CLOUD", "gcp"),
+    )
+    .unwrap();
+    assert_eq!(loaded.settings.cloud.mode, CloudMode::Only(Cloud::Gcp));
+    let loaded = config::load(
+        dir.valid()
+            .var("HOSTBEAT_IMDS_URL", "http://127.0.0.1:1338")
+            .var("HOSTBEAT_CLOUD", "ec2"),
+    )
+    .unwrap();
+    assert_eq!(
+        loaded.settings.cloud.ec2_url.as_str(),
+        "http://127.0.0.1:1338/"
     );
-    assert_eq!(e.setting(), "interruption_poll_interval");
+    let e = error(dir.valid().var("HOSTBEAT_IMDS", "maybe"));
+    assert_eq!(e.setting(), "imds");
+    assert!(e.to_string().contains("HOSTBEAT_CLOUD=auto"), "{e}");
 }
 
 #[test]

@@ -98,7 +98,8 @@ fn duration_of(settings: &hostbeat::Settings, key: &str) -> Duration {
         "connect_timeout" => settings.connect_timeout,
         "request_timeout" => settings.request_timeout,
         "shutdown_timeout" => settings.shutdown_timeout,
-        "interruption_poll_interval" => settings.imds.poll_interval,
+        "interruption_poll_interval" => settings.cloud.poll_interval,
+        "gcp_preemption_notice" => settings.cloud.gcp_preemption_notice,
         other => panic!("{other} is a duration setting this test does not know"),
     }
 }
@@ -195,9 +196,9 @@ fn any_session_ttl_is_held_to_what_was_asked() {
         .map(|v| Some(*v))
         .chain([None, Some(" 21600 "), Some("")])
     {
-        let ttl = hostbeat::imds::client::granted_ttl(header);
+        let ttl = hostbeat::cloud::ec2::granted_ttl(header);
         assert!(
-            (Duration::from_secs(1)..=hostbeat::imds::client::SESSION_TTL).contains(&ttl),
+            (Duration::from_secs(1)..=hostbeat::cloud::ec2::SESSION_TTL).contains(&ttl),
             "{header:?}: {ttl:?}"
         );
     }

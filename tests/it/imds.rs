@@ -49,6 +49,7 @@ fn identity_lands_in_registration_and_the_instance_id_is_the_logical_id() {
         assert_eq!(
             register["instance"],
             serde_json::json!({
+                "cloud": "ec2",
                 "id": INSTANCE_ID,
                 "type": "m5.large",
                 "availability_zone": "eu-west-1a",
@@ -96,7 +97,7 @@ fn a_spot_interruption_reaches_the_control_plane_within_one_poll_and_only_once()
         assert_eq!(carried[0].status(), "terminating");
         assert_eq!(
             carried[0].body["interruption"],
-            serde_json::json!({"action": "terminate", "time": "2026-11-24T08:22:00Z"})
+            serde_json::json!({"source": "ec2", "action": "terminate", "time": "2026-11-24T08:22:00Z"})
         );
         assert!(beats[count..].iter().all(|b| b.status() == "terminating"));
         assert_eq!(logs.events("interruption").len(), 1, "{}", logs.text());
@@ -105,7 +106,7 @@ fn a_spot_interruption_reaches_the_control_plane_within_one_poll_and_only_once()
         assert!(
             status
                 .status_line
-                .starts_with("spot interruption: terminate at 2026-11-24T08:22:00Z; online"),
+                .starts_with("spot interruption (ec2): terminate at 2026-11-24T08:22:00Z; online"),
             "{}",
             status.status_line
         );
@@ -118,7 +119,11 @@ fn a_spot_interruption_reaches_the_control_plane_within_one_poll_and_only_once()
             gauge(
                 &scrape(&metrics),
                 "hostbeat_interruption_notice_timestamp_seconds",
-                &[("kind", "spot_interruption"), ("action", "terminate")]
+                &[
+                    ("kind", "spot_interruption"),
+                    ("action", "terminate"),
+                    ("source", "ec2")
+                ]
             ),
             1_795_508_520.0
         );
@@ -151,7 +156,7 @@ fn a_rebalance_recommendation_is_sent_once_and_the_host_stays_online() {
         );
         assert_eq!(logs.events("rebalance_recommendation").len(), 1);
         let status = status_file::read(&world.state_dir()).unwrap();
-        assert_eq!(status.rebalance.unwrap().time, "2026-11-24T08:17:00Z");
+        assert_eq!(status.advisory.unwrap().time, "2026-11-24T08:17:00Z");
     });
 }
 

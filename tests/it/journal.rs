@@ -195,6 +195,73 @@ async fn auth_failures_reach_the_real_journal_with_their_fields_and_never_the_to
     }
 }
 
+/// A Google Cloud preemption, as the operator finds it at 3 a.m.: one warning with
+/// its MESSAGE_ID and `HOSTBEAT_SOURCE`, `HOSTBEAT_ACTION`, `HOSTBEAT_TIME`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_notice_reaches_the_real_journal_with_its_source() {
+    let journald = Journald::start().await;
+    let (plane, url) = plane(PlaneConfig::default()).await;
+    let gcp = hostbeat_refplane::gcp::MockGcp::new();
+    let gcp_url = format!("http://{}", gcp.start().await.unwrap());
+    let host = Host::new(&format!("HOSTBEAT_CLIENT_TOKEN={SECRET}\n"));
+    let pid = journald.pid.to_string();
+    let mut inside = host.command_in(
+        &["nsenter", "-t", &pid, "-m"],
+        &[
+            ("HOSTBEAT_SERVER_URL", &url),
+            ("HOSTBEAT_HEARTBEAT_INTERVAL", "1s"),
+            ("HOSTBEAT_CLOUD", "gcp"),
+            ("HOSTBEAT_GCP_METADATA_URL", &gcp_url),
+        ],
+    );
+    inside.arg("--log-target").arg("journald");
+    let mut agent = Process::spawn(inside);
+    assert!(
+        eventually(Duration::from_secs(20), || !plane.heartbeats().is_empty()).await,
+        "{}",
+        agent.text()
+    );
+    gcp.preempt();
+    assert!(
+        eventually(Duration::from_secs(20), || plane
+            .heartbeats()
+            .iter()
+            .any(|b| b.status() == "terminating"))
+        .await,
+        "{}",
+        agent.text()
+    );
+    agent.signal("TERM");
+    assert!(agent.wait(Duration::from_secs(10)).await.success());
+    let (entries, _dir) = journald.stop_and_read();
+    let notices: Vec<_> = entries
+        .iter()
+        .filter(|e| field(e, "HOSTBEAT_EVENT") == "interruption")
+        .collect();
+    assert_eq!(notices.len(), 1, "{entries:#?}");
+    let notice = notices[0];
+    assert_eq!(field(notice, "HOSTBEAT_SOURCE"), "gcp");
+    assert_eq!(field(notice, "HOSTBEAT_ACTION"), "preempt");
+    assert!(humantime::parse_rfc3339(field(notice, "HOSTBEAT_TIME")).is_ok());
+    assert_eq!(field(notice, "PRIORITY"), "4");
+    assert_eq!(
+        field(notice, "MESSAGE_ID"),
+        hostbeat::logging::events::lookup("interruption")
+            .unwrap()
+            .message_id
+    );
+    assert!(
+        field(notice, "MESSAGE").contains("Google Cloud will preempt this instance"),
+        "{notice:#?}"
+    );
+    let detected: Vec<_> = entries
+        .iter()
+        .filter(|e| field(e, "HOSTBEAT_EVENT") == "cloud_detected")
+        .collect();
+    assert_eq!(detected.len(), 1);
+    assert_eq!(field(detected[0], "HOSTBEAT_SOURCE"), "gcp");
+}
+
 /// The entries of a deactivation, a recovery and a rotation: fields, priorities,
 /// MESSAGE_IDs and fingerprints as an operator reads them.
 fn the_story_is_in_the_journal(entries: &[serde_json::Value]) {

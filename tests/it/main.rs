@@ -6,6 +6,7 @@ mod support;
 mod agent;
 mod binary;
 mod check;
+mod clouds;
 mod config;
 mod credentials;
 mod extremes;

@@ -93,7 +93,7 @@ fn the_unit_runs_the_daemon_as_the_operations_docs_expect() {
 fn a_drop_in_can_change_every_packaged_default() {
     let unit = unit();
     assert!(values(&unit, "EnvironmentFile").is_empty());
-    assert_eq!(values(&unit, "Environment"), vec!["HOSTBEAT_IMDS=auto"]);
+    assert_eq!(values(&unit, "Environment"), vec!["HOSTBEAT_CLOUD=auto"]);
     let template = std::fs::read_to_string(format!("{ROOT}/systemd/hostbeat.env")).unwrap();
     let file =
         hostbeat::config::envfile::EnvFile::parse(Path::new("hostbeat.env"), template.as_bytes())

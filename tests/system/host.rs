@@ -15,14 +15,20 @@ pub const STATE_FILE: &str = "/var/lib/hostbeat/state.json";
 
 /// The operator's `systemctl edit hostbeat`, after the server (`{url}`): the
 /// interval changed, short backoff caps so that recoveries take seconds here, and the
-/// unit's `HOSTBEAT_IMDS=auto` turned off: the container shares the host's network,
-/// and no test may send a packet to the metadata address.
+/// unit's `HOSTBEAT_CLOUD=auto` turned off: the container shares the host's network,
+/// and no test may send a packet to a metadata address. Belt and braces: every
+/// metadata URL points at a closed loopback port and DMI at nothing, so that even a
+/// cloud turned back on could not leave loopback.
 const OVERRIDE: &str = "[Service]\n\
     Environment=HOSTBEAT_SERVER_URL={url}\n\
     Environment=HOSTBEAT_HEARTBEAT_INTERVAL=1s\n\
     Environment=HOSTBEAT_BACKOFF_CAP=2s\n\
     Environment=HOSTBEAT_AUTH_BACKOFF_CAP=2s\n\
-    Environment=HOSTBEAT_IMDS=off\n";
+    Environment=HOSTBEAT_CLOUD=off\n\
+    Environment=HOSTBEAT_EC2_METADATA_URL=http://127.0.0.1:9\n\
+    Environment=HOSTBEAT_GCP_METADATA_URL=http://127.0.0.1:9\n\
+    Environment=HOSTBEAT_AZURE_METADATA_URL=http://127.0.0.1:9\n\
+    Environment=HOSTBEAT_DMI_DIR=/nonexistent\n";
 
 /// The booted container and the control plane it reports to.
 pub struct Host {
@@ -105,15 +111,15 @@ impl Host {
         ct.sh("systemctl daemon-reload");
         let environment = ct.unit_property(UNIT, "Environment");
         assert!(
-            environment.contains("HOSTBEAT_IMDS=off")
-                && !environment.contains("HOSTBEAT_IMDS=auto"),
-            "the drop-in must turn IMDS off before the start: {environment}"
+            environment.contains("HOSTBEAT_CLOUD=off")
+                && !environment.contains("HOSTBEAT_CLOUD=auto"),
+            "the drop-in must turn the cloud off before the start: {environment}"
         );
         ct.sh(&format!("systemctl start {UNIT}"));
         let main_pid = ct.unit_property(UNIT, "MainPID");
         let environ = ct.sh(&format!("tr '\\0' '\\n' < /proc/{main_pid}/environ"));
         assert!(
-            environ.lines().any(|l| l == "HOSTBEAT_IMDS=off")
+            environ.lines().any(|l| l == "HOSTBEAT_CLOUD=off")
                 && !environ.contains("HOSTBEAT_CLIENT_TOKEN"),
             "the daemon's environment:\n{environ}"
         );

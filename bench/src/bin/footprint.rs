@@ -668,7 +668,7 @@ impl Counter {
                 drained.token_exchanges += plane.token_exchanges(&requests);
                 drained.watchdog_pings = watchdog_pings.load(Ordering::Relaxed);
                 drained.imds_polls = imds.as_ref().map_or(0, |imds| {
-                    imds.requests_for(hostbeat::imds::INSTANCE_ACTION) as u64
+                    imds.requests_for(hostbeat::cloud::ec2::INSTANCE_ACTION) as u64
                 });
                 *drained
             }
@@ -905,9 +905,9 @@ fn configure_hostbeat(
         .env("WATCHDOG_USEC", WATCHDOG_USEC);
     match imds_url {
         Some(imds_url) => command
-            .env("HOSTBEAT_IMDS", "on")
-            .env("HOSTBEAT_IMDS_URL", imds_url),
-        None => command.env("HOSTBEAT_IMDS", "off"),
+            .env("HOSTBEAT_CLOUD", "ec2")
+            .env("HOSTBEAT_EC2_METADATA_URL", imds_url),
+        None => command.env("HOSTBEAT_CLOUD", "off"),
     };
     Ok(notify)
 }

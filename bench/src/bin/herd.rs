@@ -507,7 +507,7 @@ fn agent_settings(work: &Path, index: usize, url: &str) -> Result<Settings, Stri
                 .to_str()
                 .ok_or("work dir not UTF-8")?,
         )
-        .var("HOSTBEAT_IMDS", "off")
+        .var("HOSTBEAT_CLOUD", "off")
         .machine_id_file(machine_id_file);
     hostbeat::config::load(inputs)
         .map(|loaded| loaded.settings)

@@ -230,7 +230,7 @@ fn start_agent(args: &Args, dir: &Path, url: &str) -> Result<Child, String> {
         .env("HOSTBEAT_REFRESH_MARGIN", "5s")
         .env("HOSTBEAT_BACKOFF_CAP", "1s")
         .env("HOSTBEAT_AUTH_BACKOFF_CAP", "1s")
-        .env("HOSTBEAT_IMDS", "off")
+        .env("HOSTBEAT_CLOUD", "off")
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(log)

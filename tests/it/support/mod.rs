@@ -22,6 +22,10 @@ use tokio::sync::{Notify, broadcast};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+/// Where every metadata URL points unless a test starts a mock: the discard port
+/// on loopback, where nothing listens.
+pub const CLOSED_PORT: &str = "http://127.0.0.1:9";
+
 /// The OAuth client id every test uses.
 pub const CLIENT_ID: &str = "hostbeat";
 /// The client token every test starts with: distinctive, to scan for it, and
@@ -121,19 +125,53 @@ impl World {
             .var("HOSTBEAT_CLIENT_TOKEN", SECRET)
             .var("HOSTBEAT_STATE_DIR", self.state_dir().to_str().unwrap())
             .var("HOSTBEAT_ENV_FILE", self.env_file().to_str().unwrap())
-            // Off is the default; said here too, so that no test ever asks the real
-            // metadata address. Tests of IMDS use `imds_inputs` and a loopback mock.
-            .var("HOSTBEAT_IMDS", "off")
+            // Off is the default; said here too, and every metadata URL points at a
+            // closed loopback port and DMI at nothing, so that no test can ask a
+            // real metadata address even by turning a cloud on. Tests of a cloud use
+            // `cloud_inputs` and a loopback mock.
+            .var("HOSTBEAT_CLOUD", "off")
+            .var("HOSTBEAT_EC2_METADATA_URL", CLOSED_PORT)
+            .var("HOSTBEAT_GCP_METADATA_URL", CLOSED_PORT)
+            .var("HOSTBEAT_AZURE_METADATA_URL", CLOSED_PORT)
+            .var(
+                "HOSTBEAT_DMI_DIR",
+                self.dir.path().join("no-dmi").to_str().unwrap(),
+            )
             .machine_id_file(self.dir.path().join("machine-id"))
     }
 
-    /// The base configuration with the metadata service `mode` (`on`, `auto`) at
-    /// `imds` on loopback: the one way tests turn IMDS on.
+    /// The base configuration with EC2's metadata service at `imds` on loopback,
+    /// `mode` being `on` (`cloud = ec2`) or `auto` (DMI absent: one EC2 probe).
     pub fn imds_inputs(&self, mode: &str, imds: SocketAddr) -> ConfigInputs {
-        assert!(imds.ip().is_loopback(), "tests ask loopback only");
-        self.inputs()
-            .var("HOSTBEAT_IMDS", mode)
-            .var("HOSTBEAT_IMDS_URL", format!("http://{imds}"))
+        let mode = if mode == "on" { "ec2" } else { mode };
+        self.cloud_inputs(mode, hostbeat::cloud::Cloud::Ec2, imds)
+    }
+
+    /// The base configuration with `cloud = mode` and `cloud`'s metadata service at
+    /// `service` on loopback: the one way tests turn a cloud on.
+    pub fn cloud_inputs(
+        &self,
+        mode: &str,
+        cloud: hostbeat::cloud::Cloud,
+        service: SocketAddr,
+    ) -> ConfigInputs {
+        assert!(service.ip().is_loopback(), "tests ask loopback only");
+        self.inputs().var("HOSTBEAT_CLOUD", mode).var(
+            &hostbeat::config::env_var(cloud.url_setting()),
+            format!("http://{service}"),
+        )
+    }
+
+    /// A fixture DMI directory with `fields` (name, value) and nothing else, for
+    /// `cloud = auto`.
+    pub fn write_dmi(&self, fields: &[(&str, &str)]) -> PathBuf {
+        let dir = self.dir.path().join("dmi");
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        for (name, value) in fields {
+            std::fs::write(dir.join(name), format!("{value}\n")).unwrap();
+        }
+        dir
     }
 
     /// The base configuration in exchange mode.

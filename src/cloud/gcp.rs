@@ -1,0 +1,342 @@
+//! Google Cloud's metadata server: the instance's identity, and its preemption and
+//! maintenance notices, followed with hanging requests rather than polled.
+//!
+//! Every request carries `Metadata-Flavor: Google`, and every answer must carry it
+//! back: an answer without it is not Google's metadata server (something else at
+//! that address, or a proxy that should not be there) and is not believed.
+//!
+//! A key is followed as Google documents: one plain `GET` for its value and `ETag`,
+//! then `?wait_for_change=true&last_etag=ETAG&timeout_sec=N`, which answers when the
+//! value differs from the one that `ETag` names, or after N seconds. Carrying the
+//! last `ETag` means a change between two requests is never missed.
+//!
+//! Invariants: two requests for a key are at least [`HANG_FLOOR`] apart, whatever
+//! the server does; a single 503 (the server answers it for a moment during
+//! maintenance) is retried after [`BLIP_RETRY`] without a log line; a value is
+//! handed over once, and again only after it changed.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use reqwest::StatusCode;
+use tokio::time::Instant;
+use url::Url;
+
+use super::metadata::{self, MetadataError, REQUEST_TIMEOUT, body, unreachable};
+use super::watch::{Handover, TROUBLE_BACKOFF_CAP, Trouble};
+use super::{Cloud, Notice, NoticeKind, clip, deadline_in, fact};
+use crate::api::wire::Instance;
+use crate::retry::RetryPolicy;
+use crate::wheel::Grid;
+
+const FLAVOR: &str = "metadata-flavor";
+/// Where every key lives.
+pub const ROOT: &str = "/computeMetadata/v1/";
+/// `TRUE` once the instance is preempted.
+pub const PREEMPTED: &str = "instance/preempted";
+/// `NONE`, or the host maintenance about to happen.
+pub const MAINTENANCE_EVENT: &str = "instance/maintenance-event";
+
+/// How long the server holds a hanging request before answering "no change".
+pub const HANG_SECONDS: u64 = 60;
+/// The least time between two requests for one key.
+pub const HANG_FLOOR: Duration = Duration::from_secs(1);
+/// The retry after a single 503.
+pub const BLIP_RETRY: Duration = Duration::from_secs(1);
+/// The notice Google gives before host maintenance.
+pub const MAINTENANCE_NOTICE: Duration = Duration::from_secs(60);
+
+/// The client. Cheap to share (`Arc`); calls may overlap.
+#[derive(Debug)]
+pub struct Client {
+    http: reqwest::Client,
+    base: Url,
+}
+
+impl Client {
+    /// A client for the server at `base` (`http://metadata.google.internal`).
+    pub fn new(base: Url) -> Self {
+        Self {
+            http: metadata::client(REQUEST_TIMEOUT),
+            base,
+        }
+    }
+
+    /// `GET key`: its value, or `None` for 404 (a key this instance does not have).
+    pub async fn get(&self, key: &str) -> Result<Option<String>, MetadataError> {
+        let response = self.send(self.url(key), REQUEST_TIMEOUT).await?;
+        match response.status() {
+            StatusCode::OK => metadata::text(body(response).await?, key).map(Some),
+            StatusCode::NOT_FOUND => Ok(None),
+            other => Err(MetadataError::Status(other.as_u16())),
+        }
+    }
+
+    /// `key`'s value and `ETag`: at once without `last_etag`, else when the value
+    /// differs from the one `last_etag` names, or after [`HANG_SECONDS`].
+    pub async fn follow(
+        &self,
+        key: &str,
+        last_etag: Option<&str>,
+    ) -> Result<(String, String), MetadataError> {
+        let mut url = self.url(key);
+        let mut timeout = REQUEST_TIMEOUT;
+        if let Some(etag) = last_etag {
+            url.query_pairs_mut()
+                .append_pair("wait_for_change", "true")
+                .append_pair("last_etag", etag)
+                .append_pair("timeout_sec", &HANG_SECONDS.to_string());
+            timeout += Duration::from_secs(HANG_SECONDS);
+        }
+        let response = self.send(url, timeout).await?;
+        let status = response.status();
+        let etag = response
+            .headers()
+            .get(reqwest::header::ETAG)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        let body = body(response).await?;
+        if status != StatusCode::OK {
+            return Err(MetadataError::Status(status.as_u16()));
+        }
+        // The tag goes back into a URL: a short token, nothing else.
+        let etag = etag
+            .filter(|t| {
+                !t.is_empty()
+                    && t.len() <= 64
+                    && t.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+            })
+            .ok_or_else(|| MetadataError::Garbage(format!("{key}: no usable ETag")))?;
+        Ok((metadata::text(body, key)?.trim().to_owned(), etag))
+    }
+
+    /// One request with the header, answered with the header.
+    async fn send(&self, url: Url, timeout: Duration) -> Result<reqwest::Response, MetadataError> {
+        let response = self
+            .http
+            .get(url)
+            .header(FLAVOR, "Google")
+            .timeout(timeout)
+            .send()
+            .await
+            .map_err(unreachable)?;
+        let flavored = response
+            .headers()
+            .get(FLAVOR)
+            .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"Google"));
+        if !flavored {
+            return Err(MetadataError::Impostor("Metadata-Flavor: Google"));
+        }
+        Ok(response)
+    }
+
+    fn url(&self, key: &str) -> Url {
+        let mut url = self.base.clone();
+        url.set_path(&format!("{ROOT}{key}"));
+        url
+    }
+}
+
+/// The instance's facts: `instance/id` (the logical agent id), its name, zone and
+/// machine type (the last part of each path), and whether it is Spot (`spot`),
+/// preemptible (`preemptible`) or neither (`on-demand`).
+pub async fn identity(client: &Client) -> Result<Instance, MetadataError> {
+    let id = client
+        .get("instance/id")
+        .await?
+        .map(|id| id.trim().to_owned())
+        .filter(|id| crate::identity::is_valid_agent_id(id))
+        .ok_or_else(|| MetadataError::Garbage("no usable instance id".to_owned()))?;
+    let last_part = |path: Option<String>| fact(path.as_deref()?.rsplit('/').next());
+    let model = client.get("instance/scheduling/provisioning-model").await?;
+    let lifecycle = if model.as_deref().map(str::trim) == Some("SPOT") {
+        "spot"
+    } else if client
+        .get("instance/scheduling/preemptible")
+        .await?
+        .is_some_and(|p| p.trim() == "TRUE")
+    {
+        "preemptible"
+    } else {
+        "on-demand"
+    };
+    Ok(Instance {
+        cloud: Cloud::Gcp,
+        id,
+        name: fact(client.get("instance/name").await?.as_deref()),
+        instance_type: last_part(client.get("instance/machine-type").await?),
+        availability_zone: last_part(client.get("instance/zone").await?),
+        lifecycle: Some(lifecycle.to_owned()),
+    })
+}
+
+/// What `instance/preempted` means: `TRUE` is a notice, the deadline `notice` from
+/// when it was seen.
+pub fn read_preempted(value: &str, notice: Duration) -> Result<Option<Notice>, MetadataError> {
+    match value {
+        "FALSE" => Ok(None),
+        "TRUE" => Ok(Some(Notice {
+            source: Cloud::Gcp,
+            kind: NoticeKind::Interruption,
+            action: "preempt".to_owned(),
+            time: deadline_in(notice),
+        })),
+        other => Err(MetadataError::Garbage(format!(
+            "{PREEMPTED}: {:?} is neither TRUE nor FALSE",
+            clip(other)
+        ))),
+    }
+}
+
+/// What `instance/maintenance-event` means: a termination is a notice that the
+/// host goes; a live migration is maintenance it survives.
+pub fn read_maintenance(value: &str) -> Result<Option<Notice>, MetadataError> {
+    let (kind, action) = match value {
+        "NONE" => return Ok(None),
+        "TERMINATE_ON_HOST_MAINTENANCE" => (NoticeKind::Interruption, "maintenance_terminate"),
+        "MIGRATE_ON_HOST_MAINTENANCE" => (NoticeKind::Maintenance, "maintenance_migrate"),
+        other => {
+            return Err(MetadataError::Garbage(format!(
+                "{MAINTENANCE_EVENT}: unknown event {:?}",
+                clip(other)
+            )));
+        }
+    };
+    Ok(Some(Notice {
+        source: Cloud::Gcp,
+        kind,
+        action: action.to_owned(),
+        time: deadline_in(MAINTENANCE_NOTICE),
+    }))
+}
+
+/// Follows both keys until the loop is gone, handing over each notice once.
+pub async fn watch(
+    client: Arc<Client>,
+    notice: Duration,
+    every: Duration,
+    grid: Grid,
+    out: Handover,
+) {
+    let trouble = Mutex::new(Trouble::new(
+        Cloud::Gcp,
+        "Google Cloud's preemption and maintenance notices",
+    ));
+    let key = |key, read| Key {
+        client: &client,
+        key,
+        read,
+        trouble: &trouble,
+        every,
+        grid,
+        out: &out,
+    };
+    let preempted = move |value: &str| read_preempted(value, notice);
+    tokio::join!(
+        key(PREEMPTED, &preempted).follow(),
+        key(MAINTENANCE_EVENT, &read_maintenance).follow(),
+    );
+}
+
+type Reader<'a> = &'a (dyn Fn(&str) -> Result<Option<Notice>, MetadataError> + Sync);
+
+/// One key followed.
+struct Key<'a> {
+    client: &'a Client,
+    key: &'static str,
+    read: Reader<'a>,
+    trouble: &'a Mutex<Trouble>,
+    every: Duration,
+    grid: Grid,
+    out: &'a Handover,
+}
+
+impl Key<'_> {
+    async fn follow(self) {
+        let mut backoff = RetryPolicy::new(self.every, TROUBLE_BACKOFF_CAP).backoff();
+        let mut etag: Option<String> = None;
+        // The value last acted on, and how many requests in a row failed.
+        let mut acted_on: Option<String> = None;
+        let mut failures = 0u32;
+        loop {
+            let asked = Instant::now();
+            let answer = self
+                .client
+                .follow(self.key, etag.as_deref())
+                .await
+                .and_then(|(value, tag)| Ok(((self.read)(&value)?, value, tag)));
+            let wait = match answer {
+                Ok((notice, value, tag)) => {
+                    self.trouble.lock().expect("not poisoned").answered();
+                    (failures, etag) = (0, Some(tag));
+                    backoff.reset();
+                    if acted_on.as_ref() != Some(&value) {
+                        if let Some(notice) = notice
+                            && !self.out.send(notice).await
+                        {
+                            return;
+                        }
+                        acted_on = Some(value);
+                    }
+                    HANG_FLOOR.saturating_sub(asked.elapsed())
+                }
+                Err(error) => {
+                    failures += 1;
+                    let blip = failures == 1 && error == MetadataError::Status(503);
+                    if blip {
+                        BLIP_RETRY
+                    } else {
+                        let wait = self.every + backoff.next_delay();
+                        self.trouble
+                            .lock()
+                            .expect("not poisoned")
+                            .failed(&error, wait);
+                        wait
+                    }
+                }
+            };
+            if !wait.is_zero() && !self.out.sleep_until(self.grid.late(wait)).await {
+                return;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn preempted_and_maintenance_values_are_read_and_checked() {
+        let notice = read_preempted("TRUE", Duration::from_secs(30))
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            (notice.kind, notice.action.as_str()),
+            (NoticeKind::Interruption, "preempt")
+        );
+        assert_eq!(notice.source, Cloud::Gcp);
+        assert!(
+            humantime::parse_rfc3339(&notice.time).is_ok(),
+            "{}",
+            notice.time
+        );
+        assert_eq!(read_preempted("FALSE", Duration::ZERO), Ok(None));
+        assert!(read_preempted("maybe", Duration::ZERO).is_err());
+
+        assert_eq!(read_maintenance("NONE"), Ok(None));
+        let terminate = read_maintenance("TERMINATE_ON_HOST_MAINTENANCE")
+            .unwrap()
+            .unwrap();
+        assert!(terminate.kind.terminating());
+        let migrate = read_maintenance("MIGRATE_ON_HOST_MAINTENANCE")
+            .unwrap()
+            .unwrap();
+        assert_eq!(migrate.kind, NoticeKind::Maintenance);
+        assert!(!migrate.kind.terminating());
+        let said = read_maintenance(&"\u{1}X".repeat(100))
+            .unwrap_err()
+            .to_string();
+        assert!(said.len() < 200 && !said.contains('\u{1}'), "{said}");
+    }
+}
