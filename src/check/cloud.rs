@@ -4,83 +4,56 @@
 //! address accepts connections is the hop-limit symptom of a container: named,
 //! with its fix.
 //!
-//! Invariant: the same decision as `run` (`cloud::detect`, then one identity read);
+//! Invariant: the same decision as `run` (`cloud::choose`, then one identity read);
 //! nothing else is asked, and nothing is watched.
-
-use std::time::Duration;
 
 use tokio::time::Instant;
 
 use super::{Finding, Report};
-use crate::cloud::detect::{self, Dmi};
-use crate::cloud::{Cloud, MetadataError, Provider, ec2};
-use crate::config::{CloudMode, CloudSettings};
+use crate::cloud::{self, Choice, Cloud, MetadataError, Provider, Reason, ec2};
+use crate::config::CloudSettings;
 
 /// Checks the cloud per `settings`.
 pub(super) async fn check(settings: &CloudSettings, report: &mut Report) {
-    if let Some((cloud, guessed)) = decide(settings, report) {
-        ask(cloud, guessed, settings, report).await;
+    match cloud::choose(settings) {
+        Choice::Off => report.push(Finding::ok(
+            "cloud.off",
+            "cloud = off: no metadata request, spot notices are not watched",
+        )),
+        Choice::NoCloud(fields) => report.push(Finding::ok(
+            "cloud.none",
+            format!(
+                "cloud = auto: DMI in {} names no cloud hostbeat knows ({fields}); `hostbeat run` makes no metadata request and watches no spot notice",
+                settings.dmi_dir.display()
+            ),
+        )),
+        Choice::Ask(cloud, reason) => {
+            let (code, said) = match &reason {
+                Reason::Configured => ("cloud.configured", format!("{} is asked", cloud.title())),
+                Reason::Dmi(_) => ("cloud.detected", format!(
+                    "DMI in {} names {}",
+                    settings.dmi_dir.display(),
+                    cloud.title()
+                )),
+                Reason::NoDmi(_) => ("cloud.no_dmi", "as in a container: `hostbeat run` asks EC2's metadata service once".to_owned()),
+            };
+            report.push(Finding::ok(code, format!("{}: {said}", reason.describe(cloud))));
+            ask(cloud, &reason, settings, report).await;
+        }
     }
 }
 
-/// Which cloud `run` would ask, and whether `auto` guessed it; `None`: none.
-fn decide(settings: &CloudSettings, report: &mut Report) -> Option<(Cloud, bool)> {
-    Some(match settings.mode {
-        CloudMode::Off => {
-            report.push(Finding::ok(
-                "cloud.off",
-                "cloud = off: no metadata request, spot notices are not watched",
-            ));
-            return None;
-        }
-        CloudMode::Only(cloud) => {
-            report.push(Finding::ok(
-                "cloud.configured",
-                format!("cloud = {}: {} is asked", cloud.name(), cloud.title()),
-            ));
-            (cloud, false)
-        }
-        CloudMode::Auto => match detect::read(&settings.dmi_dir) {
-            Dmi::Names(cloud, fields) => {
-                report.push(Finding::ok(
-                    "cloud.detected",
-                    format!(
-                        "cloud = auto: DMI in {} names {} ({fields})",
-                        settings.dmi_dir.display(),
-                        cloud.title()
-                    ),
-                ));
-                (cloud, true)
-            }
-            Dmi::NoCloud(fields) => {
-                report.push(Finding::ok(
-                    "cloud.none",
-                    format!(
-                        "cloud = auto: DMI names no cloud hostbeat knows ({fields}); `hostbeat run` makes no metadata request and watches no spot notice"
-                    ),
-                ));
-                return None;
-            }
-            Dmi::Unreadable(why) => {
-                report.push(Finding::ok(
-                    "cloud.no_dmi",
-                    format!(
-                        "cloud = auto: cannot read DMI ({why}), as in a container; `hostbeat run` asks EC2's metadata service once"
-                    ),
-                ));
-                (Cloud::Ec2, true)
-            }
-        },
-    })
-}
-
 /// One identity read, as `run` makes at start, and what its answer means.
-async fn ask(cloud: Cloud, guessed: bool, settings: &CloudSettings, report: &mut Report) {
+async fn ask(cloud: Cloud, reason: &Reason, settings: &CloudSettings, report: &mut Report) {
     let url = settings.url(cloud);
     let provider = Provider::new(cloud, settings);
-    let started = Instant::now();
-    let identity = provider.identity().await;
-    match identity {
+    if let Provider::Ec2(client) = &provider
+        && let Some(symptom) = hop_limit_symptom(client, url).await
+    {
+        report.push(symptom);
+        return;
+    }
+    match provider.identity().await {
         Ok(instance) => report.push(Finding::ok(
             "cloud.identity",
             format!(
@@ -90,43 +63,28 @@ async fn ask(cloud: Cloud, guessed: bool, settings: &CloudSettings, report: &mut
             ),
         )),
         Err(error) => {
-            let took = started.elapsed();
-            if cloud == Cloud::Ec2 && hop_limit_symptom(&error, took, url).await {
-                report.push(Finding::fail(
-                    "cloud.ec2_hop_limit",
-                    format!(
-                        "EC2's metadata service at {url} accepts connections, but its session-token PUT got no answer within {}",
-                        crate::duration::show(ec2::PUT_TIMEOUT)
-                    ),
-                    "the answer is dropped after one network hop: this host reaches the service through a container's network or a bridge, and the instance's hop limit is 1; `hostbeat run` registers without the instance's identity and hears no spot notice",
-                    "raise the instance's hop limit to 2: aws ec2 modify-instance-metadata-options --instance-id <id> --http-put-response-hop-limit 2 (or MetadataOptions.HttpPutResponseHopLimit in the launch template)",
-                ));
-                return;
-            }
             let unreached = format!(
                 "{} metadata service at {url} did not answer as it should: {error}",
                 cloud.title()
             );
-            if guessed && cloud == Cloud::Ec2 && !matches!(settings.mode, CloudMode::Only(_)) {
+            match reason {
                 // No DMI and no EC2: the ordinary case of a container elsewhere.
-                report.push(Finding::ok(
+                Reason::NoDmi(_) => report.push(Finding::ok(
                     "cloud.absent",
-                    format!("{unreached}; not on EC2, so `hostbeat run` turns spot awareness off"),
-                ));
-            } else if guessed {
-                report.push(Finding::warn(
+                    format!("{unreached}; taken as not on EC2, so `hostbeat run` turns spot awareness off"),
+                )),
+                Reason::Dmi(_) => report.push(Finding::warn(
                     "cloud.absent",
                     unreached,
-                    "DMI names this cloud, but `hostbeat run` gets no answer from its metadata service, turns spot awareness off and registers without the instance's identity",
+                    "DMI names this cloud, but `hostbeat run` gets no answer from its metadata service, turns spot awareness off until its next start and registers without the instance's identity",
                     fix(cloud),
-                ));
-            } else {
-                report.push(Finding::fail(
+                )),
+                Reason::Configured => report.push(Finding::fail(
                     "cloud.unavailable",
                     unreached,
                     "`hostbeat run` registers without the instance's identity and hears no spot notice until the service answers",
                     fix(cloud),
-                ));
+                )),
             }
         }
     }
@@ -175,21 +133,33 @@ fn fix(cloud: Cloud) -> String {
     )
 }
 
-/// A session-token `PUT` that timed out while a TCP connection to the service
-/// succeeds: the service's answer does not come back, as when the hop limit is
-/// too low for the path.
-async fn hop_limit_symptom(error: &MetadataError, took: Duration, url: &url::Url) -> bool {
-    if !matches!(error, MetadataError::Unreachable(_)) || took < ec2::PUT_TIMEOUT {
-        return false;
-    }
-    let Some(host) = url.host_str() else {
-        return false;
+/// The session token's `PUT`, on its own: one that times out while a TCP
+/// connection to the service succeeds is the hop-limit symptom (the answer does not
+/// come back over the extra hop of a container's network). `None`: not that.
+async fn hop_limit_symptom(client: &ec2::Client, url: &url::Url) -> Option<Finding> {
+    let started = Instant::now();
+    let Err(MetadataError::Unreachable(_)) = client.open_session().await else {
+        return None;
     };
+    if started.elapsed() < ec2::PUT_TIMEOUT {
+        return None;
+    }
+    let host = url
+        .host_str()?
+        .trim_start_matches('[')
+        .trim_end_matches(']');
     let port = url.port_or_known_default().unwrap_or(80);
-    let host = host.trim_start_matches('[').trim_end_matches(']');
     let connect = tokio::net::TcpStream::connect((host, port));
-    matches!(
-        tokio::time::timeout(ec2::PUT_TIMEOUT, connect).await,
-        Ok(Ok(_))
-    )
+    let Ok(Ok(_)) = tokio::time::timeout(ec2::PUT_TIMEOUT, connect).await else {
+        return None;
+    };
+    Some(Finding::fail(
+        "cloud.ec2_hop_limit",
+        format!(
+            "EC2's metadata service at {url} accepts connections, but its session-token PUT got no answer within {}",
+            crate::duration::show(ec2::PUT_TIMEOUT)
+        ),
+        "the answer is dropped after one network hop: this host reaches the service through a container's network or a bridge, and the instance's hop limit is 1; `hostbeat run` registers without the instance's identity and hears no spot notice",
+        "raise the instance's hop limit to 2: aws ec2 modify-instance-metadata-options --instance-id <id> --http-put-response-hop-limit 2 (or MetadataOptions.HttpPutResponseHopLimit in the launch template)",
+    ))
 }

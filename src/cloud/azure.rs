@@ -128,19 +128,9 @@ pub fn parse_instance(body: &str) -> Result<Instance, MetadataError> {
 #[serde(rename_all = "PascalCase")]
 struct EventsDocument {
     document_incarnation: u64,
+    /// Read one by one: a neighbour's odd event must not hide this VM's.
     #[serde(default)]
-    events: Vec<Event>,
-}
-
-#[derive(Deserialize)]
-#[serde(rename_all = "PascalCase")]
-struct Event {
-    event_id: String,
-    event_type: String,
-    #[serde(default)]
-    resources: Vec<String>,
-    #[serde(default)]
-    not_before: String,
+    events: Vec<serde_json::Value>,
 }
 
 /// One Scheduled Events document, read for the VM `name`.
@@ -153,22 +143,27 @@ pub struct Document {
 }
 
 /// Reads a Scheduled Events document: the events that name `name` in their
-/// `Resources`. `Preempt` and `Terminate` are notices that the VM goes at
-/// `NotBefore` (now, when the event has started and it is empty); `Reboot`,
-/// `Redeploy` and `Freeze` are maintenance it survives. Other types are ignored.
+/// `Resources`, each read on its own so that an odd event (a neighbour's, or one of
+/// a type hostbeat does not know) never hides another. `Preempt` and `Terminate`
+/// are notices that the VM goes at `NotBefore`: now when it is empty (the event
+/// has started) or unreadable, the earliest it could mean. `Reboot`, `Redeploy`
+/// and `Freeze` are maintenance it survives. Other types are ignored.
 pub fn parse_events(body: &str, name: &str) -> Result<Document, MetadataError> {
     let document: EventsDocument = serde_json::from_str(body)
         .map_err(|e| MetadataError::Garbage(format!("{SCHEDULED_EVENTS}: {}", json_fault(&e))))?;
     let mut ours = Vec::new();
-    for event in document.events {
-        if !event
-            .resources
-            .iter()
-            .any(|r| r.trim().eq_ignore_ascii_case(name))
-        {
+    for event in &document.events {
+        let text = |key: &str| event[key].as_str().unwrap_or("").trim();
+        let names_us = event["Resources"].as_array().is_some_and(|resources| {
+            resources
+                .iter()
+                .filter_map(serde_json::Value::as_str)
+                .any(|r| r.trim().eq_ignore_ascii_case(name))
+        });
+        if !names_us {
             continue;
         }
-        let (kind, action) = match event.event_type.as_str() {
+        let (kind, action) = match text("EventType") {
             "Preempt" => (NoticeKind::Interruption, "preempt"),
             "Terminate" => (NoticeKind::Interruption, "terminate"),
             "Reboot" => (NoticeKind::Maintenance, "reboot"),
@@ -176,17 +171,14 @@ pub fn parse_events(body: &str, name: &str) -> Result<Document, MetadataError> {
             "Freeze" => (NoticeKind::Maintenance, "freeze"),
             _ => continue,
         };
-        let at = match event.not_before.trim() {
-            "" => SystemTime::now(),
-            text => httpdate::parse_http_date(text).map_err(|_| {
-                MetadataError::Garbage(format!(
-                    "{SCHEDULED_EVENTS}: NotBefore {:?} is not a time",
-                    clip(text)
-                ))
-            })?,
+        let at = httpdate::parse_http_date(text("NotBefore")).unwrap_or_else(|_| SystemTime::now());
+        // Told apart by id; an event without one, by what it is.
+        let id = match text("EventId") {
+            "" => format!("{action}@{}", clip(text("NotBefore"))),
+            id => clip(id),
         };
         ours.push((
-            clip(&event.event_id),
+            id,
             Notice {
                 source: Cloud::Azure,
                 kind,
@@ -205,7 +197,8 @@ pub fn parse_events(body: &str, name: &str) -> Result<Document, MetadataError> {
 /// handed over once.
 pub struct Events {
     client: Arc<Client>,
-    /// The VM's name, as its events name it; read first when start-up could not.
+    /// The VM's name as its events name it (`compute.name` as Azure writes it),
+    /// read on the first turn.
     name: Option<String>,
     incarnation: Option<u64>,
     /// The events of the last document already handed over.
@@ -213,11 +206,11 @@ pub struct Events {
 }
 
 impl Events {
-    /// Nothing read yet; `name` when the identity was read at start.
-    pub fn new(client: Arc<Client>, name: Option<String>) -> Self {
+    /// Nothing read yet.
+    pub fn new(client: Arc<Client>) -> Self {
         Self {
             client,
-            name,
+            name: None,
             incarnation: None,
             handed: Vec::new(),
         }
@@ -233,12 +226,11 @@ impl super::watch::Poll for Events {
 
     async fn poll(&mut self) -> Result<Vec<Notice>, MetadataError> {
         if self.name.is_none() {
-            let instance = identity(&self.client).await?;
-            self.name = Some(
-                instance
-                    .name
-                    .ok_or_else(|| MetadataError::Garbage("no VM name".to_owned()))?,
-            );
+            let body = self
+                .client
+                .get(INSTANCE, INSTANCE_API, INSTANCE_TIMEOUT)
+                .await?;
+            self.name = Some(parse_vm_name(&body)?);
         }
         let name = self.name.clone().unwrap_or_default();
         let body = self
@@ -259,6 +251,16 @@ impl super::watch::Poll for Events {
         self.handed = document.ours.into_iter().map(|(id, _)| id).collect();
         Ok(new)
     }
+}
+
+/// `compute.name` as Azure writes it, the name its events use: matched, never
+/// sent nor logged, so kept whole (the identity's `name` is the cleaned copy).
+fn parse_vm_name(body: &str) -> Result<String, MetadataError> {
+    let document: InstanceDocument = serde_json::from_str(body)
+        .map_err(|e| MetadataError::Garbage(format!("{INSTANCE}: {}", json_fault(&e))))?;
+    Some(document.compute.name.trim().to_owned())
+        .filter(|n| !n.is_empty())
+        .ok_or_else(|| MetadataError::Garbage(format!("{INSTANCE}: no compute.name")))
 }
 
 #[cfg(test)]
@@ -289,12 +291,31 @@ mod tests {
     }
 
     #[test]
+    fn an_odd_event_never_hides_this_vms_preemption() {
+        let document = parse_events(
+            r#"{"DocumentIncarnation": 4, "Events": [
+                {"EventId": "N", "EventType": "Preempt", "Resources": null},
+                {"EventType": "Reboot", "Resources": ["vmss_9"], "NotBefore": "soon"},
+                {"EventId": 7, "EventType": "Preempt", "Resources": ["vmss_3"], "NotBefore": "Tue, 24 Nov 2026 08:22:00 UTC"}
+            ]}"#,
+            "vmss_3",
+        )
+        .unwrap();
+        assert_eq!(document.ours.len(), 1);
+        let (id, notice) = &document.ours[0];
+        assert_eq!(id, "preempt@Tue, 24 Nov 2026 08:22:00 UTC");
+        // An unreadable NotBefore is the earliest it could mean: now.
+        let at = humantime::parse_rfc3339(&notice.time).unwrap();
+        assert!(at <= SystemTime::now() + std::time::Duration::from_secs(1));
+    }
+
+    #[test]
     fn broken_documents_are_errors_that_quote_little() {
         for bad in [
             "",
             "{}",
             r#"{"DocumentIncarnation": -1, "Events": []}"#,
-            r#"{"DocumentIncarnation": 1, "Events": [{"EventId": "A", "EventType": "Preempt", "Resources": ["x"], "NotBefore": "soon"}]}"#,
+            r#"{"DocumentIncarnation": 1, "Events": {}}"#,
         ] {
             let error = parse_events(bad, "x").unwrap_err();
             assert!(error.to_string().len() < 200, "{error}");

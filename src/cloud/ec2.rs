@@ -79,6 +79,7 @@ impl Client {
             .http
             .put(url)
             .header(TTL_HEADER, SESSION_TTL.as_secs().to_string())
+            .timeout(PUT_TIMEOUT)
             .send()
             .await
             .map_err(unreachable)?;
@@ -178,14 +179,16 @@ pub async fn identity(client: &Client) -> Result<Instance, MetadataError> {
         .map(|id| id.trim().to_owned())
         .filter(|id| crate::identity::is_valid_agent_id(id))
         .ok_or_else(|| MetadataError::Garbage("no usable instance id".to_owned()))?;
+    // The id is the identity; a fact that cannot be read is left out.
+    let optional = async |path| client.get(path).await.ok().flatten();
     Ok(Instance {
         cloud: Cloud::Ec2,
         id,
         name: None,
-        instance_type: fact(client.get(INSTANCE_TYPE).await?.as_deref()),
-        availability_zone: fact(client.get(AVAILABILITY_ZONE).await?.as_deref()),
+        instance_type: fact(optional(INSTANCE_TYPE).await.as_deref()),
+        availability_zone: fact(optional(AVAILABILITY_ZONE).await.as_deref()),
         // "spot", "on-demand" or "scheduled", as EC2 says it.
-        lifecycle: fact(client.get(LIFECYCLE).await?.as_deref()),
+        lifecycle: fact(optional(LIFECYCLE).await.as_deref()),
     })
 }
 

@@ -41,6 +41,9 @@ pub const MAINTENANCE_EVENT: &str = "instance/maintenance-event";
 pub const HANG_SECONDS: u64 = 60;
 /// The least time between two requests for one key.
 pub const HANG_FLOOR: Duration = Duration::from_secs(1);
+/// A hanging request's own timeout beyond [`HANG_SECONDS`]: the server's answer
+/// at the end of its wait must not race the client's timeout.
+const HANG_SLACK: Duration = Duration::from_secs(10);
 /// The retry after a single 503.
 pub const BLIP_RETRY: Duration = Duration::from_secs(1);
 /// The notice Google gives before host maintenance.
@@ -63,12 +66,22 @@ impl Client {
     }
 
     /// `GET key`: its value, or `None` for 404 (a key this instance does not have).
+    /// A 503 (a moment of maintenance) is tried once more after [`BLIP_RETRY`].
     pub async fn get(&self, key: &str) -> Result<Option<String>, MetadataError> {
-        let response = self.send(self.url(key), REQUEST_TIMEOUT).await?;
-        match response.status() {
-            StatusCode::OK => metadata::text(body(response).await?, key).map(Some),
-            StatusCode::NOT_FOUND => Ok(None),
-            other => Err(MetadataError::Status(other.as_u16())),
+        let mut retried = false;
+        loop {
+            let answer = self.send(self.url(key), REQUEST_TIMEOUT).await;
+            if matches!(answer, Err(MetadataError::Status(503))) && !retried {
+                retried = true;
+                tokio::time::sleep(BLIP_RETRY).await;
+                continue;
+            }
+            let response = answer?;
+            return match response.status() {
+                StatusCode::OK => metadata::text(body(response).await?, key).map(Some),
+                StatusCode::NOT_FOUND => Ok(None),
+                other => Err(MetadataError::Status(other.as_u16())),
+            };
         }
     }
 
@@ -86,7 +99,7 @@ impl Client {
                 .append_pair("wait_for_change", "true")
                 .append_pair("last_etag", etag)
                 .append_pair("timeout_sec", &HANG_SECONDS.to_string());
-            timeout += Duration::from_secs(HANG_SECONDS);
+            timeout += Duration::from_secs(HANG_SECONDS) + HANG_SLACK;
         }
         let response = self.send(url, timeout).await?;
         let status = response.status();
@@ -120,6 +133,10 @@ impl Client {
             .send()
             .await
             .map_err(unreachable)?;
+        // A 503 says nothing to believe or not: a blip, whoever sent it.
+        if response.status() == StatusCode::SERVICE_UNAVAILABLE {
+            return Err(MetadataError::Status(503));
+        }
         let flavored = response
             .headers()
             .get(FLAVOR)
@@ -147,26 +164,28 @@ pub async fn identity(client: &Client) -> Result<Instance, MetadataError> {
         .map(|id| id.trim().to_owned())
         .filter(|id| crate::identity::is_valid_agent_id(id))
         .ok_or_else(|| MetadataError::Garbage("no usable instance id".to_owned()))?;
+    // The id is the identity; a fact that cannot be read is left out.
+    let optional = async |key| client.get(key).await.ok().flatten();
     let last_part = |path: Option<String>| fact(path.as_deref()?.rsplit('/').next());
-    let model = client.get("instance/scheduling/provisioning-model").await?;
+    let model = optional("instance/scheduling/provisioning-model").await;
     let lifecycle = if model.as_deref().map(str::trim) == Some("SPOT") {
-        "spot"
-    } else if client
-        .get("instance/scheduling/preemptible")
-        .await?
-        .is_some_and(|p| p.trim() == "TRUE")
-    {
-        "preemptible"
+        Some("spot")
+    } else if let Some(preemptible) = optional("instance/scheduling/preemptible").await {
+        Some(if preemptible.trim() == "TRUE" {
+            "preemptible"
+        } else {
+            "on-demand"
+        })
     } else {
-        "on-demand"
+        None
     };
     Ok(Instance {
         cloud: Cloud::Gcp,
         id,
-        name: fact(client.get("instance/name").await?.as_deref()),
-        instance_type: last_part(client.get("instance/machine-type").await?),
-        availability_zone: last_part(client.get("instance/zone").await?),
-        lifecycle: Some(lifecycle.to_owned()),
+        name: fact(optional("instance/name").await.as_deref()),
+        instance_type: last_part(optional("instance/machine-type").await),
+        availability_zone: last_part(optional("instance/zone").await),
+        lifecycle: lifecycle.map(str::to_owned),
     })
 }
 
@@ -218,12 +237,16 @@ pub async fn watch(
     grid: Grid,
     out: Handover,
 ) {
-    let trouble = Mutex::new(Trouble::new(
-        Cloud::Gcp,
-        "Google Cloud's preemption and maintenance notices",
-    ));
-    let key = |key, read| Key {
+    let trouble = Mutex::new(KeysTrouble {
+        trouble: Trouble::new(
+            Cloud::Gcp,
+            "Google Cloud's preemption and maintenance notices",
+        ),
+        failing: [false; 2],
+    });
+    let key = |index, key, read| Key {
         client: &client,
+        index,
         key,
         read,
         trouble: &trouble,
@@ -233,9 +256,31 @@ pub async fn watch(
     };
     let preempted = move |value: &str| read_preempted(value, notice);
     tokio::join!(
-        key(PREEMPTED, &preempted).follow(),
-        key(MAINTENANCE_EVENT, &read_maintenance).follow(),
+        key(0, PREEMPTED, &preempted).follow(),
+        key(1, MAINTENANCE_EVENT, &read_maintenance).follow(),
     );
+}
+
+/// The trouble of both keys, said once: it starts (or changes kind) when a key
+/// fails, and ends when both answer again, so that one key answering while the
+/// other fails does not flap between the two lines.
+struct KeysTrouble {
+    trouble: Trouble,
+    failing: [bool; 2],
+}
+
+impl KeysTrouble {
+    fn answered(&mut self, index: usize) {
+        self.failing[index] = false;
+        if self.failing == [false; 2] {
+            self.trouble.answered();
+        }
+    }
+
+    fn failed(&mut self, index: usize, error: &MetadataError, next_try: Duration) {
+        self.failing[index] = true;
+        self.trouble.failed(error, next_try);
+    }
 }
 
 type Reader<'a> = &'a (dyn Fn(&str) -> Result<Option<Notice>, MetadataError> + Sync);
@@ -243,9 +288,11 @@ type Reader<'a> = &'a (dyn Fn(&str) -> Result<Option<Notice>, MetadataError> + S
 /// One key followed.
 struct Key<'a> {
     client: &'a Client,
+    /// Which of the two, in `trouble`.
+    index: usize,
     key: &'static str,
     read: Reader<'a>,
-    trouble: &'a Mutex<Trouble>,
+    trouble: &'a Mutex<KeysTrouble>,
     every: Duration,
     grid: Grid,
     out: &'a Handover,
@@ -260,37 +307,50 @@ impl Key<'_> {
         let mut failures = 0u32;
         loop {
             let asked = Instant::now();
-            let answer = self
-                .client
-                .follow(self.key, etag.as_deref())
-                .await
-                .and_then(|(value, tag)| Ok(((self.read)(&value)?, value, tag)));
-            let wait = match answer {
-                Ok((notice, value, tag)) => {
-                    self.trouble.lock().expect("not poisoned").answered();
-                    (failures, etag) = (0, Some(tag));
+            let wait = match self.client.follow(self.key, etag.as_deref()).await {
+                Ok((value, tag)) => {
+                    failures = 0;
                     backoff.reset();
+                    // A server that answers at once without a change does not hang:
+                    // asked at the poll interval, not in a tight loop.
+                    let unchanged = etag.as_ref() == Some(&tag);
+                    let hangs =
+                        !unchanged || asked.elapsed() >= Duration::from_secs(HANG_SECONDS / 2);
+                    etag = Some(tag);
+                    // An unknown value is said once (as trouble, until a known
+                    // one comes); the key is followed on.
+                    let read = (self.read)(&value);
+                    {
+                        let mut trouble = self.trouble.lock().expect("not poisoned");
+                        match &read {
+                            Ok(_) => trouble.answered(self.index),
+                            Err(error) => trouble.failed(self.index, error, HANG_FLOOR),
+                        }
+                    }
                     if acted_on.as_ref() != Some(&value) {
-                        if let Some(notice) = notice
+                        if let Ok(Some(notice)) = read
                             && !self.out.send(notice).await
                         {
                             return;
                         }
                         acted_on = Some(value);
                     }
-                    HANG_FLOOR.saturating_sub(asked.elapsed())
+                    if hangs {
+                        HANG_FLOOR.saturating_sub(asked.elapsed())
+                    } else {
+                        self.every
+                    }
                 }
                 Err(error) => {
                     failures += 1;
-                    let blip = failures == 1 && error == MetadataError::Status(503);
-                    if blip {
+                    if failures == 1 && error == MetadataError::Status(503) {
                         BLIP_RETRY
                     } else {
                         let wait = self.every + backoff.next_delay();
                         self.trouble
                             .lock()
                             .expect("not poisoned")
-                            .failed(&error, wait);
+                            .failed(self.index, &error, wait);
                         wait
                     }
                 }

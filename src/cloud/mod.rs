@@ -18,7 +18,7 @@ use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 
 use crate::api::wire::Instance;
-use crate::config::CloudSettings;
+use crate::config::{CloudMode, CloudSettings};
 use crate::wheel::Grid;
 
 pub mod azure;
@@ -159,6 +159,60 @@ pub(crate) fn fact(text: Option<&str>) -> Option<String> {
         .map(str::to_owned)
 }
 
+/// Which cloud to ask at start, per `cloud`: the one decision `hostbeat run` and
+/// `hostbeat check` share.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Choice {
+    /// `cloud = off`: nothing is asked.
+    Off,
+    /// `cloud = auto` and DMI names no cloud hostbeat knows (what it says).
+    NoCloud(String),
+    /// This cloud, for this reason.
+    Ask(Cloud, Reason),
+}
+
+/// Why a cloud is asked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Reason {
+    /// `cloud` names it: trouble is logged, and the watcher keeps trying.
+    Configured,
+    /// `cloud = auto` and DMI names it (the fields that do): no answer means it is
+    /// not there after all, and nothing more is asked.
+    Dmi(String),
+    /// `cloud = auto` without DMI to read (why, as in a container): EC2 is probed
+    /// once, and no answer means not on EC2.
+    NoDmi(String),
+}
+
+impl Reason {
+    /// Whether `auto` guessed: no answer then turns spot awareness off.
+    pub fn guessed(&self) -> bool {
+        *self != Self::Configured
+    }
+
+    /// For a person: "cloud = gcp", "DMI says sys_vendor=\"Google\"", ...
+    pub fn describe(&self, cloud: Cloud) -> String {
+        match self {
+            Self::Configured => format!("cloud = {}", cloud.name()),
+            Self::Dmi(fields) => format!("cloud = auto, DMI says {fields}"),
+            Self::NoDmi(why) => format!("cloud = auto, no DMI ({why}), so EC2 probed once"),
+        }
+    }
+}
+
+/// Decides per `settings`, reading DMI for `auto` (no packet).
+pub fn choose(settings: &CloudSettings) -> Choice {
+    match settings.mode {
+        CloudMode::Off => Choice::Off,
+        CloudMode::Only(cloud) => Choice::Ask(cloud, Reason::Configured),
+        CloudMode::Auto => match detect::read(&settings.dmi_dir) {
+            detect::Dmi::Names(cloud, fields) => Choice::Ask(cloud, Reason::Dmi(fields)),
+            detect::Dmi::NoCloud(fields) => Choice::NoCloud(fields),
+            detect::Dmi::Unreadable(why) => Choice::Ask(Cloud::Ec2, Reason::NoDmi(why)),
+        },
+    }
+}
+
 /// One cloud's metadata service, ready to ask.
 #[derive(Debug, Clone)]
 pub enum Provider {
@@ -201,11 +255,9 @@ impl Provider {
     }
 
     /// Starts watching for notices on its own task until `shutdown`, its waits on
-    /// `grid`. `instance` is what [`Self::identity`] read, if it could (Azure needs
-    /// the VM's name to tell its own events from its neighbours').
+    /// `grid`.
     pub fn watch(
         &self,
-        instance: Option<&Instance>,
         settings: &CloudSettings,
         shutdown: CancellationToken,
         grid: Grid,
@@ -221,8 +273,7 @@ impl Provider {
                 Watcher::spawn(shutdown, |out| gcp::watch(client, notice, every, grid, out))
             }
             Self::Azure(client) => {
-                let source =
-                    azure::Events::new(client.clone(), instance.and_then(|i| i.name.clone()));
+                let source = azure::Events::new(client.clone());
                 Watcher::spawn(shutdown, |out| watch::poll(source, every, grid, out))
             }
         }

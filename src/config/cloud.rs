@@ -12,8 +12,11 @@ use std::time::Duration;
 use url::Url;
 
 use super::settings::{Field, field};
-use super::{ConfigError, Layers, Origin};
+use super::{ConfigError, Layers, Origin, Warning};
 use crate::cloud::Cloud;
+
+/// Where the firmware's DMI strings are, on Linux.
+pub const DEFAULT_DMI_DIR: &str = "/sys/class/dmi/id";
 
 /// The interruption poll interval's floor: the services answer in milliseconds,
 /// but a loop tighter than this is a typo.
@@ -76,10 +79,14 @@ impl CloudMode {
 
 pub(super) fn settings(layers: &Layers) -> Result<CloudSettings, ConfigError> {
     let ec2_field = newer_or_alias(layers, "ec2_metadata_url", "imds_url");
-    let dmi_dir = field(layers, "dmi_dir").absolute_path()?.ok_or_else(|| {
-        field(layers, "dmi_dir").error(
+    let dmi_field = field(layers, "dmi_dir");
+    let dmi_dir = dmi_field.absolute_path()?.ok_or_else(|| {
+        dmi_field.error(
             "it is empty".to_owned(),
-            "write /sys/class/dmi/id, or remove the setting",
+            format!(
+                "write {}, or remove the setting",
+                dmi_field.origin.assignment("dmi_dir", DEFAULT_DMI_DIR)
+            ),
         )
     })?;
     Ok(CloudSettings {
@@ -93,6 +100,68 @@ pub(super) fn settings(layers: &Layers) -> Result<CloudSettings, ConfigError> {
         gcp_preemption_notice: field(layers, "gcp_preemption_notice")
             .duration_at_least(Duration::ZERO)?,
     })
+}
+
+/// Warnings for the deprecated names where they are set: whether each still
+/// decides, and the line that replaces it in that place's syntax.
+pub(super) fn deprecations(layers: &Layers) -> Vec<Warning> {
+    let mut warnings = Vec::new();
+    for (new, old) in [("cloud", "imds"), ("ec2_metadata_url", "imds_url")] {
+        let alias = field(layers, old);
+        let Some(value) = alias.value.map(str::trim) else {
+            continue;
+        };
+        let same = if old == "imds" {
+            match value.to_ascii_lowercase().as_str() {
+                "on" | "true" | "yes" => "ec2",
+                "off" | "false" | "no" => "off",
+                _ => "auto",
+            }
+        } else {
+            value
+        };
+        let newer = field(layers, new);
+        let (problem, fix) = if newer_or_alias(layers, new, old).key == old {
+            let over = if newer.origin == Origin::Default {
+                String::new()
+            } else {
+                format!(
+                    ", over {}{}",
+                    newer.origin.describe(new),
+                    " (in the same place the old name decides, so that an old drop-in keeps its meaning)"
+                )
+            };
+            (
+                format!(
+                    "{} is deprecated; it still decides, as {new} = {same}{over}",
+                    alias.origin.describe(old)
+                ),
+                format!("replace it with {}", alias.origin.assignment(new, same)),
+            )
+        } else {
+            (
+                format!(
+                    "{} is deprecated and no longer decides: {} wins",
+                    alias.origin.describe(old),
+                    newer.origin.describe(new)
+                ),
+                format!(
+                    "remove it; to keep what it meant: {}",
+                    newer.origin.assignment(new, same)
+                ),
+            )
+        };
+        warnings.push(Warning {
+            code: "config.deprecated",
+            file: match &alias.origin {
+                Origin::EnvFile(path) | Origin::ConfigFile(path) => Some(path.clone()),
+                _ => None,
+            },
+            problem,
+            fix: Some(fix),
+        });
+    }
+    warnings
 }
 
 /// `cloud`, or the deprecated `imds` where it decides (see [`newer_or_alias`]):
@@ -157,33 +226,44 @@ fn rank(origin: &Origin) -> u8 {
     }
 }
 
-/// A metadata service's URL, checked (see the module's invariant).
+/// A metadata service's URL, checked (see the module's invariant): plain http, to
+/// a link-local or loopback address (or, for Google Cloud, its name), with no
+/// path, query or user (each request names its own path).
 fn metadata_url(field: &Field<'_>, cloud: Cloud) -> Result<Url, ConfigError> {
     let text = field.value.unwrap_or_default().trim();
-    let default = cloud.default_metadata_url();
+    // Written under the new name, also when the deprecated one holds the typo.
     let fix = format!(
         "write {}, or remove the setting; tests use a loopback address",
-        field.origin.assignment(field.key, default)
+        field
+            .origin
+            .assignment(cloud.url_setting(), cloud.default_metadata_url())
     );
     let url = Url::parse(text)
         .map_err(|e| field.error(format!("{text:?} is not a URL ({e})"), fix.clone()))?;
     let metadata_host = match url.host() {
         Some(url::Host::Ipv4(ip)) => ip.is_link_local() || ip.is_loopback(),
         Some(url::Host::Ipv6(ip)) => {
-            ip.is_loopback() || ip.is_unicast_link_local() || ip == EC2_IPV6
+            ip.is_loopback()
+                || ip.is_unicast_link_local()
+                || (cloud == Cloud::Ec2 && ip == EC2_IPV6)
         }
         Some(url::Host::Domain(d)) => {
-            d.eq_ignore_ascii_case("localhost") || d.eq_ignore_ascii_case(GCP_METADATA_HOST)
+            d.eq_ignore_ascii_case("localhost")
+                || (cloud == Cloud::Gcp && d.eq_ignore_ascii_case(GCP_METADATA_HOST))
         }
         None => false,
     };
-    let plain = url.username().is_empty() && url.password().is_none() && url.query().is_none();
+    let plain = url.username().is_empty()
+        && url.password().is_none()
+        && url.query().is_none()
+        && url.fragment().is_none()
+        && url.path() == "/";
     if url.scheme() != "http" || !metadata_host || !plain {
         return Err(field.error(
-            format!("{text:?} is not a metadata service"),
+            format!("{text:?} is not {}'s metadata service", cloud.title()),
             fix.replace(
                 "or remove",
-                "(plain http to a link-local or loopback address), or remove",
+                "(plain http to a link-local or loopback address, no path), or remove",
             ),
         ));
     }

@@ -203,38 +203,6 @@ impl Merge {
         }
     }
 
-    /// Warns about a deprecated name where it is set, with the new name's line in
-    /// that place's syntax. The old names still work (config/cloud.rs).
-    pub fn renamed(&mut self) {
-        for (old, new) in [("imds", "cloud"), ("imds_url", "ec2_metadata_url")] {
-            let Some((value, origin)) = self.values.get(old) else {
-                continue;
-            };
-            let value = value.trim();
-            let same = if old == "imds" {
-                match value.to_ascii_lowercase().as_str() {
-                    "on" | "true" | "yes" => "ec2",
-                    "off" | "false" | "no" => "off",
-                    _ => "auto",
-                }
-            } else {
-                value
-            };
-            self.warnings.push(Warning {
-                code: "config.deprecated",
-                file: match origin {
-                    Origin::EnvFile(path) | Origin::ConfigFile(path) => Some(path.clone()),
-                    _ => None,
-                },
-                problem: format!(
-                    "{} is deprecated; it still works, as {new} (docs/configuration.md)",
-                    origin.describe(old)
-                ),
-                fix: Some(format!("replace it with {}", origin.assignment(new, same))),
-            });
-        }
-    }
-
     /// Warns about a setting that no longer does anything, where it is set.
     pub fn retired(&mut self) {
         if let Some((_, origin)) = self.values.get("backoff_base") {

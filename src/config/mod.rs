@@ -422,11 +422,11 @@ pub fn load(inputs: ConfigInputs) -> Result<Loaded, ConfigError> {
         return Err(carried);
     }
     merge.retired();
-    merge.renamed();
     let shadowed = merge.shadowed();
     let layers = Layers {
         values: merge.values.clone(),
     };
+    merge.warnings.extend(cloud::deprecations(&layers));
     let settings = settings::validate(&layers, token_candidates, &host)
         .map_err(|e| merge.explain_missing(e))?;
     if let token::TokenOrigin::TokenFile(path) = &settings.token_source.origin {

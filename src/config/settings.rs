@@ -65,7 +65,7 @@ pub const KEYS: &[(&str, Option<&str>)] = &[
     ("ec2_metadata_url", Some("http://169.254.169.254")),
     ("gcp_metadata_url", Some("http://metadata.google.internal")),
     ("azure_metadata_url", Some("http://169.254.169.254")),
-    ("dmi_dir", Some("/sys/class/dmi/id")),
+    ("dmi_dir", Some(super::cloud::DEFAULT_DMI_DIR)),
     ("interruption_poll_interval", Some("5s")),
     ("gcp_preemption_notice", Some("30s")),
     // Deprecated aliases of `cloud` and `ec2_metadata_url` (config/cloud.rs).
@@ -301,10 +301,10 @@ impl Field<'_> {
             Some(text) if text.starts_with('/') => Ok(Some(PathBuf::from(text))),
             Some(text) => {
                 // The service may write only its own state directory.
-                let example = if self.key == "state_dir" {
-                    super::DEFAULT_STATE_DIR.to_owned()
-                } else {
-                    format!("/etc/hostbeat/{text}")
+                let example = match self.key {
+                    "state_dir" => super::DEFAULT_STATE_DIR.to_owned(),
+                    "dmi_dir" => super::cloud::DEFAULT_DMI_DIR.to_owned(),
+                    _ => format!("/etc/hostbeat/{text}"),
                 };
                 Err(self.error(
                     format!("{text:?} is a relative path"),

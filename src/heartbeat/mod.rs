@@ -180,8 +180,8 @@ impl Outside {
 enum Wake {
     Elapsed,
     Shutdown,
-    /// A notice from the metadata service: the next heartbeat goes at once.
-    Notice(crate::cloud::Notice),
+    /// A notice from the cloud that is news: the next heartbeat goes at once.
+    Notice,
 }
 
 impl Agent {
@@ -250,8 +250,7 @@ impl Agent {
         loop {
             match self.wait(next, &mut outside).await {
                 Wake::Shutdown => break,
-                Wake::Notice(notice) => self.on_notice(notice),
-                Wake::Elapsed => {}
+                Wake::Notice | Wake::Elapsed => {}
             }
             let outcome = {
                 let beat = self.beat(self.spot.status());
@@ -306,7 +305,11 @@ impl Agent {
                 () = outside.shutdown.cancelled() => return Wake::Shutdown,
                 () = tokio::time::sleep_until(deadline) => return Wake::Elapsed,
                 () = ping_due(outside.watchdog.as_ref()) => outside.ping(),
-                Some(notice) = next_notice(&mut outside.watcher) => return Wake::Notice(notice),
+                Some(notice) = next_notice(&mut outside.watcher) => {
+                    if self.on_notice(notice) {
+                        return Wake::Notice;
+                    }
+                }
                 () = outside.reload.notified() => {
                     outside.notifier.reloading();
                     if self.reload(outside.reloader.as_ref(), &outside.shutdown) {

@@ -12,13 +12,13 @@
 
 use std::time::SystemTime;
 
+use tokio::time::Instant;
+
 use tokio_util::sync::CancellationToken;
 
 use super::Agent;
 use crate::api::wire::{Instance, InterruptionNotice, Status};
-use crate::cloud::detect::{self, Dmi};
-use crate::cloud::{Cloud, Notice, NoticeKind, Provider, Watcher};
-use crate::config::CloudMode;
+use crate::cloud::{self, Choice, Notice, NoticeKind, Provider, Watcher};
 use crate::report::NoticeReport;
 
 /// What the loop knows of the instance and its notices.
@@ -32,6 +32,8 @@ pub(super) struct Spot {
     advisory: Option<Received>,
     /// The notice the heartbeat in flight carries.
     in_flight: Option<NoticeKind>,
+    /// When a notice last brought a heartbeat forward.
+    hurried_at: Option<Instant>,
 }
 
 #[derive(Debug)]
@@ -105,11 +107,12 @@ impl Spot {
     }
 
     /// The head of the status line while a notice stands, like
-    /// "spot interruption (ec2): terminate at 2026-11-24T08:22:00Z; ".
+    /// "interruption (ec2): terminate at 2026-11-24T08:22:00Z; " (not "spot": a
+    /// host maintenance that terminates an on-demand VM is one too).
     pub(super) fn status_prefix(&self) -> String {
         match (&self.interruption, &self.advisory) {
             (Some(r), _) => format!(
-                "spot interruption ({}): {} at {}; ",
+                "interruption ({}): {} at {}; ",
                 r.notice.source.name(),
                 r.notice.action,
                 r.notice.time
@@ -128,50 +131,24 @@ impl Spot {
     }
 }
 
-/// How a failed identity read at start is taken.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Asked {
-    /// `cloud` names it: trouble is logged, and the watcher keeps trying.
-    Configured,
-    /// `auto` guessed it (from DMI, or by EC2's probe without DMI): no answer means
-    /// not this cloud after all, and nothing more is asked.
-    Guessed,
-}
-
 impl Agent {
     /// Per `cloud`: which cloud (for `auto`, from DMI), the instance's identity (its
     /// id becomes the logical agent id), and the watcher. `None` when off, when no
     /// cloud is found, or at shutdown.
     pub(super) async fn start_cloud(&mut self, shutdown: &CancellationToken) -> Option<Watcher> {
         let settings = self.settings.cloud.clone();
-        let (cloud, asked, how) = match settings.mode {
-            CloudMode::Off => return None,
-            CloudMode::Only(cloud) => (
-                cloud,
-                Asked::Configured,
-                "cloud = ".to_owned() + cloud.name(),
-            ),
-            CloudMode::Auto => match detect::read(&settings.dmi_dir) {
-                Dmi::Names(cloud, fields) => (cloud, Asked::Guessed, format!("DMI says {fields}")),
-                Dmi::NoCloud(fields) => {
-                    tracing::info!(
-                        event = "imds_absent",
-                        "DMI names no cloud hostbeat knows ({fields}): no metadata request, spot awareness is off (cloud = auto)"
-                    );
-                    return None;
-                }
-                Dmi::Unreadable(why) => {
-                    tracing::info!(
-                        "cannot read DMI ({why}), as in a container: asking EC2's metadata service once (cloud = auto)"
-                    );
-                    (
-                        Cloud::Ec2,
-                        Asked::Guessed,
-                        "EC2's metadata service answered".to_owned(),
-                    )
-                }
-            },
+        let (cloud, reason) = match cloud::choose(&settings) {
+            Choice::Off => return None,
+            Choice::NoCloud(fields) => {
+                tracing::info!(
+                    event = "imds_absent",
+                    "DMI names no cloud hostbeat knows ({fields}): no metadata request, spot awareness is off (cloud = auto)"
+                );
+                return None;
+            }
+            Choice::Ask(cloud, reason) => (cloud, reason),
         };
+        let how = reason.describe(cloud);
         let provider = Provider::new(cloud, &settings);
         let url = settings.url(cloud);
         let identity = tokio::select! {
@@ -194,12 +171,12 @@ impl Agent {
                 );
                 self.adopt_instance(instance);
             }
-            Err(error) if asked == Asked::Guessed => {
+            Err(error) if reason.guessed() => {
                 tracing::info!(
                     event = "imds_absent",
                     source = cloud.name(),
                     reason = error.kind(),
-                    "no {} metadata service at {url} ({error}): spot awareness is off until the next start (cloud = auto; {how})",
+                    "no {} metadata service at {url} ({error}): spot awareness is off until the next start ({how})",
                     cloud.title(),
                 );
                 return None;
@@ -212,12 +189,7 @@ impl Agent {
                 cloud.title(),
             ),
         }
-        Some(provider.watch(
-            self.spot.instance.as_ref(),
-            &settings,
-            shutdown.child_token(),
-            self.timer_grid,
-        ))
+        Some(provider.watch(&settings, shutdown.child_token(), self.timer_grid))
     }
 
     /// The instance id becomes the logical agent id; an agent id registered under
@@ -235,9 +207,36 @@ impl Agent {
         self.spot.instance = Some(instance);
     }
 
-    /// A new notice from the watcher: logged, kept, and carried from the next
-    /// heartbeat on (which the caller sends at once).
-    pub(super) fn on_notice(&mut self, notice: Notice) {
+    /// A notice from the watcher: logged, kept, and carried from the next
+    /// heartbeat on. Whether that heartbeat goes at once (`true`) or at its time:
+    /// at once for news, at most once a cadence, so that a cloud whose notices come
+    /// and go (a value flapping, incarnations alternating) never sets how often the
+    /// control plane is asked. The same action from the same cloud as the notice
+    /// standing is not news: the first, and its deadline, stand.
+    pub(super) fn on_notice(&mut self, notice: Notice) -> bool {
+        let standing = self.spot.slot(notice.kind).as_ref().map(|r| &r.notice);
+        if standing.is_some_and(|n| {
+            (n.source, n.kind, &n.action) == (notice.source, notice.kind, &notice.action)
+        }) {
+            return false;
+        }
+        let cadence = self
+            .health
+            .cadence()
+            .unwrap_or(self.settings.heartbeat_interval);
+        let now = Instant::now();
+        let hurry = self
+            .spot
+            .hurried_at
+            .is_none_or(|at| now.saturating_duration_since(at) >= cadence);
+        if hurry {
+            self.spot.hurried_at = Some(now);
+        }
+        let when = if hurry {
+            "now"
+        } else {
+            "with the next heartbeat"
+        };
         let (source, title) = (notice.source.name(), notice.source.title());
         let left = time_left(&notice.time);
         match notice.kind {
@@ -246,7 +245,7 @@ impl Agent {
                 source,
                 action = %notice.action,
                 time = %notice.time,
-                "{title} will {} this instance at {} ({left}): telling the control plane now (status terminating) and beating until the instance goes",
+                "{title} will {} this instance at {} ({left}): telling the control plane {when} (status terminating) and beating until the instance goes",
                 notice.action,
                 notice.time
             ),
@@ -254,7 +253,7 @@ impl Agent {
                 event = "rebalance_recommendation",
                 source,
                 time = %notice.time,
-                "EC2 recommends moving work off this instance (noticed at {}): telling the control plane now",
+                "EC2 recommends moving work off this instance (noticed at {}): telling the control plane {when}",
                 notice.time
             ),
             NoticeKind::Maintenance => tracing::warn!(
@@ -262,7 +261,7 @@ impl Agent {
                 source,
                 action = %notice.action,
                 time = %notice.time,
-                "{title} schedules maintenance of this instance ({}) at {} ({left}); it stays up: telling the control plane now (status unchanged)",
+                "{title} schedules maintenance of this instance ({}) at {} ({left}); it stays up: telling the control plane {when} (status unchanged)",
                 notice.action,
                 notice.time
             ),
@@ -273,6 +272,7 @@ impl Agent {
             noticed_at: SystemTime::now(),
             delivered: false,
         });
+        hurry
     }
 }
 

@@ -393,7 +393,8 @@ fn a_slow_first_azure_answer_never_delays_the_heartbeats() {
         );
         assert!(until(mins(2), || !carrying(&world.heartbeats()).is_empty()).await);
         agent.stop().await;
-        assert_eq!(mock.requests_for("/metadata/instance"), 1);
+        // The identity at start, and the VM's name for matching events.
+        assert_eq!(mock.requests_for("/metadata/instance"), 2);
     });
 }
 
@@ -512,5 +513,42 @@ fn auto_asks_only_the_cloud_dmi_names_and_nothing_on_a_host_that_is_on_none() {
                 "{detected:?}"
             );
         }
+    });
+}
+
+/// A cloud whose notices come and go (a maintenance value flapping every 1.5 s)
+/// never sets how often the control plane is asked: the same notice again is not
+/// news, and news brings a heartbeat forward at most once a cadence.
+#[test]
+fn a_flapping_notice_never_makes_the_heartbeats_more_frequent() {
+    with_real_time_limit(Duration::from_secs(60), || async {
+        let (logs, _guard) = Logs::capture();
+        let world = World::start().await;
+        let (mock, addr) = gcp_mock().await;
+        let agent = world
+            .spawn_online(world.cloud_inputs("gcp", Cloud::Gcp, addr))
+            .await;
+        let before = world.heartbeats().len();
+        for value in [
+            "MIGRATE_ON_HOST_MAINTENANCE",
+            "NONE",
+            "TERMINATE_ON_HOST_MAINTENANCE",
+            "NONE",
+        ]
+        .into_iter()
+        .cycle()
+        .take(80)
+        {
+            mock.maintenance(value);
+            pass(Duration::from_millis(1500)).await;
+        }
+        // Two minutes at a 30 s cadence: 4 beats, and at most one brought forward
+        // per cadence.
+        let beats = world.heartbeats().len() - before;
+        assert!(beats <= 8, "{beats} heartbeats in 2 minutes");
+        agent.stop().await;
+        assert_eq!(logs.events("maintenance").len(), 1, "{}", logs.text());
+        assert_eq!(logs.events("interruption").len(), 1);
+        assert_eq!(carrying(&world.heartbeats()).len(), 2);
     });
 }

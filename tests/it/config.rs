@@ -129,12 +129,29 @@ fn cloud_settings_accept_each_cloud_and_its_service_and_refuse_anything_else() {
                 .var(&format!("HOSTBEAT_{key}_METADATA_URL"), url),
         );
     }
+    // Google's name is Google's: not a typo's way to send EC2 or Azure requests there.
+    let e = error(dir.valid().var(
+        "HOSTBEAT_AZURE_METADATA_URL",
+        "http://metadata.google.internal",
+    ));
+    assert_eq!(e.setting(), "azure_metadata_url");
+    // A typo under the old name is fixed under the new one.
+    let e = error(dir.valid().var("HOSTBEAT_IMDS_URL", "http://10.0.0.1"));
+    assert_eq!(e.setting(), "imds_url");
+    assert!(
+        e.to_string()
+            .contains("HOSTBEAT_EC2_METADATA_URL=http://169.254.169.254"),
+        "{e}"
+    );
+    let e = error(dir.valid().var("HOSTBEAT_DMI_DIR", "dmi"));
+    assert!(e.to_string().contains("/sys/class/dmi/id"), "{e}");
     for url in [
         "http://10.0.0.1",
         "https://169.254.169.254",
         "169.254.169.254",
         "http://metadata.google.internal.evil.example",
         "http://user@169.254.169.254",
+        "http://169.254.169.254/computeMetadata",
     ] {
         let e = error(dir.valid().var("HOSTBEAT_GCP_METADATA_URL", url));
         assert_eq!(e.setting(), "gcp_metadata_url", "{url}");
@@ -203,6 +220,13 @@ fn the_deprecated_imds_settings_still_work_and_say_what_replaces_them() {
     )
     .unwrap();
     assert_eq!(loaded.settings.cloud.mode, CloudMode::Only(Cloud::Gcp));
+    let said: Vec<String> = loaded.warnings.iter().map(ToString::to_string).collect();
+    assert!(
+        said.iter().any(|w| w.contains("HOSTBEAT_IMDS in")
+            && w.contains("no longer decides: environment variable HOSTBEAT_CLOUD wins")
+            && w.contains("Environment=HOSTBEAT_CLOUD=ec2")),
+        "{said:?}"
+    );
     let loaded = config::load(
         dir.valid()
             .var("HOSTBEAT_IMDS_URL", "http://127.0.0.1:1338")

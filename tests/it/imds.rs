@@ -106,7 +106,7 @@ fn a_spot_interruption_reaches_the_control_plane_within_one_poll_and_only_once()
         assert!(
             status
                 .status_line
-                .starts_with("spot interruption (ec2): terminate at 2026-11-24T08:22:00Z; online"),
+                .starts_with("interruption (ec2): terminate at 2026-11-24T08:22:00Z; online"),
             "{}",
             status.status_line
         );
