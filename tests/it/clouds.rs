@@ -13,7 +13,7 @@ use hostbeat_refplane::azure::{self, MockAzure};
 use hostbeat_refplane::gcp::{self, MockGcp};
 use tokio::time::Instant;
 
-use crate::support::{Logs, MockImds, World, mins, pass, secs, until, with_real_time_limit};
+use crate::support::{Logs, MockImds, Row, World, mins, pass, secs, until, with_real_time_limit};
 
 /// The default poll interval, and a bound for one metadata request.
 const POLL: Duration = Duration::from_secs(5);
@@ -46,6 +46,17 @@ fn trouble_reasons(logs: &Logs) -> Vec<String> {
                 .to_owned()
         })
         .collect()
+}
+
+/// The shortest and the longest gap between two heartbeats after the first and
+/// before the goodbye, in ms.
+fn gaps(beats: &[HeartbeatRecord], from: usize) -> (u64, u64) {
+    let at: Vec<u64> = beats[from - 1..beats.len() - 1]
+        .iter()
+        .map(|b| b.at_ms)
+        .collect();
+    let gaps = at.windows(2).map(|w| w[1] - w[0]);
+    (gaps.clone().min().unwrap_or(0), gaps.max().unwrap_or(0))
 }
 
 /// Every gap between two heartbeats after the first and before the goodbye.
@@ -125,7 +136,8 @@ fn a_google_cloud_preemption_reaches_the_control_plane_at_once_and_only_once() {
         let wall = std::time::SystemTime::now();
         mock.preempt();
         assert!(until(REQUEST, || !carrying(&world.heartbeats()).is_empty()).await);
-        assert!(given.elapsed() <= REQUEST, "{:?}", given.elapsed());
+        let took = given.elapsed();
+        assert!(took <= REQUEST, "{took:?}");
         let count = world.heartbeats().len();
         assert!(until(mins(3), || world.heartbeats().len() >= count + 4).await);
         agent.stop().await;
@@ -150,6 +162,18 @@ fn a_google_cloud_preemption_reaches_the_control_plane_at_once_and_only_once() {
         let said = logs.events("interruption");
         assert_eq!(said.len(), 1, "{}", logs.text());
         assert!(said[0].contains("source=\"gcp\""), "{}", said[0]);
+        Row::new("notice-gcp")
+            .figure(
+                "notice to the control plane",
+                format!("{} ms", took.as_millis()),
+            )
+            .figure("heartbeats carrying it", carried.len())
+            .figure(
+                "deadline after it was seen",
+                format!("{} s", ahead.as_secs()),
+            )
+            .scan(&world, &logs)
+            .done();
     });
 }
 
@@ -209,17 +233,20 @@ fn a_google_cloud_change_between_two_requests_is_never_missed_and_a_blip_is_quie
         mock.preempt();
         assert!(until(secs(3), || !carrying(&world.heartbeats()).is_empty()).await);
         agent.stop().await;
-        assert!(
-            logs.events("imds_unavailable").is_empty(),
-            "{}",
-            logs.text()
-        );
+        let lines = logs.events("imds_unavailable").len();
+        assert_eq!(lines, 0, "{}", logs.text());
         let after_blip = mock
             .requests()
             .into_iter()
             .rfind(|r| r.key == "instance/preempted")
             .unwrap();
         assert!(after_blip.last_etag.is_some());
+        Row::new("gcp-blip")
+            .figure("503 answers", 2)
+            .figure("journal lines for them", lines)
+            .figure("notice to the control plane", "within 3 s")
+            .scan(&world, &logs)
+            .done();
     });
 }
 
@@ -260,6 +287,14 @@ fn a_misbehaving_google_cloud_metadata_server_never_disturbs_the_heartbeats() {
         // came at once, and far less while failing.
         let requests = mock.requests().len();
         assert!(requests < 300, "{requests} requests in 12 minutes");
+        let (lowest, highest) = gaps(&world.heartbeats(), first);
+        Row::new("gcp-misbehaving")
+            .figure("trouble lines", "3 (impostor, unreachable, garbage)")
+            .figure("recovery lines", 1)
+            .figure("heartbeat gaps", format!("{lowest} to {highest} ms"))
+            .figure("metadata requests in 12 min", requests)
+            .scan(&world, &logs)
+            .done();
     });
 }
 
@@ -323,7 +358,8 @@ fn an_azure_preemption_of_this_vm_reaches_the_control_plane_within_one_poll_once
             "Tue, 24 Nov 2026 08:22:00 GMT",
         );
         assert!(until(POLL + REQUEST, || !carrying(&world.heartbeats()).is_empty()).await);
-        assert!(given.elapsed() <= POLL + REQUEST, "{:?}", given.elapsed());
+        let took = given.elapsed();
+        assert!(took <= POLL + REQUEST, "{took:?}");
         mock.schedule("N2", "Reboot", &["vmss_9"], "");
         let count = world.heartbeats().len();
         assert!(until(mins(3), || world.heartbeats().len() >= count + 4).await);
@@ -337,6 +373,15 @@ fn an_azure_preemption_of_this_vm_reaches_the_control_plane_within_one_poll_once
             serde_json::json!({"source": "azure", "action": "preempt", "time": "2026-11-24T08:22:00Z"})
         );
         assert_eq!(logs.events("interruption").len(), 1, "{}", logs.text());
+        Row::new("notice-azure")
+            .figure(
+                "notice to the control plane",
+                format!("{} ms", took.as_millis()),
+            )
+            .figure("heartbeats carrying it", carried.len())
+            .figure("neighbours' events sent", 0)
+            .scan(&world, &logs)
+            .done();
     });
 }
 
@@ -372,6 +417,7 @@ fn an_azure_freeze_is_reported_and_the_vm_stays_online() {
 #[test]
 fn a_slow_first_azure_answer_never_delays_the_heartbeats() {
     with_real_time_limit(Duration::from_secs(60), || async {
+        let (logs, _guard) = Logs::capture();
         let world = World::start().await;
         let (mock, addr) = azure_mock().await;
         mock.slow_first_events(secs(110));
@@ -379,11 +425,8 @@ fn a_slow_first_azure_answer_never_delays_the_heartbeats() {
         let started = Instant::now();
         let agent = world.spawn(world.cloud_inputs("azure", Cloud::Azure, addr));
         assert!(until(mins(1), || !world.heartbeats().is_empty()).await);
-        assert!(
-            started.elapsed() <= logical_splay + REQUEST,
-            "{:?}",
-            started.elapsed()
-        );
+        let first = started.elapsed();
+        assert!(first <= logical_splay + REQUEST, "{first:?}");
         assert!(until(mins(2), || world.heartbeats().len() >= 3).await);
         mock.schedule(
             "E1",
@@ -395,6 +438,15 @@ fn a_slow_first_azure_answer_never_delays_the_heartbeats() {
         agent.stop().await;
         // The identity at start, and the VM's name for matching events.
         assert_eq!(mock.requests_for("/metadata/instance"), 2);
+        Row::new("azure-slow-first")
+            .figure("first Scheduled Events answer", "after 110 s")
+            .figure(
+                "first heartbeat after start",
+                format!("{} s (the splay is under 30 s)", first.as_secs()),
+            )
+            .figure("notice once it answers", "sent")
+            .scan(&world, &logs)
+            .done();
     });
 }
 
@@ -425,6 +477,13 @@ fn a_misbehaving_azure_metadata_service_never_disturbs_the_heartbeats() {
             logs.text()
         );
         assert_eq!(logs.events("imds_recovered").len(), 1);
+        let (lowest, highest) = gaps(&world.heartbeats(), first);
+        Row::new("azure-misbehaving")
+            .figure("trouble lines", "2 (unreachable, garbage)")
+            .figure("recovery lines", 1)
+            .figure("heartbeat gaps", format!("{lowest} to {highest} ms"))
+            .scan(&world, &logs)
+            .done();
     });
 }
 
@@ -470,6 +529,11 @@ fn auto_asks_only_the_cloud_dmi_names_and_nothing_on_a_host_that_is_on_none() {
         pass(secs(2)).await;
         assert_eq!(asked(), (0, 0, 0));
         assert_eq!(logs.events("imds_absent").len(), 1, "{}", logs.text());
+        Row::new("cloud-none")
+            .figure("metadata requests in 2 min", 0)
+            .figure("lines saying so", 1)
+            .scan(&world, &logs)
+            .done();
 
         for (dmi, cloud) in [
             (
@@ -550,5 +614,11 @@ fn a_flapping_notice_never_makes_the_heartbeats_more_frequent() {
         assert_eq!(logs.events("maintenance").len(), 1, "{}", logs.text());
         assert_eq!(logs.events("interruption").len(), 1);
         assert_eq!(carrying(&world.heartbeats()).len(), 2);
+        Row::new("notice-flapping")
+            .figure("value changes", 80)
+            .figure("heartbeats in 2 min", beats)
+            .figure("notices said and sent", 2)
+            .scan(&world, &logs)
+            .done();
     });
 }

@@ -129,6 +129,14 @@ fn a_spot_interruption_reaches_the_control_plane_within_one_poll_and_only_once()
         );
         agent.stop().await;
         assert_eq!(world.heartbeats().last().unwrap().status(), "offline");
+        Row::new("notice-ec2")
+            .figure(
+                "notice to the control plane",
+                format!("{} ms", took.as_millis()),
+            )
+            .figure("heartbeats carrying it", carried.len())
+            .scan(&world, &logs)
+            .done();
     });
 }
 

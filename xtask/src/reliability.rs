@@ -192,6 +192,56 @@ const ROWS: &[Group] = &[
         ],
     ),
     (
+        "The clouds' metadata services",
+        &[
+            (
+                "cloud-none",
+                "`cloud = auto` on a host whose DMI names no cloud (EC2, Google Cloud and Azure mocks listening)",
+                "No metadata request at all, to any of them; said once.",
+            ),
+            (
+                "notice-ec2",
+                "An EC2 spot interruption notice",
+                "At the control plane within one poll (5 s) plus one request, once; `terminating` from then on.",
+            ),
+            (
+                "notice-gcp",
+                "A Google Cloud preemption",
+                "At the control plane at once (a hanging request), once; the deadline `gcp_preemption_notice` (30 s) after it was seen.",
+            ),
+            (
+                "notice-azure",
+                "An Azure `Preempt` of this VM, after a neighbour's",
+                "At the control plane within one poll plus one request, once; the neighbour's event and a later incarnation ignored; the deadline is `NotBefore`.",
+            ),
+            (
+                "notice-flapping",
+                "A Google Cloud maintenance value flapping every 1.5 s for 2 minutes",
+                "Each notice said and sent once; a heartbeat brought forward at most once a cadence.",
+            ),
+            (
+                "gcp-misbehaving",
+                "Google Cloud's metadata server without `Metadata-Flavor: Google`, then down, then garbage, 3 minutes each",
+                "Nothing believed; each trouble logged once, the recovery once; the heartbeats keep their cadence; the requests bounded.",
+            ),
+            (
+                "gcp-blip",
+                "A 503 blip while a preemption lands",
+                "Retried after a second without a line; the next request carries the last `ETag`, so the change is not missed.",
+            ),
+            (
+                "azure-misbehaving",
+                "Azure's IMDS down, then garbage, 3 minutes each",
+                "Each trouble logged once, the recovery once; the heartbeats keep their cadence.",
+            ),
+            (
+                "azure-slow-first",
+                "Azure's first Scheduled Events answer after 110 s",
+                "The first heartbeat does not wait for it; notices are watched once it answers.",
+            ),
+        ],
+    ),
+    (
         "Configuration checks that guard the token",
         &[
             (
@@ -258,7 +308,7 @@ const FUZZ_TARGETS: &[(&str, &str)] = &[
     ("retry_after", "`Retry-After` (seconds and HTTP dates)"),
     (
         "imds_answers",
-        "the metadata service's answers (identity, spot notices)",
+        "every cloud's metadata answers (EC2's notices, Google Cloud's values, Azure's instance document and Scheduled Events)",
     ),
     (
         "config_file",
