@@ -154,8 +154,10 @@ impl MockGcp {
 
     /// Answers the next `count` requests with 503, as the server does for a
     /// moment during maintenance.
+    /// Requests waiting for a change end with one of them.
     pub fn blip(&self, count: u32) {
         self.state().blips = count;
+        self.changed.notify_waiters();
     }
 
     /// Every request so far.
@@ -197,7 +199,7 @@ impl MockGcp {
             .get("timeout_sec")
             .and_then(|t| t.parse::<u64>().ok())
             .map_or(Duration::from_secs(3600), Duration::from_secs);
-        let (behaviour, blip) = {
+        let behaviour = {
             let mut state = self.state();
             let at_ms = u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX);
             state.requests.push(GcpRequest {
@@ -207,11 +209,9 @@ impl MockGcp {
                 hanging,
                 last_etag: last_etag.clone(),
             });
-            let blip = state.blips > 0;
-            state.blips = state.blips.saturating_sub(1);
-            (state.behaviour, blip)
+            state.behaviour
         };
-        if blip {
+        if self.take_blip() {
             return self.reply(StatusCode::SERVICE_UNAVAILABLE, None, String::new());
         }
         if !flavored {
@@ -237,7 +237,18 @@ impl MockGcp {
                 () = changed => {}
                 () = tokio::time::sleep_until(deadline) => {}
             }
+            if self.take_blip() {
+                return self.reply(StatusCode::SERVICE_UNAVAILABLE, None, String::new());
+            }
         }
+    }
+
+    /// Whether this answer is one of the 503 blips asked for.
+    fn take_blip(&self) -> bool {
+        let mut state = self.state();
+        let blip = state.blips > 0;
+        state.blips = state.blips.saturating_sub(1);
+        blip
     }
 
     fn reply(

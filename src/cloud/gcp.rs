@@ -324,7 +324,7 @@ impl Key<'_> {
                         let mut trouble = self.trouble.lock().expect("not poisoned");
                         match &read {
                             Ok(_) => trouble.answered(self.index),
-                            Err(error) => trouble.failed(self.index, error, HANG_FLOOR),
+                            Err(error) => trouble.failed(self.index, error, self.every),
                         }
                     }
                     if acted_on.as_ref() != Some(&value) {

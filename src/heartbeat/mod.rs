@@ -40,6 +40,7 @@ pub use health::{CLOCK_SKEW_LIMIT, SUMMARY_EVERY};
 
 use self::health::{Health, Recovery};
 use self::registration::Registration;
+use self::spot::Heed;
 use self::watchdog::Watchdog;
 use crate::Controls;
 use crate::connection::Connection;
@@ -180,7 +181,7 @@ impl Outside {
 enum Wake {
     Elapsed,
     Shutdown,
-    /// A notice from the cloud that is news: the next heartbeat goes at once.
+    /// A notice that the host goes: the next heartbeat goes at once.
     Notice,
 }
 
@@ -306,9 +307,23 @@ impl Agent {
                 () = tokio::time::sleep_until(deadline) => return Wake::Elapsed,
                 () = ping_due(outside.watchdog.as_ref()) => outside.ping(),
                 Some(notice) = next_notice(&mut outside.watcher) => {
-                    if self.on_notice(notice) {
-                        return Wake::Notice;
+                    match self.on_notice(notice) {
+                        Heed::Ignore => continue,
+                        Heed::Now => return Wake::Notice,
+                        Heed::Soon => {
+                            let now = Instant::now();
+                            let at = now
+                                .max(self.api.plane_room_at())
+                                .max(self.health.asked_until().unwrap_or(now));
+                            deadline = deadline.min(at);
+                        }
+                        Heed::Carry => {}
                     }
+                    // Shown from the notice on, whenever the heartbeat goes.
+                    let left = deadline.saturating_duration_since(Instant::now());
+                    let line = self.status_line(left);
+                    outside.notifier.status(&line);
+                    self.publish(Some((left, &line)));
                 }
                 () = outside.reload.notified() => {
                     outside.notifier.reloading();

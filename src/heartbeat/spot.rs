@@ -32,8 +32,9 @@ pub(super) struct Spot {
     advisory: Option<Received>,
     /// The notice the heartbeat in flight carries.
     in_flight: Option<NoticeKind>,
-    /// When a notice last brought a heartbeat forward.
-    hurried_at: Option<Instant>,
+    /// When a notice last brought a heartbeat forward: [interruption, advisory],
+    /// each on its own, so that an advisory never holds back an interruption.
+    hurried_at: [Option<Instant>; 2],
 }
 
 #[derive(Debug)]
@@ -208,30 +209,37 @@ impl Agent {
     }
 
     /// A notice from the watcher: logged, kept, and carried from the next
-    /// heartbeat on. Whether that heartbeat goes at once (`true`) or at its time:
-    /// at once for news, at most once a cadence, so that a cloud whose notices come
-    /// and go (a value flapping, incarnations alternating) never sets how often the
-    /// control plane is asked. The same action from the same cloud as the notice
-    /// standing is not news: the first, and its deadline, stand.
-    pub(super) fn on_notice(&mut self, notice: Notice) -> bool {
+    /// heartbeat on; what the loop does about it (see [`Heed`]). A notice that the
+    /// host goes brings that heartbeat forward at once; one it survives, within the
+    /// budget and a pending `Retry-After`. Either at most once a cadence for its
+    /// kind, so that a cloud whose notices come and go (a value flapping,
+    /// incarnations alternating) never sets how often the control plane is asked.
+    /// The same action from the same cloud as the notice standing, before that
+    /// notice's deadline, is not news: the first, and its deadline, stand.
+    pub(super) fn on_notice(&mut self, notice: Notice) -> Heed {
         let standing = self.spot.slot(notice.kind).as_ref().map(|r| &r.notice);
-        if standing.is_some_and(|n| {
+        let repeated = standing.is_some_and(|n| {
             (n.source, n.kind, &n.action) == (notice.source, notice.kind, &notice.action)
-        }) {
-            return false;
+                && humantime::parse_rfc3339_weak(&n.time).is_ok_and(|at| at > SystemTime::now())
+        });
+        if repeated {
+            return Heed::Ignore;
         }
         let cadence = self
             .health
             .cadence()
             .unwrap_or(self.settings.heartbeat_interval);
         let now = Instant::now();
-        let hurry = self
-            .spot
-            .hurried_at
-            .is_none_or(|at| now.saturating_duration_since(at) >= cadence);
+        let hurried_at = &mut self.spot.hurried_at[usize::from(!notice.kind.terminating())];
+        let hurry = hurried_at.is_none_or(|at| now.saturating_duration_since(at) >= cadence);
         if hurry {
-            self.spot.hurried_at = Some(now);
+            *hurried_at = Some(now);
         }
+        let heed = match (hurry, notice.kind.terminating()) {
+            (false, _) => Heed::Carry,
+            (true, true) => Heed::Now,
+            (true, false) => Heed::Soon,
+        };
         let when = if hurry {
             "now"
         } else {
@@ -272,8 +280,23 @@ impl Agent {
             noticed_at: SystemTime::now(),
             delivered: false,
         });
-        hurry
+        heed
     }
+}
+
+/// What the loop does about a notice.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Heed {
+    /// Not news: nothing changes.
+    Ignore,
+    /// News, carried by the next heartbeat at its time (one was brought forward
+    /// for this kind within the cadence).
+    Carry,
+    /// The host goes: the next heartbeat now.
+    Now,
+    /// News the host survives: the next heartbeat as soon as the budget and a
+    /// pending `Retry-After` allow.
+    Soon,
 }
 
 /// "in 28s", "2s ago", for a person reading a notice's deadline.

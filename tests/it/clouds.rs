@@ -212,9 +212,10 @@ fn google_cloud_maintenance_migrate_is_reported_and_terminate_is_a_notice() {
     });
 }
 
-/// A value that changes while no request is waiting (the retry after a 503 blip)
-/// is seen by the next one, which carries the last ETag; the single blip is not
-/// worth a line in the journal.
+/// A value that changes while no request is waiting (a 503 blip ended both keys'
+/// hanging requests, and they retry a second later) is seen by the next request,
+/// which carries the ETag from before the change; the single blip is not worth a
+/// line in the journal.
 #[test]
 fn a_google_cloud_change_between_two_requests_is_never_missed_and_a_blip_is_quiet() {
     with_real_time_limit(Duration::from_secs(60), || async {
@@ -224,23 +225,23 @@ fn a_google_cloud_change_between_two_requests_is_never_missed_and_a_blip_is_quie
         let agent = world
             .spawn_online(world.cloud_inputs("gcp", Cloud::Gcp, addr))
             .await;
-        // Every hanging request ends at once on a blip; both keys retry a second
-        // later, and the preemption lands in between.
+        pass(secs(5)).await;
+        let before = mock.requests().len();
         mock.blip(2);
-        mock.set("instance/scheduling/preemptible", "TRUE");
-        mock.maintenance("NONE");
         pass(Duration::from_millis(200)).await;
         mock.preempt();
         assert!(until(secs(3), || !carrying(&world.heartbeats()).is_empty()).await);
         agent.stop().await;
         let lines = logs.events("imds_unavailable").len();
         assert_eq!(lines, 0, "{}", logs.text());
-        let after_blip = mock
-            .requests()
-            .into_iter()
-            .rfind(|r| r.key == "instance/preempted")
+        let retried = mock.requests()[before..]
+            .iter()
+            .find(|r| r.key == "instance/preempted")
+            .cloned()
             .unwrap();
-        assert!(after_blip.last_etag.is_some());
+        // The value's first version: the one the preemption changed.
+        assert!(retried.hanging);
+        assert_eq!(retried.last_etag.as_deref(), Some("0000000000000001"));
         Row::new("gcp-blip")
             .figure("503 answers", 2)
             .figure("journal lines for them", lines)
@@ -262,8 +263,13 @@ fn a_misbehaving_google_cloud_metadata_server_never_disturbs_the_heartbeats() {
             .spawn_online(world.cloud_inputs("gcp", Cloud::Gcp, addr))
             .await;
         let first = world.heartbeats().len();
+        // An impostor's "TRUE" is never believed.
+        mock.set_behaviour(gcp::Behaviour::NoFlavor);
+        mock.preempt();
+        pass(mins(3)).await;
+        assert!(carrying(&world.heartbeats()).is_empty());
+        mock.set("instance/preempted", "FALSE");
         for behaviour in [
-            gcp::Behaviour::NoFlavor,
             gcp::Behaviour::Down,
             gcp::Behaviour::Garbage,
             gcp::Behaviour::Normal,
@@ -272,7 +278,6 @@ fn a_misbehaving_google_cloud_metadata_server_never_disturbs_the_heartbeats() {
             // A hanging request already sent ends within its minute.
             pass(mins(3)).await;
         }
-        // An impostor's "TRUE" was never believed.
         agent.stop().await;
         cadence_holds(&world.heartbeats(), first);
         assert!(carrying(&world.heartbeats()).is_empty());
@@ -620,5 +625,99 @@ fn a_flapping_notice_never_makes_the_heartbeats_more_frequent() {
             .figure("notices said and sent", 2)
             .scan(&world, &logs)
             .done();
+    });
+}
+
+/// A notice that the host goes is never held back by an advisory brought forward
+/// just before it.
+#[test]
+fn an_interruption_right_after_an_advisory_reaches_the_control_plane_at_once() {
+    with_real_time_limit(Duration::from_secs(60), || async {
+        let world = World::start().await;
+        let (mock, addr) = gcp_mock().await;
+        let agent = world
+            .spawn_online(world.cloud_inputs("gcp", Cloud::Gcp, addr))
+            .await;
+        mock.maintenance("MIGRATE_ON_HOST_MAINTENANCE");
+        assert!(until(REQUEST, || carrying(&world.heartbeats()).len() == 1).await);
+        pass(secs(3)).await;
+        mock.preempt();
+        assert!(until(REQUEST, || carrying(&world.heartbeats()).len() == 2).await);
+        agent.stop().await;
+        let beats = world.heartbeats();
+        assert_eq!(
+            carrying(&beats)[1].body["interruption"]["action"],
+            "preempt"
+        );
+    });
+}
+
+/// A VM whose scale set schedules one maintenance after another (a new event every
+/// 6 s for 2 minutes, each news): each is shown and sent, but a heartbeat is
+/// brought forward at most once a cadence for them.
+#[test]
+fn advisories_one_after_another_bring_a_heartbeat_forward_at_most_once_a_cadence() {
+    with_real_time_limit(Duration::from_secs(60), || async {
+        let world = World::start().await;
+        let (mock, addr) = azure_mock().await;
+        let agent = world
+            .spawn_online(world.cloud_inputs("azure", Cloud::Azure, addr))
+            .await;
+        let before = world.heartbeats().len();
+        for n in 0..20 {
+            let kind = if n % 2 == 0 { "Freeze" } else { "Reboot" };
+            mock.schedule(&format!("M{n}"), kind, &[azure::VM_NAME], "");
+            pass(secs(6)).await;
+        }
+        let beats = world.heartbeats().len() - before;
+        agent.stop().await;
+        // Four at the 30 s cadence, and at most four brought forward.
+        assert!((4..=9).contains(&beats), "{beats} heartbeats in 2 minutes");
+        assert!(carrying(&world.heartbeats()).len() >= 4);
+    });
+}
+
+/// Azure's watcher, on its own: each of this VM's events handed over once, whatever
+/// the incarnations its neighbours' events make.
+#[test]
+fn azure_hands_each_event_of_this_vm_over_once_whatever_the_incarnations() {
+    with_real_time_limit(Duration::from_secs(60), || async {
+        use hostbeat::cloud::Provider;
+        let world = World::start().await;
+        let (mock, addr) = azure_mock().await;
+        let settings = crate::support::settings(world.cloud_inputs("azure", Cloud::Azure, addr));
+        let provider = Provider::new(Cloud::Azure, &settings.cloud);
+        let mut watcher = provider.watch(
+            &settings.cloud,
+            tokio_util::sync::CancellationToken::new(),
+            hostbeat::wheel::Grid::none(),
+        );
+        let mut next = async || {
+            tokio::time::timeout(POLL * 3, watcher.notices.recv())
+                .await
+                .ok()
+                .flatten()
+        };
+        mock.schedule("E1", "Freeze", &[azure::VM_NAME], "");
+        assert_eq!(next().await.unwrap().action, "freeze");
+        mock.schedule("N1", "Reboot", &["vmss_9"], "");
+        mock.schedule("N2", "Redeploy", &["vmss_9"], "");
+        assert_eq!(
+            next().await,
+            None,
+            "a neighbour's incarnation handed E1 again"
+        );
+        mock.schedule(
+            "E2",
+            "Preempt",
+            &[azure::VM_NAME],
+            "Tue, 24 Nov 2026 08:22:00 GMT",
+        );
+        let preempt = next().await.unwrap();
+        assert_eq!(
+            (preempt.action.as_str(), preempt.time.as_str()),
+            ("preempt", "2026-11-24T08:22:00Z")
+        );
+        assert_eq!(next().await, None);
     });
 }
