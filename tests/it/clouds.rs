@@ -169,8 +169,8 @@ fn a_google_cloud_preemption_reaches_the_control_plane_at_once_and_only_once() {
             )
             .figure("heartbeats carrying it", carried.len())
             .figure(
-                "deadline after it was seen",
-                format!("{:.0} s", ahead.as_secs_f64()),
+                "deadline after it was seen (RFC 3339 drops the fraction)",
+                format!("{:.1} s", ahead.as_secs_f64()),
             )
             .scan(&world, &logs)
             .done();
