@@ -51,6 +51,28 @@ pub struct Instance {
     pub lifecycle: Option<String>,
 }
 
+impl Instance {
+    /// For a person: "4520031799277581759 (spot-7; e2-standard-4, europe-west4-a,
+    /// spot)".
+    pub fn described(&self) -> String {
+        let facts: Vec<&str> = [
+            &self.instance_type,
+            &self.availability_zone,
+            &self.lifecycle,
+        ]
+        .into_iter()
+        .flatten()
+        .map(String::as_str)
+        .collect();
+        let name = self
+            .name
+            .as_ref()
+            .map(|n| format!("{n}; "))
+            .unwrap_or_default();
+        format!("{} ({name}{})", self.id, facts.join(", "))
+    }
+}
+
 /// The answer to `register`.
 #[derive(Debug, Clone, Deserialize)]
 pub struct RegisterAnswer {

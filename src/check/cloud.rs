@@ -57,9 +57,9 @@ async fn ask(cloud: Cloud, reason: &Reason, settings: &CloudSettings, report: &m
         Ok(instance) => report.push(Finding::ok(
             "cloud.identity",
             format!(
-                "{} metadata service at {url} answers: {}; its id is the logical agent id",
+                "{} metadata service at {url} answers: instance {}; its id is the logical agent id",
                 cloud.title(),
-                describe(&instance)
+                instance.described()
             ),
         )),
         Err(error) => {
@@ -88,29 +88,6 @@ async fn ask(cloud: Cloud, reason: &Reason, settings: &CloudSettings, report: &m
             }
         }
     }
-}
-
-/// "instance 45200 (spot-7) (e2-standard-4, europe-west4-a, spot)".
-fn describe(instance: &crate::api::wire::Instance) -> String {
-    let facts: Vec<&str> = [
-        &instance.instance_type,
-        &instance.availability_zone,
-        &instance.lifecycle,
-    ]
-    .into_iter()
-    .flatten()
-    .map(String::as_str)
-    .collect();
-    format!(
-        "instance {}{} ({})",
-        instance.id,
-        instance
-            .name
-            .as_ref()
-            .map(|n| format!(" ({n})"))
-            .unwrap_or_default(),
-        facts.join(", ")
-    )
 }
 
 /// The fix for a metadata service that does not answer, in its cloud's terms.

@@ -161,14 +161,9 @@ impl Agent {
                 tracing::info!(
                     event = "cloud_detected",
                     source = cloud.name(),
-                    "on {}: instance {}{} ({how}); watching for its notices",
+                    "on {}: instance {} ({how}); watching for its notices",
                     cloud.title(),
-                    instance.id,
-                    instance
-                        .name
-                        .as_ref()
-                        .map(|n| format!(" ({n})"))
-                        .unwrap_or_default(),
+                    instance.described(),
                 );
                 self.adopt_instance(instance);
             }

@@ -13,7 +13,9 @@ use hostbeat_refplane::azure::{self, MockAzure};
 use hostbeat_refplane::gcp::{self, MockGcp};
 use tokio::time::Instant;
 
-use crate::support::{Logs, MockImds, Row, World, mins, pass, secs, until, with_real_time_limit};
+use crate::support::{
+    Agent, Logs, MockImds, Row, World, mins, pass, secs, until, with_real_time_limit,
+};
 
 /// The default poll interval, and a bound for one metadata request.
 const POLL: Duration = Duration::from_secs(5);
@@ -77,6 +79,24 @@ async fn gcp_mock() -> (MockGcp, SocketAddr) {
     (mock, addr)
 }
 
+/// An agent online with `cloud = gcp`, and the mock it asks.
+async fn online_on_gcp(world: &World) -> (MockGcp, Agent) {
+    let (mock, addr) = gcp_mock().await;
+    let agent = world
+        .spawn_online(world.cloud_inputs("gcp", Cloud::Gcp, addr))
+        .await;
+    (mock, agent)
+}
+
+/// An agent online with `cloud = azure`, and the mock it asks.
+async fn online_on_azure(world: &World) -> (MockAzure, Agent) {
+    let (mock, addr) = azure_mock().await;
+    let agent = world
+        .spawn_online(world.cloud_inputs("azure", Cloud::Azure, addr))
+        .await;
+    (mock, agent)
+}
+
 async fn azure_mock() -> (MockAzure, SocketAddr) {
     let mock = MockAzure::new();
     let addr = mock.start().await.expect("bind 127.0.0.1:0");
@@ -87,10 +107,7 @@ async fn azure_mock() -> (MockAzure, SocketAddr) {
 fn google_cloud_identity_lands_in_registration_and_every_request_carries_the_flavor() {
     with_real_time_limit(Duration::from_secs(60), || async {
         let world = World::start().await;
-        let (mock, addr) = gcp_mock().await;
-        let agent = world
-            .spawn_online(world.cloud_inputs("gcp", Cloud::Gcp, addr))
-            .await;
+        let (mock, agent) = online_on_gcp(&world).await;
         pass(mins(3)).await;
         agent.stop().await;
         assert_eq!(
@@ -127,10 +144,7 @@ fn a_google_cloud_preemption_reaches_the_control_plane_at_once_and_only_once() {
     with_real_time_limit(Duration::from_secs(60), || async {
         let (logs, _guard) = Logs::capture();
         let world = World::start().await;
-        let (mock, addr) = gcp_mock().await;
-        let agent = world
-            .spawn_online(world.cloud_inputs("gcp", Cloud::Gcp, addr))
-            .await;
+        let (mock, agent) = online_on_gcp(&world).await;
         pass(secs(7)).await;
         let given = Instant::now();
         let wall = std::time::SystemTime::now();
@@ -182,10 +196,7 @@ fn google_cloud_maintenance_migrate_is_reported_and_terminate_is_a_notice() {
     with_real_time_limit(Duration::from_secs(60), || async {
         let (logs, _guard) = Logs::capture();
         let world = World::start().await;
-        let (mock, addr) = gcp_mock().await;
-        let agent = world
-            .spawn_online(world.cloud_inputs("gcp", Cloud::Gcp, addr))
-            .await;
+        let (mock, agent) = online_on_gcp(&world).await;
         mock.maintenance("MIGRATE_ON_HOST_MAINTENANCE");
         assert!(until(REQUEST, || carrying(&world.heartbeats()).len() == 1).await);
         pass(mins(1)).await;
@@ -221,10 +232,7 @@ fn a_google_cloud_change_between_two_requests_is_never_missed_and_a_blip_is_quie
     with_real_time_limit(Duration::from_secs(60), || async {
         let (logs, _guard) = Logs::capture();
         let world = World::start().await;
-        let (mock, addr) = gcp_mock().await;
-        let agent = world
-            .spawn_online(world.cloud_inputs("gcp", Cloud::Gcp, addr))
-            .await;
+        let (mock, agent) = online_on_gcp(&world).await;
         pass(secs(5)).await;
         let before = mock.requests().len();
         mock.blip(2);
@@ -258,10 +266,7 @@ fn a_misbehaving_google_cloud_metadata_server_never_disturbs_the_heartbeats() {
     with_real_time_limit(Duration::from_secs(60), || async {
         let (logs, _guard) = Logs::capture();
         let world = World::start().await;
-        let (mock, addr) = gcp_mock().await;
-        let agent = world
-            .spawn_online(world.cloud_inputs("gcp", Cloud::Gcp, addr))
-            .await;
+        let (mock, agent) = online_on_gcp(&world).await;
         let first = world.heartbeats().len();
         // An impostor's "TRUE" is never believed.
         mock.set_behaviour(gcp::Behaviour::NoFlavor);
@@ -307,10 +312,7 @@ fn a_misbehaving_google_cloud_metadata_server_never_disturbs_the_heartbeats() {
 fn azure_identity_lands_in_registration_and_every_request_says_metadata_true() {
     with_real_time_limit(Duration::from_secs(60), || async {
         let world = World::start().await;
-        let (mock, addr) = azure_mock().await;
-        let agent = world
-            .spawn_online(world.cloud_inputs("azure", Cloud::Azure, addr))
-            .await;
+        let (mock, agent) = online_on_azure(&world).await;
         pass(secs(30)).await;
         agent.stop().await;
         assert_eq!(
@@ -343,10 +345,7 @@ fn an_azure_preemption_of_this_vm_reaches_the_control_plane_within_one_poll_once
     with_real_time_limit(Duration::from_secs(60), || async {
         let (logs, _guard) = Logs::capture();
         let world = World::start().await;
-        let (mock, addr) = azure_mock().await;
-        let agent = world
-            .spawn_online(world.cloud_inputs("azure", Cloud::Azure, addr))
-            .await;
+        let (mock, agent) = online_on_azure(&world).await;
         mock.schedule(
             "N1",
             "Preempt",
@@ -394,10 +393,7 @@ fn an_azure_preemption_of_this_vm_reaches_the_control_plane_within_one_poll_once
 fn an_azure_freeze_is_reported_and_the_vm_stays_online() {
     with_real_time_limit(Duration::from_secs(60), || async {
         let world = World::start().await;
-        let (mock, addr) = azure_mock().await;
-        let agent = world
-            .spawn_online(world.cloud_inputs("azure", Cloud::Azure, addr))
-            .await;
+        let (mock, agent) = online_on_azure(&world).await;
         mock.schedule(
             "F1",
             "Freeze",
@@ -460,10 +456,7 @@ fn a_misbehaving_azure_metadata_service_never_disturbs_the_heartbeats() {
     with_real_time_limit(Duration::from_secs(60), || async {
         let (logs, _guard) = Logs::capture();
         let world = World::start().await;
-        let (mock, addr) = azure_mock().await;
-        let agent = world
-            .spawn_online(world.cloud_inputs("azure", Cloud::Azure, addr))
-            .await;
+        let (mock, agent) = online_on_azure(&world).await;
         let first = world.heartbeats().len();
         for behaviour in [
             azure::Behaviour::Down,
@@ -593,10 +586,7 @@ fn a_flapping_notice_never_makes_the_heartbeats_more_frequent() {
     with_real_time_limit(Duration::from_secs(60), || async {
         let (logs, _guard) = Logs::capture();
         let world = World::start().await;
-        let (mock, addr) = gcp_mock().await;
-        let agent = world
-            .spawn_online(world.cloud_inputs("gcp", Cloud::Gcp, addr))
-            .await;
+        let (mock, agent) = online_on_gcp(&world).await;
         let before = world.heartbeats().len();
         for value in [
             "MIGRATE_ON_HOST_MAINTENANCE",
@@ -634,10 +624,7 @@ fn a_flapping_notice_never_makes_the_heartbeats_more_frequent() {
 fn an_interruption_right_after_an_advisory_reaches_the_control_plane_at_once() {
     with_real_time_limit(Duration::from_secs(60), || async {
         let world = World::start().await;
-        let (mock, addr) = gcp_mock().await;
-        let agent = world
-            .spawn_online(world.cloud_inputs("gcp", Cloud::Gcp, addr))
-            .await;
+        let (mock, agent) = online_on_gcp(&world).await;
         mock.maintenance("MIGRATE_ON_HOST_MAINTENANCE");
         assert!(until(REQUEST, || carrying(&world.heartbeats()).len() == 1).await);
         pass(secs(3)).await;
@@ -659,10 +646,7 @@ fn an_interruption_right_after_an_advisory_reaches_the_control_plane_at_once() {
 fn advisories_one_after_another_bring_a_heartbeat_forward_at_most_once_a_cadence() {
     with_real_time_limit(Duration::from_secs(60), || async {
         let world = World::start().await;
-        let (mock, addr) = azure_mock().await;
-        let agent = world
-            .spawn_online(world.cloud_inputs("azure", Cloud::Azure, addr))
-            .await;
+        let (mock, agent) = online_on_azure(&world).await;
         let before = world.heartbeats().len();
         for n in 0..20 {
             let kind = if n % 2 == 0 { "Freeze" } else { "Reboot" };
