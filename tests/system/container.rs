@@ -13,16 +13,18 @@ use std::time::{Duration, Instant};
 
 /// Where tests/system/prepare leaves the root (`HOSTBEAT_TEST_ROOT` overrides it).
 fn cached_root() -> PathBuf {
-    let root = std::env::var_os("HOSTBEAT_TEST_ROOT").map_or_else(
+    std::env::var_os("HOSTBEAT_TEST_ROOT").map_or_else(
         || PathBuf::from("/var/cache/hostbeat-tests/bookworm"),
         PathBuf::from,
-    );
-    assert!(
-        root.join(".hostbeat-recipe").is_file(),
-        "no Debian root at {}: run tests/system/prepare (scripts/test does)",
-        root.display()
-    );
-    root
+    )
+}
+
+/// The root with Debian's cloud-init, seeded by NoCloud only (tests/system/prepare).
+pub fn cached_cloud_init_root() -> PathBuf {
+    std::env::var_os("HOSTBEAT_TEST_CLOUD_ROOT").map_or_else(
+        || PathBuf::from("/var/cache/hostbeat-tests/bookworm-cloud-init"),
+        PathBuf::from,
+    )
 }
 
 /// A booted container.
@@ -31,14 +33,28 @@ pub struct Container {
     /// The container's PID 1, as the host sees it.
     leader: u32,
     dir: tempfile::TempDir,
+    /// Bound at /opt/artifacts, again at each boot.
+    artifacts: PathBuf,
     /// Dropped after the fields above, once nspawn is gone.
-    _cgroup: Cgroup,
+    cgroup: Cgroup,
 }
 
 impl Container {
     /// Boots a copy of the cached root with `artifacts` at /opt/artifacts (read-only),
     /// and waits until systemd says the system is up.
     pub fn boot(artifacts: &Path) -> Self {
+        Self::boot_from(&cached_root(), artifacts, |_| {})
+    }
+
+    /// Boots a copy of `cached` (a root tests/system/prepare built) with `artifacts`
+    /// at /opt/artifacts, after `prepare` has written what it needs into the copy
+    /// (given its path on the host), and waits until systemd says the system is up.
+    pub fn boot_from(cached: &Path, artifacts: &Path, prepare: impl FnOnce(&Path)) -> Self {
+        assert!(
+            cached.join(".hostbeat-recipe").is_file(),
+            "no Debian root at {}: run tests/system/prepare (scripts/test does)",
+            cached.display()
+        );
         let dir = tempfile::Builder::new()
             .prefix("hostbeat-system-")
             .tempdir_in("/var/tmp")
@@ -48,69 +64,62 @@ impl Container {
             Command::new("cp")
                 .arg("-a")
                 .arg("--reflink=auto")
-                .arg(cached_root())
+                .arg(cached)
                 .arg(&root),
         );
-        let console = std::fs::File::create(dir.path().join("console.log")).unwrap();
-        let name = unique_name();
-        let cgroup = Cgroup::create(&name);
-        // nspawn must start inside its cgroup (it forks at once): a shell moves
-        // itself in, then becomes nspawn.
-        let nspawn = Command::new("sh")
-            .args([
-                "-c",
-                r#"for procs in $HOSTBEAT_CGROUP_PROCS; do echo $$ >"$procs"; done; exec "$@""#,
-                "sh",
-                "systemd-nspawn",
-            ])
-            .env(
-                "HOSTBEAT_CGROUP_PROCS",
-                cgroup
-                    .procs_files()
-                    .iter()
-                    .map(|p| p.to_string_lossy())
-                    .collect::<Vec<_>>()
-                    .join(" "),
-            )
-            .arg("--directory")
-            .arg(&root)
-            .args([
-                "--boot",
-                "--register=no",
-                "--keep-unit",
-                "--console=read-only",
-            ])
-            .arg(format!("--machine={name}"))
-            .arg(format!("--bind-ro={}:/opt/artifacts", artifacts.display()))
-            .stdin(Stdio::null())
-            .stdout(console.try_clone().unwrap())
-            .stderr(console)
-            .spawn()
-            .expect("systemd-nspawn (tests/system/prepare installs it)");
-        let nspawn_pid = nspawn.id();
+        prepare(&root);
+        let (nspawn, cgroup) = spawn_nspawn(dir.path(), artifacts);
         let mut container = Self {
             nspawn,
             leader: 0,
             dir,
-            _cgroup: cgroup,
+            artifacts: artifacts.to_owned(),
+            cgroup,
         };
-        container.leader = wait_for(Duration::from_secs(30), || {
+        container.wait_until_up();
+        container
+    }
+
+    /// Reboots: systemd in the container reboots, nspawn exits (it does not boot
+    /// again by itself), and the same root is booted again, as a cloud instance is
+    /// stopped and started with its disk.
+    pub fn reboot(&mut self) {
+        let _ = self.run(&["systemctl", "reboot"]);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while self.nspawn.try_wait().unwrap().is_none() {
+            assert!(
+                Instant::now() < deadline,
+                "the container did not reboot in 30 s\n{}",
+                self.console()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let (nspawn, cgroup) = spawn_nspawn(self.dir.path(), &self.artifacts);
+        self.nspawn = nspawn;
+        self.cgroup = cgroup;
+        self.leader = 0;
+        self.wait_until_up();
+    }
+
+    /// Waits for the container's PID 1, then for systemd to say the system is up.
+    fn wait_until_up(&mut self) {
+        let nspawn_pid = self.nspawn.id();
+        self.leader = wait_for(Duration::from_secs(30), || {
             std::fs::read_to_string(format!("/proc/{nspawn_pid}/task/{nspawn_pid}/children"))
                 .ok()
                 .and_then(|children| children.split_whitespace().next()?.parse().ok())
         })
-        .unwrap_or_else(|| panic!("no PID 1 in the container\n{}", container.console()));
-        let booted = wait_for(Duration::from_secs(60), || {
-            let state = container.run(&["systemctl", "is-system-running"]);
+        .unwrap_or_else(|| panic!("no PID 1 in the container\n{}", self.console()));
+        let booted = wait_for(Duration::from_secs(120), || {
+            let state = self.run(&["systemctl", "is-system-running"]);
             let state = String::from_utf8_lossy(&state.stdout).trim().to_owned();
             matches!(state.as_str(), "running" | "degraded").then_some(state)
         });
         assert!(
             booted.is_some(),
             "the container did not boot\n{}",
-            container.console()
+            self.console()
         );
-        container
     }
 
     /// A path inside the container, seen from the host.
@@ -195,6 +204,52 @@ impl Drop for Container {
             let _ = self.nspawn.wait();
         }
     }
+}
+
+/// Starts `systemd-nspawn --boot` on `dir`/root, in a cgroup of its own, its
+/// console to `dir`/console.log (appended: a reboot adds to it).
+fn spawn_nspawn(dir: &Path, artifacts: &Path) -> (Child, Cgroup) {
+    let console = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir.join("console.log"))
+        .unwrap();
+    let name = unique_name();
+    let cgroup = Cgroup::create(&name);
+    // nspawn must start inside its cgroup (it forks at once): a shell moves
+    // itself in, then becomes nspawn.
+    let nspawn = Command::new("sh")
+        .args([
+            "-c",
+            r#"for procs in $HOSTBEAT_CGROUP_PROCS; do echo $$ >"$procs"; done; exec "$@""#,
+            "sh",
+            "systemd-nspawn",
+        ])
+        .env(
+            "HOSTBEAT_CGROUP_PROCS",
+            cgroup
+                .procs_files()
+                .iter()
+                .map(|p| p.to_string_lossy())
+                .collect::<Vec<_>>()
+                .join(" "),
+        )
+        .arg("--directory")
+        .arg(dir.join("root"))
+        .args([
+            "--boot",
+            "--register=no",
+            "--keep-unit",
+            "--console=read-only",
+        ])
+        .arg(format!("--machine={name}"))
+        .arg(format!("--bind-ro={}:/opt/artifacts", artifacts.display()))
+        .stdin(Stdio::null())
+        .stdout(console.try_clone().unwrap())
+        .stderr(console)
+        .spawn()
+        .expect("systemd-nspawn (tests/system/prepare installs it)");
+    (nspawn, cgroup)
 }
 
 /// A machine name no other container of this test run (or of another run) has.

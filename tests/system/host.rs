@@ -63,6 +63,9 @@ impl Host {
     pub fn assert_installed_waiting_for_token(&self, output: &str) {
         let ct = &self.ct;
         assert!(output.contains("HOSTBEAT_CLIENT_TOKEN"), "{output}");
+        // The maintainer scripts ran clean: a comment that held debhelper's marker
+        // once became a command ("create: not found").
+        assert!(!output.contains("not found"), "{output}");
         ct.sh("getent passwd hostbeat");
         assert_eq!(
             ct.sh(&format!("systemctl is-enabled {UNIT}")).trim(),

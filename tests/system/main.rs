@@ -13,6 +13,7 @@
 mod cgroup;
 mod container;
 mod deb_lifecycle;
+mod first_boot;
 mod host;
 mod packages;
 mod plane;
