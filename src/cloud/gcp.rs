@@ -355,8 +355,8 @@ impl Key<'_> {
                     }
                 }
             };
-            if !wait.is_zero() && !self.out.sleep_until(self.grid.late(wait)).await {
-                return;
+            if !wait.is_zero() {
+                tokio::time::sleep_until(self.grid.late(wait)).await;
             }
         }
     }

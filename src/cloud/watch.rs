@@ -30,17 +30,15 @@ pub struct Watcher {
 }
 
 impl Watcher {
-    /// Runs `watch` on its own task until `shutdown`.
+    /// Runs `watch` on its own task until `shutdown` (or until the watcher is
+    /// dropped): the one place a watcher stops, so that its loops need not.
     pub fn spawn<F, W>(shutdown: CancellationToken, watch: W) -> Self
     where
         W: FnOnce(Handover) -> F,
         F: Future<Output = ()> + Send + 'static,
     {
         let (sender, notices) = mpsc::channel(4);
-        let watch = watch(Handover {
-            sender,
-            shutdown: shutdown.clone(),
-        });
+        let watch = watch(Handover { sender });
         let task = tokio::spawn(async move {
             tokio::select! {
                 () = watch => {}
@@ -57,28 +55,16 @@ impl Drop for Watcher {
     }
 }
 
-/// Where a watcher hands its notices, and when it must stop.
+/// Where a watcher hands its notices.
 #[derive(Debug, Clone)]
 pub struct Handover {
     sender: mpsc::Sender<Notice>,
-    shutdown: CancellationToken,
 }
 
 impl Handover {
     /// Hands `notice` to the loop; `false` when the loop is gone (stop watching).
     pub async fn send(&self, notice: Notice) -> bool {
-        tokio::select! {
-            sent = self.sender.send(notice) => sent.is_ok(),
-            () = self.shutdown.cancelled() => false,
-        }
-    }
-
-    /// Sleeps until `at`; `false` when told to stop meanwhile.
-    pub async fn sleep_until(&self, at: tokio::time::Instant) -> bool {
-        tokio::select! {
-            () = tokio::time::sleep_until(at) => true,
-            () = self.shutdown.cancelled() => false,
-        }
+        self.sender.send(notice).await.is_ok()
     }
 }
 
@@ -165,8 +151,6 @@ pub async fn poll<P: Poll>(mut source: P, every: Duration, grid: Grid, out: Hand
         };
         // A little late, on a boundary of the runtime's timer wheel: two wake-ups
         // rather than three (src/wheel.rs).
-        if !out.sleep_until(grid.late(wait)).await {
-            return;
-        }
+        tokio::time::sleep_until(grid.late(wait)).await;
     }
 }

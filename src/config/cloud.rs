@@ -111,12 +111,9 @@ pub(super) fn deprecations(layers: &Layers) -> Vec<Warning> {
         let Some(value) = alias.value.map(str::trim) else {
             continue;
         };
+        // A value `mode` would refuse is refused there; here it reads as auto.
         let same = if old == "imds" {
-            match value.to_ascii_lowercase().as_str() {
-                "on" | "true" | "yes" => "ec2",
-                "off" | "false" | "no" => "off",
-                _ => "auto",
-            }
+            imds_mode(value).map_or("auto", CloudMode::name)
         } else {
             value
         };
@@ -173,12 +170,7 @@ fn mode(layers: &Layers) -> Result<CloudMode, ConfigError> {
         .map(|v| v.trim().to_ascii_lowercase())
         .unwrap_or_default();
     let mode = if chosen.key == "imds" {
-        match value.as_str() {
-            "off" | "false" | "no" => Some(CloudMode::Off),
-            "on" | "true" | "yes" => Some(CloudMode::Only(Cloud::Ec2)),
-            "auto" => Some(CloudMode::Auto),
-            _ => None,
-        }
+        imds_mode(&value)
     } else {
         match value.as_str() {
             "off" => Some(CloudMode::Off),
@@ -200,6 +192,16 @@ fn mode(layers: &Layers) -> Result<CloudMode, ConfigError> {
         };
         chosen.error(format!("{value:?} is not a cloud"), fix)
     })
+}
+
+/// What the deprecated `imds` means as a `cloud` mode: `on` is `ec2`.
+fn imds_mode(value: &str) -> Option<CloudMode> {
+    match value.trim().to_ascii_lowercase().as_str() {
+        "off" | "false" | "no" => Some(CloudMode::Off),
+        "on" | "true" | "yes" => Some(CloudMode::Only(Cloud::Ec2)),
+        "auto" => Some(CloudMode::Auto),
+        _ => None,
+    }
 }
 
 /// The setting `key`, or its deprecated `alias` when the alias is set in the same
